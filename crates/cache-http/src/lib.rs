@@ -1,0 +1,1 @@
+//! cache-http (being written).
