@@ -1,0 +1,126 @@
+//! Errors of the store, each naming the object, file or URL it is about.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::index::IndexError;
+use crate::source::{SourceError, SourceErrorKind};
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store.
+///
+/// `Error` is `Clone` (causes are shared behind `Arc`) because one failed
+/// fill must be reported to every reader that was waiting on it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// A local file operation failed.
+    #[error("{}: {op}: {cause}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        cause: Arc<io::Error>,
+    },
+    /// The chunk index could not be read or written.
+    #[error(transparent)]
+    Index(Arc<IndexError>),
+    /// The source failed (after its own retries).
+    #[error("{url}: {cause}")]
+    Source { url: String, cause: SourceError },
+    /// The bytes do not hash to the BLAKE3 the caller expected.
+    #[error("object {key}: BLAKE3 mismatch: expected {expected}, got {actual}; not served under the expected hash")]
+    HashMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    /// A non-waiting read asked for bytes that are not downloaded yet.
+    #[error("object {key}: bytes {start}..{end} are not present yet")]
+    NotPresent { key: String, start: u64, end: u64 },
+    /// A read outside the object.
+    #[error("object {key}: range {start}..{end} is outside its {len} bytes")]
+    OutOfBounds {
+        key: String,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
+    /// No object matches a reference (hash, prefix, URL).
+    #[error("no object matches {0:?}")]
+    NotFound(String),
+    /// A reference matches several objects.
+    #[error("{reference:?} is ambiguous: it matches {count} objects")]
+    Ambiguous { reference: String, count: usize },
+    /// The operation needs the object to itself, and another fill or reader
+    /// (in this or another process) holds it.
+    #[error("object {key} is busy: {what}")]
+    Busy { key: String, what: &'static str },
+    /// The chunk size is not a power of two in 64 KiB..=64 MiB.
+    #[error("invalid chunk size {0}: must be a power of two from 64 KiB to 64 MiB")]
+    InvalidChunkSize(u64),
+    /// The object is incomplete and nothing can fill it.
+    #[error("object {key} is incomplete and no source is available to fill it ({url})")]
+    NoSource { key: String, url: String },
+    /// The fill this read was waiting on failed.
+    #[error("object {key}: fill failed: {cause}")]
+    FillFailed { key: String, cause: Arc<Error> },
+}
+
+/// Broad classes of [`Error`], for exit codes and retry decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The caller asked for something invalid (bad reference, bad size).
+    Usage,
+    /// The origin or the network failed.
+    Network,
+    /// Bytes did not verify (hash mismatch, source changed).
+    Verification,
+    /// Local storage failed (I/O error, full disk, corrupt index).
+    LocalIo,
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, cause: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            op,
+            cause: Arc::new(cause),
+        }
+    }
+
+    /// The class of this error (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Io { .. } | Error::Index(_) | Error::Busy { .. } => ErrorClass::LocalIo,
+            Error::Source { cause, .. } => match cause.kind {
+                SourceErrorKind::Changed => ErrorClass::Verification,
+                _ => ErrorClass::Network,
+            },
+            Error::HashMismatch { .. } => ErrorClass::Verification,
+            Error::NotPresent { .. }
+            | Error::OutOfBounds { .. }
+            | Error::NotFound(_)
+            | Error::Ambiguous { .. }
+            | Error::InvalidChunkSize(_) => ErrorClass::Usage,
+            Error::NoSource { .. } => ErrorClass::Network,
+            Error::FillFailed { cause, .. } => cause.class(),
+        }
+    }
+
+    /// The source error at the root of this error, if any.
+    pub fn source_error(&self) -> Option<&SourceError> {
+        match self {
+            Error::Source { cause, .. } => Some(cause),
+            Error::FillFailed { cause, .. } => cause.source_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<IndexError> for Error {
+    fn from(e: IndexError) -> Self {
+        Error::Index(Arc::new(e))
+    }
+}

@@ -1,0 +1,106 @@
+//! Making committed chunks durable, in the one safe order.
+//!
+//! A chunk is committed in memory (visible to this process's readers) as
+//! soon as its bytes are written and its chaining value is computed. Its
+//! index record waits in `pending` until a flush:
+//!
+//! 1. take the pending records (their bytes were all written before),
+//! 2. `fdatasync` the data file,
+//! 3. append the records to the index (one write, one `fdatasync`).
+//!
+//! So a record on disk is never ahead of its data (invariant 1), and the
+//! cost is one pair of syncs per batch (by bytes or by time), not per chunk.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::index::{IndexState, IndexWriter, Record};
+use crate::object::ObjectShared;
+
+/// Flush when this many bytes of chunks are pending.
+pub(crate) const FLUSH_BYTES: u64 = 64 << 20;
+/// Flush pending chunks at least this often (followers in other processes
+/// see chunks only once they are flushed).
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Write a snapshot of the bitmap after this many records.
+const SNAPSHOT_EVERY: u64 = 4096;
+
+pub(crate) struct Pending {
+    pub(crate) records: Vec<Record>,
+    pub(crate) bytes: u64,
+    /// Set when the fill ends with an error: nothing commits after it.
+    pub(crate) stopped: bool,
+}
+
+pub(crate) struct Durability {
+    inner: Mutex<DurableIndex>,
+}
+
+struct DurableIndex {
+    writer: IndexWriter,
+    /// What the index on disk says.
+    state: IndexState,
+    since_snapshot: u64,
+}
+
+impl Durability {
+    pub(crate) fn new(writer: IndexWriter, state: IndexState) -> Self {
+        Durability {
+            inner: Mutex::new(DurableIndex {
+                writer,
+                state,
+                since_snapshot: 0,
+            }),
+        }
+    }
+
+    /// Flushes the pending records (blocking: call from a blocking thread).
+    pub(crate) fn flush(&self, obj: &ObjectShared, pending: &Mutex<Pending>) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let batch = {
+            let mut p = pending.lock();
+            p.bytes = 0;
+            std::mem::take(&mut p.records)
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        obj.data.sync()?;
+        inner.append(&batch)
+    }
+
+    /// Appends the root record and writes a final snapshot.
+    pub(crate) fn finish(&self, root: [u8; 32]) -> Result<()> {
+        let mut inner = self.inner.lock();
+        inner.append(&[Record::Root { hash: root }])?;
+        let DurableIndex { writer, state, .. } = &mut *inner;
+        writer.snapshot(state)?;
+        Ok(())
+    }
+}
+
+impl DurableIndex {
+    fn append(&mut self, batch: &[Record]) -> Result<()> {
+        self.writer.append(batch)?;
+        for r in batch {
+            match *r {
+                Record::Chunk { index, .. } => {
+                    self.state.done.insert(index);
+                }
+                Record::Clear { index } => {
+                    self.state.done.remove(index);
+                    self.state.root = None;
+                }
+                Record::Root { hash } => self.state.root = Some(hash),
+            }
+        }
+        self.since_snapshot += batch.len() as u64;
+        if self.since_snapshot >= SNAPSHOT_EVERY {
+            self.writer.snapshot(&self.state)?;
+            self.since_snapshot = 0;
+        }
+        Ok(())
+    }
+}

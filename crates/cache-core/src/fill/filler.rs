@@ -1,0 +1,324 @@
+//! The filler: runs the requests the scheduler picks and finishes the
+//! object (root hash, index root record, hash alias).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use super::durability::{Durability, Pending, FLUSH_BYTES, FLUSH_INTERVAL};
+use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
+use super::{FillPlan, WriterLease};
+use crate::error::{Error, Result};
+use crate::index::{IndexState, Record};
+use crate::object::{ObjectShared, Phase};
+use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
+
+/// State shared by the filler and its requests.
+pub(crate) struct FillCtx {
+    pub(crate) obj: Arc<ObjectShared>,
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) info: SourceInfo,
+    cvs: Mutex<Vec<Option<[u8; 32]>>>,
+    pending: Mutex<Pending>,
+    durability: Durability,
+    flush_wake: Notify,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+enum Event {
+    ChunkDone(u32),
+    WholeBody,
+    RunEnded { id: u64, result: Result<()> },
+}
+
+/// How a fill ended without error.
+enum Outcome {
+    Complete,
+    /// Lazy fill with no demand and no handle left.
+    Paused,
+}
+
+pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) {
+    let (events, rx) = mpsc::unbounded_channel();
+    let state = {
+        let st = obj.state.lock();
+        IndexState {
+            done: st.done.clone(),
+            root: st.root,
+        }
+    };
+    let WriterLease { _lock, writer, cvs } = lease;
+    let ctx = Arc::new(FillCtx {
+        obj,
+        source: plan.source,
+        info: plan.info,
+        cvs: Mutex::new(cvs),
+        pending: Mutex::new(Pending {
+            records: Vec::new(),
+            bytes: 0,
+            stopped: false,
+        }),
+        durability: Durability::new(writer, state),
+        flush_wake: Notify::new(),
+        events,
+    });
+    let options = plan.options;
+    tokio::spawn(async move {
+        let _lock = _lock; // held for the whole fill
+        let flusher = tokio::spawn(flush_loop(ctx.clone()));
+        let result = drive(&ctx, &options, rx).await;
+        flusher.abort();
+        let result = finish(&ctx, result).await;
+        let obj = &ctx.obj;
+        match result {
+            Ok(Outcome::Complete) => {}
+            Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
+            Err(e) => {
+                tracing::warn!(object = %obj.key, "fill failed: {e}");
+                obj.set_phase(Phase::Failed(Arc::new(e)));
+            }
+        }
+    });
+}
+
+/// Runs requests until every chunk is committed (or an error).
+async fn drive(
+    ctx: &Arc<FillCtx>,
+    options: &super::FillOptions,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Result<Outcome> {
+    let header = &ctx.obj.header;
+    let done = ctx.obj.state.lock().done.clone();
+    let max_run = (options.max_request_bytes / u64::from(header.chunk_size)).clamp(1, u32::MAX as u64) as u32;
+    let mut sched = FillScheduler::new(
+        header.chunk_count(),
+        done,
+        options.policy,
+        max_run,
+        options.readahead_chunks,
+    );
+    if !ctx.info.ranges {
+        sched.set_single_stream();
+    }
+    if header.len == 0 && !sched.is_complete() {
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || c.commit_chunk(0, &[]))
+            .await
+            .map_err(|e| Error::io("<commit task>", "commit chunk", std::io::Error::other(e)))??;
+        sched.chunk_done(0);
+    }
+    let connections = options.connections.max(1);
+    let mut tasks: HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)> = HashMap::new();
+    let result = loop {
+        // Launch what the free connections allow; one extra lane is kept
+        // for demanded chunks so a far read never waits behind prefetch.
+        loop {
+            let demanded = ctx.obj.state.lock().demand.oldest(64);
+            let busy = tasks.len();
+            let may_prefetch = busy < connections;
+            if !(may_prefetch || (!demanded.is_empty() && busy < connections + 1)) {
+                break;
+            }
+            let run = sched.next_run(&demanded, may_prefetch);
+            for (id, end) in sched.take_cuts() {
+                if let Some((_, limit)) = tasks.get(&id) {
+                    limit.store(end, Ordering::Release);
+                }
+            }
+            let Some(Run { id, chunks }) = run else {
+                break;
+            };
+            let limit = Arc::new(AtomicU32::new(chunks.end));
+            let (c, tx, l) = (ctx.clone(), ctx.events.clone(), limit.clone());
+            let handle = tokio::spawn(async move {
+                let result = super::fetch::fetch_run(c, chunks, l).await;
+                let _ = tx.send(Event::RunEnded { id, result });
+            });
+            tasks.insert(id, (handle, limit));
+        }
+        if sched.is_complete() && tasks.is_empty() {
+            break Ok(Outcome::Complete);
+        }
+        if tasks.is_empty()
+            && options.policy == FillPolicy::Lazy
+            && ctx.obj.handles() == 0
+            && ctx.obj.state.lock().demand.is_empty()
+        {
+            break Ok(Outcome::Paused);
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::ChunkDone(c)) => sched.chunk_done(c),
+                Some(Event::WholeBody) => sched.set_single_stream(),
+                Some(Event::RunEnded { id, result }) => {
+                    tasks.remove(&id);
+                    sched.run_ended(id);
+                    match result {
+                        Ok(()) => {}
+                        Err(Error::Source { cause, .. })
+                            if cause.kind == SourceErrorKind::RangesUnsupported
+                                && !sched.single_stream() =>
+                        {
+                            tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
+                            sched.set_single_stream();
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+                None => unreachable!("the context holds a sender"),
+            },
+            _ = ctx.obj.filler_wake.notified() => {}
+        }
+    };
+    if result.is_err() {
+        ctx.pending.lock().stopped = true;
+    }
+    for (handle, _) in tasks.into_values() {
+        handle.abort();
+    }
+    // Drain chunk events of requests that finished before the abort.
+    while let Ok(ev) = events.try_recv() {
+        if let Event::ChunkDone(c) = ev {
+            sched.chunk_done(c);
+        }
+    }
+    result
+}
+
+/// Flushes what was committed, then (when complete) records the root.
+async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> {
+    let c = ctx.clone();
+    let flushed = tokio::task::spawn_blocking(move || {
+        c.durability.flush(&c.obj, &c.pending)?;
+        match result {
+            Ok(Outcome::Complete) => c.complete().map(|()| Outcome::Complete),
+            other => other,
+        }
+    })
+    .await;
+    match flushed {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::io("<fill>", "finish fill", std::io::Error::other(e))),
+    }
+}
+
+/// Flushes by bytes (woken by commits) or by time.
+async fn flush_loop(ctx: Arc<FillCtx>) {
+    loop {
+        let _ = tokio::time::timeout(FLUSH_INTERVAL, ctx.flush_wake.notified()).await;
+        if ctx.pending.lock().records.is_empty() {
+            continue;
+        }
+        let c = ctx.clone();
+        let r = tokio::task::spawn_blocking(move || c.durability.flush(&c.obj, &c.pending)).await;
+        let err = match r {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => Error::io("<fill>", "flush", std::io::Error::other(e)),
+        };
+        // Report through the event channel as a failed "request".
+        let _ = ctx.events.send(Event::RunEnded {
+            id: u64::MAX,
+            result: Err(err),
+        });
+        return;
+    }
+}
+
+impl FillCtx {
+    pub(crate) fn whole_body_seen(&self) {
+        let _ = self.events.send(Event::WholeBody);
+    }
+
+    /// Hashes and writes chunk `c` and makes it visible (blocking).
+    pub(crate) fn commit_chunk(&self, c: u32, data: &[u8]) -> Result<()> {
+        let obj = &self.obj;
+        let header = &obj.header;
+        let cv = crate::hash::chunk_cv(data, c, header.chunk_size, header.len);
+        if obj.is_done(c) {
+            // A whole-object body passes chunks we have: they must match.
+            let known = self.cvs.lock()[c as usize];
+            if known.is_some_and(|k| k != cv) {
+                return Err(self.source_error(SourceError::new(
+                    SourceErrorKind::Changed,
+                    format!("chunk {c} differs from the bytes already stored"),
+                )));
+            }
+            return Ok(());
+        }
+        if self.pending.lock().stopped {
+            return Ok(());
+        }
+        let offset = header.chunk_range(c).start;
+        if let Err(e) = obj.data.write_at(offset, data) {
+            self.pending.lock().stopped = true;
+            return Err(e);
+        }
+        {
+            let mut p = self.pending.lock();
+            if p.stopped {
+                return Ok(());
+            }
+            self.cvs.lock()[c as usize] = Some(cv);
+            p.records.push(Record::Chunk { index: c, cv });
+            p.bytes += data.len() as u64;
+            if p.bytes >= FLUSH_BYTES {
+                self.flush_wake.notify_one();
+            }
+            // Visible to readers only now: bytes written, CV known.
+            obj.mark_done(c);
+        }
+        let _ = self.events.send(Event::ChunkDone(c));
+        Ok(())
+    }
+
+    /// Every chunk is committed and flushed: compute the root from the
+    /// chunk CVs (no re-read), check it, record it (blocking).
+    fn complete(&self) -> Result<()> {
+        let obj = &self.obj;
+        let header = &obj.header;
+        let cvs: Vec<[u8; 32]> = {
+            let cvs = self.cvs.lock();
+            let mut out = Vec::with_capacity(cvs.len());
+            for (i, cv) in cvs.iter().enumerate() {
+                match cv {
+                    Some(cv) => out.push(*cv),
+                    None => {
+                        return Err(crate::index::IndexError::Corrupt {
+                            path: obj.index_path(),
+                            detail: format!("chunk {i} is marked done but has no chaining value"),
+                        }
+                        .into())
+                    }
+                }
+            }
+            out
+        };
+        let root = crate::hash::root_from_cvs(&cvs, header.chunk_size, header.len);
+        if let Some(expected) = header.expected {
+            if expected != *root.as_bytes() {
+                let expected = blake3::Hash::from_bytes(expected);
+                obj.store.remove_alias(&expected, &obj.key);
+                return Err(Error::HashMismatch {
+                    key: obj.key.clone(),
+                    expected: expected.to_hex().to_string(),
+                    actual: root.to_hex().to_string(),
+                });
+            }
+        }
+        self.durability.finish(*root.as_bytes())?;
+        obj.store.write_alias(&root, &obj.key)?;
+        {
+            let mut st = obj.state.lock();
+            st.root = Some(*root.as_bytes());
+        }
+        obj.set_phase(Phase::Complete);
+        tracing::info!(object = %obj.key, blake3 = %root, "object complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! Filling objects from a [`Source`]: one filler per object.
+//!
+//! * [`scheduler`] decides which chunks to request (demand first).
+//! * `filler` runs the requests, up to N at once plus one lane kept for
+//!   demands, and turns their bytes into committed chunks.
+//! * `durability` batches the `fdatasync` of the data file and the
+//!   appending of index records (data first, never one sync per chunk).
+//!
+//! Who fills: the process that holds the exclusive OS lock on the object's
+//! index file. In one process, every request attaches to the running fill
+//! (the object's phase says `Filling`); another process follows the index
+//! and takes over when the lock holder dies.
+
+mod durability;
+mod fetch;
+mod filler;
+pub mod scheduler;
+
+use std::fs::{File, TryLockError};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::index::IndexWriter;
+use crate::object::{ObjectShared, Phase};
+use crate::source::{Source, SourceInfo};
+
+pub use scheduler::{FillPolicy, FillScheduler};
+
+/// Default number of concurrent range requests of one fill.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Default upper bound of one merged range request.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
+/// Default number of chunks fetched after a demanded one.
+pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
+
+/// How a fill runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FillOptions {
+    /// Range requests kept in flight (a demanded chunk may use one more).
+    pub connections: usize,
+    /// Adjacent missing chunks are merged into one request up to this size.
+    pub max_request_bytes: u64,
+    /// Chunks requested after each demanded chunk, in the same request.
+    pub readahead_chunks: u32,
+    /// Eager (everything, demand first) or lazy (demand only).
+    pub policy: FillPolicy,
+}
+
+impl Default for FillOptions {
+    fn default() -> Self {
+        FillOptions {
+            connections: DEFAULT_CONNECTIONS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            readahead_chunks: DEFAULT_READAHEAD_CHUNKS,
+            policy: FillPolicy::Eager,
+        }
+    }
+}
+
+/// Everything a fill needs to start: where from, which version, how.
+#[derive(Clone)]
+pub(crate) struct FillPlan {
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) info: SourceInfo,
+    pub(crate) options: FillOptions,
+}
+
+/// What the process that fills holds: the lock and the index writer.
+pub(crate) struct WriterLease {
+    /// Exclusive `flock` on the index file; released when dropped (or when
+    /// the process dies — there is never a stale lock to clean up).
+    pub(crate) _lock: File,
+    pub(crate) writer: IndexWriter,
+    pub(crate) cvs: Vec<Option<[u8; 32]>>,
+}
+
+/// Tries to become the writer of `obj`: the OS lock, then a recovering
+/// open of the index (a torn tail is truncated here, under the lock).
+/// `Ok(None)`: another process holds the lock.
+pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
+    let path = obj.index_path();
+    let lock = File::open(&path).map_err(|e| Error::io(&path, "open index for locking", e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(None),
+        Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock index", e)),
+    }
+    let (writer, _header, state, recovery) = IndexWriter::open(&path)?;
+    if recovery.dropped_bytes > 0 {
+        tracing::warn!(
+            object = %obj.key,
+            dropped_bytes = recovery.dropped_bytes,
+            "dropped a torn or damaged index tail; those chunks will be fetched again"
+        );
+    }
+    let cvs = crate::index::read_cvs(&path)?;
+    {
+        let mut st = obj.state.lock();
+        st.done = state.done;
+        st.root = state.root;
+    }
+    obj.publish_progress();
+    Ok(Some(WriterLease {
+        _lock: lock,
+        writer,
+        cvs,
+    }))
+}
+
+/// Starts filling `obj` with `plan`, or attaches to the fill that runs.
+pub(crate) fn start_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
+    {
+        let mut st = obj.state.lock();
+        st.plan = Some(plan.clone());
+        match st.phase {
+            Phase::Filling | Phase::Complete => return Ok(()),
+            Phase::Idle | Phase::Following | Phase::Failed(_) => st.phase = Phase::Filling,
+        }
+    }
+    begin(obj, plan)
+}
+
+/// Called by the follower: takes the fill over if the lock is free now.
+pub(crate) fn try_take_over(obj: &Arc<ObjectShared>) -> Result<()> {
+    let plan = {
+        let mut st = obj.state.lock();
+        match (&st.phase, &st.plan) {
+            (Phase::Following | Phase::Idle, Some(plan)) => {
+                let plan = plan.clone();
+                st.phase = Phase::Filling;
+                plan
+            }
+            _ => return Ok(()),
+        }
+    };
+    begin(obj, plan)
+}
+
+/// The object is marked `Filling` by the caller; lease, then spawn.
+fn begin(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
+    match try_lease(obj) {
+        Ok(Some(lease)) => {
+            if obj.state.lock().root.is_some() {
+                obj.set_phase(Phase::Complete);
+                return Ok(());
+            }
+            obj.state.lock().watching = false;
+            filler::spawn(obj.clone(), plan, lease);
+            obj.publish_progress();
+            Ok(())
+        }
+        Ok(None) => {
+            obj.set_phase(Phase::Following);
+            obj.ensure_watching();
+            Ok(())
+        }
+        Err(e) => {
+            obj.set_phase(Phase::Failed(Arc::new(e.clone())));
+            Err(e)
+        }
+    }
+}
+
+/// Makes sure something fills `obj` (a reader is waiting): the fill that
+/// runs, the plan of an earlier fetch, or a source from the store's source
+/// factory. Fails when nothing can fill it.
+pub(crate) fn ensure_fill(obj: &ObjectShared) -> Result<()> {
+    let Some(obj) = obj.me.upgrade() else {
+        return Ok(());
+    };
+    let plan = {
+        let st = obj.state.lock();
+        match st.phase {
+            Phase::Filling | Phase::Complete | Phase::Following => return Ok(()),
+            Phase::Idle | Phase::Failed(_) => st.plan.clone(),
+        }
+    };
+    let plan = match plan {
+        Some(p) => p,
+        None => {
+            let Some(factory) = obj.store.options.source_factory.clone() else {
+                return Err(Error::NoSource {
+                    key: obj.key.clone(),
+                    url: obj.header.source.clone(),
+                });
+            };
+            let source = factory(&obj.header.source).map_err(|cause| Error::Source {
+                url: obj.header.source.clone(),
+                cause,
+            })?;
+            FillPlan {
+                source,
+                info: SourceInfo {
+                    len: obj.header.len,
+                    validator: obj.header.validator.clone(),
+                    ranges: true,
+                },
+                options: FillOptions::default(),
+            }
+        }
+    };
+    start_fill(&obj, plan)
+}

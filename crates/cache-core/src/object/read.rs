@@ -1,0 +1,268 @@
+//! Reading: waiting reads, non-waiting reads, streams and an
+//! `AsyncRead + AsyncSeek` reader.
+//!
+//! Every read resolves to [`Bytes`] slices of the data file's memory map:
+//! no copy, and memory per reader is bounded by what the caller holds.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
+
+use super::{Object, ObjectShared};
+use crate::error::{Error, Result};
+
+/// Withdraws a reader's demands when the read ends or is dropped.
+struct DemandGuard<'a> {
+    obj: &'a ObjectShared,
+    chunks: Vec<u32>,
+}
+
+impl Drop for DemandGuard<'_> {
+    fn drop(&mut self) {
+        if self.chunks.is_empty() {
+            return;
+        }
+        let mut st = self.obj.state.lock();
+        for &c in &self.chunks {
+            st.demand.remove(c);
+        }
+    }
+}
+
+/// Counts a live reader for status output.
+struct ReaderCount(Arc<ObjectShared>);
+
+impl ReaderCount {
+    fn new(obj: Arc<ObjectShared>) -> Self {
+        obj.readers.fetch_add(1, Ordering::Relaxed);
+        ReaderCount(obj)
+    }
+}
+
+impl Drop for ReaderCount {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ObjectShared {
+    fn check_range(&self, start: u64, end: u64) -> Result<()> {
+        if start > end || end > self.header.len {
+            return Err(Error::OutOfBounds {
+                key: self.key.clone(),
+                start,
+                end,
+                len: self.header.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Chunks covering `start..end` (at least the chunk of `start`, so an
+    /// empty read of an empty object still has one chunk to wait for).
+    fn chunks_of(&self, start: u64, end: u64) -> Range<u32> {
+        let cs = u64::from(self.header.chunk_size);
+        let first = (start / cs) as u32;
+        let last = if end > start { ((end - 1) / cs) as u32 } else { first };
+        first.min(self.header.chunk_count() - 1)..last.min(self.header.chunk_count() - 1) + 1
+    }
+
+    /// Waits until every chunk of `chunks` is complete, demanding the
+    /// missing ones (oldest first) while it waits.
+    pub(crate) async fn wait_chunks(&self, chunks: Range<u32>) -> Result<()> {
+        let mut guard = DemandGuard {
+            obj: self,
+            chunks: Vec::new(),
+        };
+        for c in chunks {
+            loop {
+                let Some(rx) = self.waiter(c)? else { break };
+                if !guard.chunks.contains(&c) {
+                    self.state.lock().demand.add(c);
+                    guard.chunks.push(c);
+                    crate::fill::ensure_fill(self)?;
+                    self.filler_wake.notify_one();
+                }
+                // A dropped sender (phase change) just means: look again.
+                let _ = rx.await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn read_range(&self, start: u64, end: u64) -> Result<Bytes> {
+        self.check_range(start, end)?;
+        self.wait_chunks(self.chunks_of(start, end)).await?;
+        Ok(self.data.bytes(start..end))
+    }
+}
+
+impl Object {
+    /// Reads `len` bytes at `offset`, waiting for (and demanding) the
+    /// chunks that are not downloaded yet. There is no hidden time-out:
+    /// wrap the future in `tokio::time::timeout` to bound the wait.
+    pub async fn read_at(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let end = offset.checked_add(len).ok_or_else(|| Error::OutOfBounds {
+            key: self.shared.key.clone(),
+            start: offset,
+            end: u64::MAX,
+            len: self.len(),
+        })?;
+        self.shared.read_range(offset, end).await
+    }
+
+    /// Like [`Object::read_at`] but never waits: fails with
+    /// [`Error::NotPresent`] when a chunk of the range is missing.
+    pub fn try_read_at(&self, offset: u64, len: u64) -> Result<Bytes> {
+        let s = &self.shared;
+        let end = offset.saturating_add(len);
+        s.check_range(offset, end)?;
+        let st = s.state.lock();
+        if s.chunks_of(offset, end).any(|c| !st.done.contains(c)) {
+            return Err(Error::NotPresent {
+                key: s.key.clone(),
+                start: offset,
+                end,
+            });
+        }
+        drop(st);
+        Ok(s.data.bytes(offset..end))
+    }
+
+    /// The bytes of `range` as a stream of pieces (at most one chunk each),
+    /// yielded in order as their chunks complete.
+    pub fn stream(&self, range: Range<u64>) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+        let obj = self.shared.clone();
+        let state = (ReaderCount::new(obj), range.start, range.end, false);
+        futures::stream::unfold(state, |(rc, pos, end, failed)| async move {
+            if failed || pos >= end {
+                return None;
+            }
+            let obj = &rc.0;
+            if let Err(e) = obj.check_range(pos, end) {
+                return Some((Err(e), (rc, pos, end, true)));
+            }
+            let cs = u64::from(obj.header.chunk_size);
+            let piece_end = ((pos / cs + 1) * cs).min(end);
+            match obj.read_range(pos, piece_end).await {
+                Ok(b) => Some((Ok(b), (rc, piece_end, end, false))),
+                Err(e) => Some((Err(e), (rc, pos, end, true))),
+            }
+        })
+    }
+
+    /// A reader implementing `AsyncRead + AsyncSeek`, starting at offset 0.
+    pub fn reader(&self) -> ObjectReader {
+        ObjectReader {
+            count: ReaderCount::new(self.shared.clone()),
+            pos: 0,
+            buf: Bytes::new(),
+            buf_start: 0,
+            pending: None,
+            seek_to: None,
+        }
+    }
+}
+
+/// A sequential reader over an object (see [`Object::reader`]). Reads wait
+/// for missing chunks and demand them; seeking is free.
+pub struct ObjectReader {
+    count: ReaderCount,
+    pos: u64,
+    /// The piece last read and where it starts in the object.
+    buf: Bytes,
+    buf_start: u64,
+    pending: Option<BoxFuture<'static, Result<Bytes>>>,
+    seek_to: Option<u64>,
+}
+
+impl ObjectReader {
+    fn obj(&self) -> &Arc<ObjectShared> {
+        &self.count.0
+    }
+}
+
+impl AsyncRead for ObjectReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let len = this.obj().header.len;
+        loop {
+            if this.pos >= len || out.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let buf_end = this.buf_start + this.buf.len() as u64;
+            if this.pos >= this.buf_start && this.pos < buf_end {
+                let from = (this.pos - this.buf_start) as usize;
+                let n = out.remaining().min(this.buf.len() - from);
+                out.put_slice(&this.buf[from..from + n]);
+                this.pos += n as u64;
+                return Poll::Ready(Ok(()));
+            }
+            let fut = this.pending.get_or_insert_with(|| {
+                let obj = this.count.0.clone();
+                let pos = this.pos;
+                Box::pin(async move {
+                    let cs = u64::from(obj.header.chunk_size);
+                    let end = ((pos / cs + 1) * cs).min(obj.header.len);
+                    obj.read_range(pos, end).await
+                })
+            });
+            let start = this.pos;
+            match fut.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(res) => {
+                    this.pending = None;
+                    match res {
+                        Ok(b) => {
+                            this.buf = b;
+                            this.buf_start = start;
+                        }
+                        Err(e) => return Poll::Ready(Err(io::Error::other(e))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncSeek for ObjectReader {
+    fn start_seek(mut self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        let len = self.obj().header.len as i128;
+        let target = match position {
+            io::SeekFrom::Start(n) => n as i128,
+            io::SeekFrom::End(d) => len + d as i128,
+            io::SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if target < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the object",
+            ));
+        }
+        self.seek_to = Some(target.min(u64::MAX as i128) as u64);
+        Ok(())
+    }
+
+    fn poll_complete(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        if let Some(to) = self.seek_to.take() {
+            if to != self.pos {
+                // A read in progress was for the old position.
+                self.pending = None;
+                self.pos = to;
+            }
+        }
+        Poll::Ready(Ok(self.pos))
+    }
+}

@@ -1,0 +1,84 @@
+//! Verifying stored chunks against their recorded chaining values.
+
+use std::sync::Arc;
+
+use super::{Object, ObjectShared, Phase};
+use crate::error::{Error, Result};
+use crate::index::Record;
+
+/// What [`Object::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Chunks that were present and re-hashed.
+    pub chunks_checked: u64,
+    /// Chunks whose bytes no longer match their chaining value. Their bits
+    /// are cleared: the next fill fetches exactly these.
+    pub damaged: Vec<u32>,
+    /// The object's hash, when it is (still) complete.
+    pub blake3: Option<blake3::Hash>,
+}
+
+impl Object {
+    /// Re-hashes every present chunk against the chaining value recorded
+    /// when it was committed, and clears the chunks that differ (durably,
+    /// with index records), so a later fill fetches only those.
+    ///
+    /// Needs the object to itself: fails with [`Error::Busy`] while a fill
+    /// runs (here or in another process).
+    pub async fn verify(&self) -> Result<VerifyReport> {
+        let obj = self.shared.clone();
+        match tokio::task::spawn_blocking(move || verify_blocking(&obj)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::io(
+                self.shared.index_path(),
+                "verify",
+                std::io::Error::other(e),
+            )),
+        }
+    }
+}
+
+fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
+    let busy = |what| Error::Busy {
+        key: obj.key.clone(),
+        what,
+    };
+    if matches!(obj.state.lock().phase, Phase::Filling) {
+        return Err(busy("it is being filled in this process"));
+    }
+    let Some(mut lease) = crate::fill::try_lease(obj)? else {
+        return Err(busy("it is being filled by another process"));
+    };
+    let header = &obj.header;
+    let done = obj.state.lock().done.clone();
+    let mut report = VerifyReport::default();
+    for c in done.iter() {
+        let range = header.chunk_range(c);
+        let bytes = obj.data.bytes(range);
+        let cv = crate::hash::chunk_cv(&bytes, c, header.chunk_size, header.len);
+        report.chunks_checked += 1;
+        if lease.cvs.get(c as usize).copied().flatten() != Some(cv) {
+            report.damaged.push(c);
+        }
+    }
+    if !report.damaged.is_empty() {
+        let records: Vec<Record> = report
+            .damaged
+            .iter()
+            .map(|&index| Record::Clear { index })
+            .collect();
+        lease.writer.append(&records)?;
+        {
+            let mut st = obj.state.lock();
+            for &c in &report.damaged {
+                st.done.remove(c);
+            }
+            st.root = None;
+        }
+        obj.set_phase(Phase::Idle);
+        tracing::warn!(object = %obj.key, damaged = ?report.damaged, "damaged chunks cleared");
+    }
+    report.blake3 = obj.state.lock().root.map(blake3::Hash::from_bytes);
+    Ok(report)
+}

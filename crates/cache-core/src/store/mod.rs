@@ -1,0 +1,584 @@
+//! The store: a directory of objects, found by key, BLAKE3 hash or URL.
+//!
+//! See [`layout`] for the files. In one process the store keeps one shared
+//! state per open object (a registry of weak references), so every request
+//! for an object attaches to the same fill and the same waiting readers.
+
+mod gc;
+mod import;
+pub(crate) mod layout;
+
+use std::collections::HashMap;
+use std::fs::{self, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use crate::data::{DataFile, WriteFault};
+use crate::error::{Error, Result};
+use crate::fill::{self, FillOptions, FillPlan};
+use crate::index::{IndexHeader, IndexReader, IndexWriter, Record, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::object::{info_of, Object, ObjectInfo, ObjectShared};
+use crate::source::{Source, SourceError};
+
+pub use gc::GcReport;
+pub use layout::object_key;
+use layout::*;
+
+pub(crate) const INDEX_FILE: &str = "index";
+
+/// Default chunk size (see BENCHMARKS.md for the measurement behind it).
+pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+
+/// Makes a [`Source`] for a source identity (URL) recorded in an object,
+/// so the store can resume or repair objects it finds on disk.
+pub type SourceFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Source>, SourceError> + Send + Sync>;
+
+/// Options of a [`Store`].
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    /// Builds sources for objects found on disk (resume, repair, reads of
+    /// incomplete objects opened by hash).
+    pub source_factory: Option<SourceFactory>,
+    /// Test hook: fails data writes (see [`WriteFault`]).
+    #[doc(hidden)]
+    pub write_fault: Option<WriteFault>,
+}
+
+/// Options of one [`Store::fetch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Chunk size of a new object (an existing object keeps its own).
+    pub chunk_size: u32,
+    /// The BLAKE3 hash the caller expects: the object is addressable by it
+    /// at once, and the fill fails if the bytes hash otherwise.
+    pub expected: Option<blake3::Hash>,
+    /// How to fill.
+    pub fill: FillOptions,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            expected: None,
+            fill: FillOptions::default(),
+        }
+    }
+}
+
+/// One line of [`Store::list`].
+#[derive(Clone, Debug)]
+pub struct ObjectSummary {
+    pub info: ObjectInfo,
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    pub bytes_done: u64,
+    /// `complete`, `filling` (by some process) or `partial`.
+    pub state: &'static str,
+    /// Last time the object was opened.
+    pub last_used: Option<SystemTime>,
+    /// Bytes the object takes on disk.
+    pub disk_bytes: u64,
+}
+
+pub(crate) struct StoreShared {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: StoreOptions,
+    registry: Mutex<HashMap<String, Weak<ObjectShared>>>,
+}
+
+/// A directory of objects. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<StoreShared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.shared.dir).finish()
+    }
+}
+
+/// Checks a chunk size: a power of two from 64 KiB to 64 MiB.
+pub fn check_chunk_size(size: u64) -> Result<u32> {
+    if size.is_power_of_two() && (u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&size) {
+        Ok(size as u32)
+    } else {
+        Err(Error::InvalidChunkSize(size))
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `dir` with `options`.
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        create_dir(&dir.join(OBJECTS))?;
+        create_dir(&dir.join(ALIASES))?;
+        create_dir(&dir.join(TMP))?;
+        let marker = dir.join(MARKER);
+        match fs::read_to_string(&marker) {
+            Ok(text) if text == MARKER_TEXT => {}
+            Ok(text) => {
+                return Err(Error::io(
+                    &marker,
+                    "check store layout",
+                    std::io::Error::other(format!("unknown store layout {:?}", text.trim())),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(&marker, &dir.join(TMP), MARKER_TEXT.as_bytes())?
+            }
+            Err(e) => return Err(Error::io(&marker, "read", e)),
+        }
+        let store = Store {
+            shared: Arc::new(StoreShared {
+                dir,
+                options,
+                registry: Mutex::new(HashMap::new()),
+            }),
+        };
+        store.shared.clean_tmp();
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Opens the object `source` describes — probing it, creating and
+    /// registering the object durably if new — and makes sure it is being
+    /// filled: by a new fill, by the fill already running in this process
+    /// (attach), or by another process (follow, and take over if it dies).
+    /// Returns at once; read from the object or wait for it to complete.
+    pub async fn fetch(&self, source: Arc<dyn Source>, options: FetchOptions) -> Result<Object> {
+        check_chunk_size(u64::from(options.chunk_size))?;
+        let url = source.identity();
+        let info = source.probe().await.map_err(|cause| Error::Source {
+            url: url.clone(),
+            cause,
+        })?;
+        let key = object_key(&url, &info.validator, info.len);
+        let header = IndexHeader {
+            len: info.len,
+            chunk_size: options.chunk_size,
+            data_id: rand::random(),
+            source: url,
+            validator: info.validator.clone(),
+            expected: options.expected.map(|h| *h.as_bytes()),
+            created_unix: unix_now(),
+        };
+        let (obj, opened_from_disk) = self.shared.open_or_create(&key, Some(header))?;
+        let object = Object::from_shared(obj.clone());
+        if let (Some(expected), Some(root)) = (options.expected, object.blake3()) {
+            if expected != root {
+                return Err(Error::HashMismatch {
+                    key,
+                    expected: expected.to_hex().to_string(),
+                    actual: root.to_hex().to_string(),
+                });
+            }
+        }
+        if object.blake3().is_some() {
+            return Ok(object);
+        }
+        if opened_from_disk && info.validator.is_empty() {
+            // Without a validator nothing proves the upstream bytes are the
+            // version we stored: start over rather than mix versions.
+            self.shared.forget_chunks(&obj)?;
+        }
+        let plan = FillPlan {
+            source,
+            info,
+            options: options.fill,
+        };
+        fill::start_fill(&obj, plan)?;
+        Ok(object)
+    }
+
+    /// Opens an object by reference: a BLAKE3 hex hash or unique prefix of
+    /// one (at least 4 digits), an object key, or a source URL.
+    pub fn open_ref(&self, reference: &str) -> Result<Object> {
+        let key = self.resolve(reference)?;
+        let (obj, _) = self.shared.open_or_create(&key, None)?;
+        Ok(Object::from_shared(obj))
+    }
+
+    /// Opens the object with BLAKE3 hash `hash`, if the store has it.
+    pub fn get(&self, hash: &blake3::Hash) -> Result<Option<Object>> {
+        let Some(key) = self.shared.read_alias(&hash.to_hex())? else {
+            return Ok(None);
+        };
+        match self.shared.open_or_create(&key, None) {
+            Ok((obj, _)) => Ok(Some(Object::from_shared(obj))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key of the object `reference` names (see [`Store::open_ref`]).
+    pub fn resolve(&self, reference: &str) -> Result<String> {
+        let s = &self.shared;
+        if reference.contains("://") {
+            let mut best: Option<(bool, u64, String)> = None;
+            for (key, header, complete) in s.scan_headers()? {
+                if header.source == reference {
+                    let rank = (complete, header.created_unix, key);
+                    if best.as_ref().is_none_or(|b| rank > *b) {
+                        best = Some(rank);
+                    }
+                }
+            }
+            return best.map(|b| b.2).ok_or_else(|| Error::NotFound(reference.to_owned()));
+        }
+        let r = reference.to_ascii_lowercase();
+        if is_hash_hex(&r) {
+            return s.read_alias(&r)?.ok_or_else(|| Error::NotFound(reference.to_owned()));
+        }
+        if is_key(&r) && s.dir.join(OBJECTS).join(&r).is_dir() {
+            return Ok(r);
+        }
+        if r.len() < 4 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NotFound(reference.to_owned()));
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for name in list_names(&s.dir.join(ALIASES))? {
+            if name.starts_with(&r) {
+                if let Some(k) = s.read_alias(&name)? {
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+        }
+        match keys.len() {
+            0 => Err(Error::NotFound(reference.to_owned())),
+            1 => Ok(keys.remove(0)),
+            count => Err(Error::Ambiguous {
+                reference: reference.to_owned(),
+                count,
+            }),
+        }
+    }
+
+    /// Every object in the store.
+    pub fn list(&self) -> Result<Vec<ObjectSummary>> {
+        let s = &self.shared;
+        let mut out = Vec::new();
+        for key in list_names(&s.dir.join(OBJECTS))? {
+            if !is_key(&key) {
+                continue;
+            }
+            let dir = s.dir.join(OBJECTS).join(&key);
+            let Ok((_, header, state)) = IndexReader::open(&dir.join(INDEX_FILE)) else {
+                continue;
+            };
+            let live = s.live(&key);
+            let (done, root) = match &live {
+                Some(o) => {
+                    let st = o.state.lock();
+                    (st.done.len(), st.root)
+                }
+                None => (state.done.len(), state.root),
+            };
+            let total = u64::from(header.chunk_count());
+            let progress = live.as_ref().map(|o| o.progress.borrow().bytes_done);
+            let state_name = if root.is_some() {
+                "complete"
+            } else if s.is_filling(&dir, live.as_deref()) {
+                "filling"
+            } else {
+                "partial"
+            };
+            out.push(ObjectSummary {
+                chunks_done: done,
+                chunks_total: total,
+                bytes_done: progress.unwrap_or_else(|| (done * u64::from(header.chunk_size)).min(header.len)),
+                state: state_name,
+                last_used: fs::metadata(dir.join(USED_FILE)).and_then(|m| m.modified()).ok(),
+                disk_bytes: disk_usage(&dir),
+                info: info_of(&key, &header, root),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes an object. Fails with [`Error::Busy`] when it is being
+    /// filled or read (in this process or another).
+    pub fn remove(&self, reference: &str) -> Result<()> {
+        let key = self.resolve(reference)?;
+        self.shared.remove_key(&key)
+    }
+}
+
+impl StoreShared {
+    pub(crate) fn live(&self, key: &str) -> Option<Arc<ObjectShared>> {
+        self.registry.lock().get(key).and_then(Weak::upgrade)
+    }
+
+    /// Opens the object `key` (from the registry or from disk), creating it
+    /// from `header` when it does not exist. Returns whether it was opened
+    /// from disk (as opposed to live or new).
+    fn open_or_create(
+        self: &Arc<Self>,
+        key: &str,
+        header: Option<IndexHeader>,
+    ) -> Result<(Arc<ObjectShared>, bool)> {
+        let mut registry = self.registry.lock();
+        if let Some(obj) = registry.get(key).and_then(Weak::upgrade) {
+            return Ok((obj, false));
+        }
+        let dir = self.dir.join(OBJECTS).join(key);
+        let mut from_disk = true;
+        if !dir.join(INDEX_FILE).exists() {
+            let Some(header) = header else {
+                return Err(Error::NotFound(key.to_owned()));
+            };
+            from_disk = !self.create_object(key, &header)?;
+        }
+        let obj = self.open_dir(key, dir)?;
+        registry.retain(|_, w| w.strong_count() > 0);
+        registry.insert(key.to_owned(), Arc::downgrade(&obj));
+        Ok((obj, from_disk))
+    }
+
+    /// Creates the object's directory atomically. Returns false when
+    /// another process created it first.
+    fn create_object(&self, key: &str, header: &IndexHeader) -> Result<bool> {
+        let tmp = self.dir.join(TMP).join(format!("new-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
+        create_dir(&tmp)?;
+        let made = (|| {
+            let w = IndexWriter::create(&tmp.join(INDEX_FILE), header)?;
+            drop(w);
+            DataFile::create(&tmp.join(header.data_file_name()), header.len)?;
+            sync_dir(&tmp)
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let dest = self.dir.join(OBJECTS).join(key);
+        match fs::rename(&tmp, &dest) {
+            Ok(()) => {}
+            Err(_) if dest.join(INDEX_FILE).exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Ok(false);
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(Error::io(&dest, "register object", e));
+            }
+        }
+        sync_dir(&self.dir.join(OBJECTS))?;
+        if let Some(expected) = header.expected {
+            self.write_alias(&blake3::Hash::from_bytes(expected), key)?;
+        }
+        Ok(true)
+    }
+
+    fn open_dir(self: &Arc<Self>, key: &str, dir: PathBuf) -> Result<Arc<ObjectShared>> {
+        let (_, header, state) = IndexReader::open(&dir.join(INDEX_FILE)).map_err(|e| match e {
+            crate::index::IndexError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound(key.to_owned())
+            }
+            e => e.into(),
+        })?;
+        let data_path = dir.join(header.data_file_name());
+        let data = DataFile::open(&data_path, header.len, self.options.write_fault.clone())?;
+        // The shared lock says "in use" to eviction in every process.
+        match data.file().try_lock_shared() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Busy {
+                    key: key.to_owned(),
+                    what: "it is being removed",
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock data file", e)),
+        }
+        if !data_path.exists() {
+            return Err(Error::NotFound(key.to_owned()));
+        }
+        touch(&dir.join(USED_FILE));
+        let root = state.root.filter(|_| state.done.len() == u64::from(header.chunk_count()));
+        let obj = ObjectShared::new(key.to_owned(), dir, header, data, state.done, root, self.clone());
+        if root.is_none() {
+            obj.ensure_watching();
+        }
+        Ok(obj)
+    }
+
+    /// Appends a Clear record for every done chunk (the object restarts
+    /// from nothing). Skipped when another process is filling it.
+    fn forget_chunks(&self, obj: &Arc<ObjectShared>) -> Result<()> {
+        let Some(mut lease) = fill::try_lease(obj)? else {
+            return Ok(());
+        };
+        let records: Vec<Record> = obj.state.lock().done.iter().map(|index| Record::Clear { index }).collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        lease.writer.append(&records)?;
+        obj.state.lock().done.clear();
+        obj.publish_progress();
+        Ok(())
+    }
+
+    pub(crate) fn write_alias(&self, hash: &blake3::Hash, key: &str) -> Result<()> {
+        let path = self.dir.join(ALIASES).join(hash.to_hex().as_str());
+        write_atomic(&path, &self.dir.join(TMP), key.as_bytes())
+    }
+
+    pub(crate) fn remove_alias(&self, hash: &blake3::Hash, key: &str) {
+        let path = self.dir.join(ALIASES).join(hash.to_hex().as_str());
+        if fs::read_to_string(&path).is_ok_and(|k| k == key) {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    fn read_alias(&self, hex: &str) -> Result<Option<String>> {
+        let path = self.dir.join(ALIASES).join(hex);
+        match fs::read_to_string(&path) {
+            Ok(k) if is_key(k.trim()) => Ok(Some(k.trim().to_owned())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, "read alias", e)),
+        }
+    }
+
+    /// (key, header, complete) of every readable object.
+    fn scan_headers(&self) -> Result<Vec<(String, IndexHeader, bool)>> {
+        let mut out = Vec::new();
+        for key in list_names(&self.dir.join(OBJECTS))? {
+            if let Ok((_, header, state)) = IndexReader::open(&self.dir.join(OBJECTS).join(&key).join(INDEX_FILE)) {
+                out.push((key, header, state.root.is_some()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether some process fills the object in `dir`.
+    fn is_filling(&self, dir: &Path, live: Option<&ObjectShared>) -> bool {
+        if let Some(o) = live {
+            if matches!(o.state.lock().phase, crate::object::Phase::Filling) {
+                return true;
+            }
+        }
+        let Ok(f) = fs::File::open(dir.join(INDEX_FILE)) else {
+            return false;
+        };
+        matches!(f.try_lock(), Err(TryLockError::WouldBlock))
+    }
+
+    /// Removes object `key` unless anything uses it.
+    pub(crate) fn remove_key(&self, key: &str) -> Result<()> {
+        if self.live(key).is_some() {
+            return Err(Error::Busy {
+                key: key.to_owned(),
+                what: "it is open in this process",
+            });
+        }
+        let dir = self.dir.join(OBJECTS).join(key);
+        let index_path = dir.join(INDEX_FILE);
+        let (_, header, state) = IndexReader::open(&index_path).map_err(|_| Error::NotFound(key.to_owned()))?;
+        let index = fs::File::open(&index_path).map_err(|e| Error::io(&index_path, "open", e))?;
+        let data_path = dir.join(header.data_file_name());
+        let data = fs::File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
+        let busy = |what| Error::Busy {
+            key: key.to_owned(),
+            what,
+        };
+        match index.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(busy("it is being filled")),
+            Err(TryLockError::Error(e)) => return Err(Error::io(&index_path, "lock", e)),
+        }
+        match data.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(busy("it is being read")),
+            Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock", e)),
+        }
+        for hash in [state.root, header.expected].into_iter().flatten() {
+            self.remove_alias(&blake3::Hash::from_bytes(hash), key);
+        }
+        // Rename first so no opener finds a half-deleted directory.
+        let grave = self.dir.join(TMP).join(format!("rm-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
+        fs::rename(&dir, &grave).map_err(|e| Error::io(&dir, "remove object", e))?;
+        fs::remove_dir_all(&grave).map_err(|e| Error::io(&grave, "remove object", e))?;
+        Ok(())
+    }
+
+    /// Removes leftovers of creations and removals a crash interrupted.
+    fn clean_tmp(&self) {
+        let tmp = self.dir.join(TMP);
+        let Ok(names) = list_names(&tmp) else { return };
+        for name in names {
+            let path = tmp.join(&name);
+            // An import in progress holds its index lock: leave it alone.
+            if let Ok(f) = fs::File::open(path.join(INDEX_FILE)) {
+                if f.try_lock().is_err() {
+                    continue;
+                }
+            }
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 60);
+            if old {
+                let _ = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
+        }
+    }
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(dir, "list directory", e))?;
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, "list directory", e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn touch(path: &Path) {
+    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path);
+    if let Ok(f) = f {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Bytes an object directory takes on disk (allocated blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
