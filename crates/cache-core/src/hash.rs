@@ -13,7 +13,9 @@
 //! that is what [`chunk_cv`] returns for such an object and what
 //! [`root_from_cvs`] returns for its single "CV".
 
-use blake3::hazmat::{left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
+use blake3::hazmat::{
+    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode,
+};
 
 /// BLAKE3's leaf size. Chunk sizes must be powers of two at least this big.
 const BLAKE3_CHUNK_LEN: u32 = 1024;
@@ -61,12 +63,20 @@ pub fn chunk_cv(bytes: &[u8], index: u32, chunk_size: u32, object_len: u64) -> [
 
 /// [`chunk_cv`] that returns `None` instead of panicking on arguments that
 /// cannot describe a chunk of the object.
-pub fn try_chunk_cv(bytes: &[u8], index: u32, chunk_size: u32, object_len: u64) -> Option<[u8; 32]> {
+pub fn try_chunk_cv(
+    bytes: &[u8],
+    index: u32,
+    chunk_size: u32,
+    object_len: u64,
+) -> Option<[u8; 32]> {
     if object_len <= u64::from(chunk_size) {
         // Single-chunk object: no parent nodes exist, the chunk is the root.
         return Some(*blake3::hash(bytes).as_bytes());
     }
-    if !valid_chunk_size(chunk_size) || bytes.is_empty() || bytes.len() as u64 > u64::from(chunk_size) {
+    if !valid_chunk_size(chunk_size)
+        || bytes.is_empty()
+        || bytes.len() as u64 > u64::from(chunk_size)
+    {
         return None;
     }
     let offset = u64::from(index).checked_mul(u64::from(chunk_size))?;
@@ -103,7 +113,11 @@ pub fn root_from_cvs(cvs: &[[u8; 32]], chunk_size: u32, object_len: u64) -> blak
 
 /// [`root_from_cvs`] that returns `None` instead of panicking when the
 /// arguments are inconsistent.
-pub fn try_root_from_cvs(cvs: &[[u8; 32]], chunk_size: u32, object_len: u64) -> Option<blake3::Hash> {
+pub fn try_root_from_cvs(
+    cvs: &[[u8; 32]],
+    chunk_size: u32,
+    object_len: u64,
+) -> Option<blake3::Hash> {
     let count = chunk_count(object_len, chunk_size)?;
     if cvs.len() != count as usize {
         return None;
@@ -184,7 +198,11 @@ mod tests {
             }
             for len in lens {
                 let d = data(len);
-                assert_eq!(root_via_chunks(&d, cs), blake3::hash(&d), "cs={cs} len={len}");
+                assert_eq!(
+                    root_via_chunks(&d, cs),
+                    blake3::hash(&d),
+                    "cs={cs} len={len}"
+                );
             }
         }
     }
@@ -200,8 +218,14 @@ mod tests {
     #[test]
     fn single_chunk_cv_is_root() {
         let d = data(5000);
-        assert_eq!(chunk_cv(&d, 0, 64 * 1024, 5000), *blake3::hash(&d).as_bytes());
-        assert_eq!(chunk_cv(&[], 0, 64 * 1024, 0), *blake3::hash(&[]).as_bytes());
+        assert_eq!(
+            chunk_cv(&d, 0, 64 * 1024, 5000),
+            *blake3::hash(&d).as_bytes()
+        );
+        assert_eq!(
+            chunk_cv(&[], 0, 64 * 1024, 0),
+            *blake3::hash(&[]).as_bytes()
+        );
     }
 
     #[test]

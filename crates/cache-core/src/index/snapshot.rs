@@ -135,7 +135,8 @@ fn decode(v: &[u8], b: &Binding) -> Result<Snapshot, String> {
         u64::from_le_bytes(a)
     };
     let covered = u64_at(64);
-    if covered < b.header_len || (covered - b.header_len) % super::RECORD_LEN as u64 != 0 {
+    if covered < b.header_len || !(covered - b.header_len).is_multiple_of(super::RECORD_LEN as u64)
+    {
         return Err(format!("covered length {covered} is not a record boundary"));
     }
     let mut last_sum = [0u8; 8];
