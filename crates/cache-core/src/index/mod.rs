@@ -1,10 +1,126 @@
 //! The chunk index: which chunks of an object are complete, and their BLAKE3
-//! chaining values. STUB: signatures are the contract; bodies being written.
+//! chaining values.
+//!
+//! # Files
+//!
+//! Each object has one index file (path chosen by the caller) and optionally
+//! a snapshot `<index>.snap` next to it.
+//!
+//! The index file is an **append-only log** that is never renamed or
+//! rewritten in place: a follower process ([`IndexReader`]) keeps it open and
+//! reads new records as the filler ([`IndexWriter`]) appends them. The only
+//! operation that shrinks it is the writer's recovery on open, which cuts a
+//! torn or garbled tail back to the last valid record (design invariant 6:
+//! a broken tail is dropped and its chunks re-fetched, never trusted).
+//!
+//! All integers are little-endian.
+//!
+//! ## Header (variable length, written once by [`IndexWriter::create`])
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `b"BCIDX\0\0\x01"` |
+//! | 8 | 2 | format version, `1` |
+//! | 10 | 2 | flags, `0` (any other value is rejected) |
+//! | 12 | 4 | header length `H` in bytes, checksum included |
+//! | 16 | 8 | object length |
+//! | 24 | 4 | chunk size (power of two, 64 KiB..=64 MiB) |
+//! | 28 | 4 | reserved, `0` |
+//! | 32 | 16 | `data_id` (random; names the data file) |
+//! | 48 | 8 | created, seconds since the Unix epoch |
+//! | 56 | 1 | `1` if an expected hash is given, else `0` |
+//! | 57 | 7 | reserved, `0` |
+//! | 64 | 32 | expected BLAKE3 hash (zeros if none) |
+//! | 96 | 4 | source length `S` (<= 64 KiB) |
+//! | 100 | 4 | validator length `V` (<= 64 KiB) |
+//! | 104 | S | source, UTF-8 |
+//! | 104+S | V | validator, UTF-8 |
+//! | H-32 | 32 | BLAKE3 of bytes `0..H-32` (the *header checksum*) |
+//!
+//! A header with a bad magic, an unknown version or flags, a bad checksum,
+//! or fields out of range makes open fail with [`IndexError::Corrupt`]:
+//! without a trusted header nothing after it can be interpreted, and the
+//! object's data file cannot be bound to a source version (design §5, the
+//! nydus #1417 lesson).
+//!
+//! ## Records (48 bytes each, from offset `H` to the end of the file)
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 1 | kind: `1` Chunk, `2` Clear, `3` Root |
+//! | 1 | 3 | reserved, `0` |
+//! | 4 | 4 | chunk index (`0` for Root) |
+//! | 8 | 32 | payload: Chunk → CV, Clear → zeros, Root → object hash |
+//! | 40 | 8 | first 8 bytes of BLAKE3(`data_id` ‖ record bytes `0..40`) |
+//!
+//! Mixing `data_id` into the checksum means a record from another index (a
+//! stale file at the same path, a copied tail) never validates here.
+//!
+//! ## Replay
+//!
+//! Records are applied in order with [`IndexState::apply`]:
+//!
+//! * Chunk sets the chunk's bit (and, for [`read_cvs`], its CV). It also
+//!   unsets the root: the chunk was rewritten, so the old root no longer
+//!   provably describes the stored bytes.
+//! * Clear unsets the chunk's bit and the root.
+//! * Root sets the root only when every chunk's bit is set; otherwise it is
+//!   ignored (a valid record, no effect).
+//!
+//! The first record that is incomplete (torn), fails its checksum, has an
+//! unknown kind or non-zero reserved bytes, or names a chunk `>=
+//! chunk_count` ends the *valid prefix*. Everything from there on is
+//! dropped, even records that would validate: a hole in the log means we
+//! cannot know what the missing record said (it may have been a Clear).
+//!
+//! Writers append a batch of records with one write and one `fdatasync`
+//! ([`IndexWriter::append`]); the caller fdatasyncs the chunk data first, so
+//! a bit on disk is never ahead of durable data (invariant 1).
+//!
+//! ## Snapshot `<index>.snap` (written by [`IndexWriter::snapshot`])
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `b"BCSNAP\0\x01"` |
+//! | 8 | 2 | version, `1` |
+//! | 10 | 2 | flags: bit 0 = root present |
+//! | 12 | 4 | reserved, `0` |
+//! | 16 | 32 | header checksum of the index it belongs to |
+//! | 48 | 16 | `data_id` of the index it belongs to |
+//! | 64 | 8 | covered log length `L` (bytes, header included) |
+//! | 72 | 8 | checksum bytes of the last record before `L` (zeros if none) |
+//! | 80 | 32 | root hash (zeros if none) |
+//! | 112 | 8 | bitmap length `B` |
+//! | 120 | B | done bitmap, roaring portable serialization |
+//! | 120+B | 32 | BLAKE3 of all preceding bytes |
+//!
+//! It is written to `<index>.snap.tmp`, fsynced, renamed over `.snap`, and
+//! the directory fsynced, so it is always whole. Opening uses it when its
+//! checksum, binding (header checksum + `data_id`) and contents check out,
+//! `L` is a record boundary within the file, and the record just before `L`
+//! is valid and carries the remembered checksum (so a log that was cut and
+//! regrown since does not match); then only records after `L` are replayed.
+//! Otherwise the snapshot is ignored and the whole log replayed
+//! ([`Recovery::snapshot_used`] says which), and the writer deletes it. This
+//! exists so opening a 45 GB object in 64 KiB chunks does not replay ~700K
+//! records; it is never a source of truth.
+//!
+//! Records before `L` are not re-verified when a snapshot is used: they were
+//! valid and durable when the snapshot was taken, and the file is
+//! append-only.
 
+mod format;
+mod snapshot;
+
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use roaring::RoaringBitmap;
+
+pub use format::RECORD_LEN;
 
 /// Smallest chunk size an object may use.
 pub const MIN_CHUNK_SIZE: u32 = 64 * 1024;
@@ -32,17 +148,32 @@ pub struct IndexHeader {
 
 impl IndexHeader {
     /// Number of chunks; an empty object has one empty chunk.
+    ///
+    /// Saturates at `u32::MAX` (and treats a zero chunk size as one chunk)
+    /// rather than panicking on a header that was never validated; headers
+    /// read from or written to disk are checked to fit.
     pub fn chunk_count(&self) -> u32 {
-        todo!()
+        if self.chunk_size == 0 {
+            return 1;
+        }
+        crate::hash::chunk_count(self.len, self.chunk_size).unwrap_or(u32::MAX)
     }
-    /// Byte range of chunk `index` in the object.
+    /// Byte range of chunk `index` in the object. Empty (at the end of the
+    /// object) for an index past the last chunk.
     pub fn chunk_range(&self, index: u32) -> Range<u64> {
-        let _ = index;
-        todo!()
+        let cs = u64::from(self.chunk_size);
+        let start = (u64::from(index) * cs).min(self.len);
+        let end = start.saturating_add(cs).min(self.len);
+        start..end
     }
     /// File name of the data file, `data-<hex data_id>`.
     pub fn data_file_name(&self) -> String {
-        todo!()
+        let mut s = String::with_capacity(5 + 32);
+        s.push_str("data-");
+        for b in self.data_id {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
     }
 }
 
@@ -64,11 +195,44 @@ pub struct IndexState {
     pub root: Option<[u8; 32]>,
 }
 
+impl IndexState {
+    /// Applies one record with the replay rules of the module docs, for an
+    /// object of `chunk_count` chunks. Returns whether the record changed
+    /// anything it is allowed to (a Root while chunks are missing, or a
+    /// chunk out of range, is ignored and returns false).
+    ///
+    /// Followers use this on the records [`IndexReader::poll`] returns, so
+    /// they reach exactly the state the writer's replay would.
+    pub fn apply(&mut self, record: &Record, chunk_count: u32) -> bool {
+        match *record {
+            Record::Chunk { index, .. } if index < chunk_count => {
+                self.done.insert(index);
+                // A rewritten chunk may have a new CV: the old root is stale.
+                self.root = None;
+                true
+            }
+            Record::Clear { index } if index < chunk_count => {
+                self.done.remove(index);
+                self.root = None;
+                true
+            }
+            Record::Root { hash } if self.done.len() == u64::from(chunk_count) => {
+                self.root = Some(hash);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What opening found and dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
+    /// Valid records in the log (those a snapshot covered included).
     pub records: u64,
+    /// Bytes of torn or garbled tail cut off the file.
     pub dropped_bytes: u64,
+    /// Whether a snapshot spared replaying the records it covers.
     pub snapshot_used: bool,
 }
 
@@ -86,43 +250,519 @@ pub enum IndexError {
     Corrupt { path: PathBuf, detail: String },
 }
 
-/// The exclusive writer of an index (the filling process).
-pub struct IndexWriter {}
+fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> IndexError {
+    let path = path.to_path_buf();
+    move |source| IndexError::Io { path, op, source }
+}
 
-impl IndexWriter {
-    pub fn create(path: &Path, header: &IndexHeader) -> Result<IndexWriter, IndexError> {
-        let _ = (path, header);
-        todo!()
-    }
-    pub fn open(path: &Path) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
-        let _ = path;
-        todo!()
-    }
-    pub fn append(&mut self, records: &[Record]) -> Result<(), IndexError> {
-        let _ = records;
-        todo!()
-    }
-    pub fn snapshot(&mut self, state: &IndexState) -> Result<(), IndexError> {
-        let _ = state;
-        todo!()
+fn corrupt(path: &Path, detail: impl Into<String>) -> IndexError {
+    IndexError::Corrupt {
+        path: path.to_path_buf(),
+        detail: detail.into(),
     }
 }
 
-/// A read-only follower of an index another process writes.
-pub struct IndexReader {}
+fn invalid_input(path: &Path, op: &'static str, msg: String) -> IndexError {
+    IndexError::Io {
+        path: path.to_path_buf(),
+        op,
+        source: io::Error::new(io::ErrorKind::InvalidInput, msg),
+    }
+}
+
+/// Fsyncs the directory holding `path`, so a create or rename in it is
+/// durable (a file's own fsync does not cover its directory entry).
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// Reads into `buf` at `off` until it is full or the file ends; returns the
+/// bytes read. (`read_exact_at` would fail on a short file, which here is
+/// the normal torn-tail case, not an error.)
+fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], off + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// What every open learns from the header.
+struct Head {
+    header: IndexHeader,
+    header_sum: [u8; 32],
+    header_len: u64,
+    chunk_count: u32,
+}
+
+impl Head {
+    fn binding(&self) -> snapshot::Binding {
+        snapshot::Binding {
+            header_sum: self.header_sum,
+            data_id: self.header.data_id,
+            header_len: self.header_len,
+            chunk_count: self.chunk_count,
+        }
+    }
+}
+
+fn read_head(file: &File, path: &Path) -> Result<Head, IndexError> {
+    let mut prefix = [0u8; 16];
+    let n = read_full_at(file, &mut prefix, 0).map_err(io_err(path, "read header"))?;
+    if n < prefix.len() {
+        return Err(corrupt(
+            path,
+            format!("header truncated: file is {n} bytes"),
+        ));
+    }
+    let header_len = format::parse_prefix(&prefix).map_err(|d| corrupt(path, d))?;
+    // Bounded by parse_prefix (<= ~128 KiB), so this allocation is small.
+    let mut buf = vec![0u8; header_len];
+    let n = read_full_at(file, &mut buf, 0).map_err(io_err(path, "read header"))?;
+    if n < header_len {
+        return Err(corrupt(
+            path,
+            format!("header truncated: {n} of {header_len} bytes present"),
+        ));
+    }
+    let (header, header_sum) = format::decode_header(&buf).map_err(|d| corrupt(path, d))?;
+    let chunk_count = header.chunk_count();
+    Ok(Head {
+        header,
+        header_sum,
+        header_len: header_len as u64,
+        chunk_count,
+    })
+}
+
+/// Buffer for replay: a whole number of records, about 64 KiB.
+const REPLAY_BUF: usize = (64 * 1024 / RECORD_LEN) * RECORD_LEN;
+
+/// Where a replay stopped.
+struct ReplayEnd {
+    /// End of the valid prefix.
+    valid_end: u64,
+    /// Checksum bytes of the last valid record (zeros if none was read).
+    last_sum: [u8; 8],
+}
+
+/// Reads valid records from `start` to the end of the valid prefix, calling
+/// `f` for each. Memory stays at one buffer whatever the log length.
+fn replay(
+    file: &File,
+    path: &Path,
+    data_id: &[u8; 16],
+    chunk_count: u32,
+    start: u64,
+    mut f: impl FnMut(&Record),
+) -> Result<ReplayEnd, IndexError> {
+    let mut buf = vec![0u8; REPLAY_BUF];
+    let mut pos = start;
+    let mut last_sum = [0u8; 8];
+    loop {
+        let n = read_full_at(file, &mut buf, pos).map_err(io_err(path, "read records"))?;
+        for raw in buf[..n].chunks_exact(RECORD_LEN) {
+            match format::decode_record(raw, data_id, chunk_count) {
+                Some(r) => {
+                    f(&r);
+                    last_sum = format::record_checksum(raw);
+                    pos += RECORD_LEN as u64;
+                }
+                None => {
+                    return Ok(ReplayEnd {
+                        valid_end: pos,
+                        last_sum,
+                    })
+                }
+            }
+        }
+        if n < buf.len() {
+            // End of file; a partial record (n % RECORD_LEN) is a torn tail.
+            return Ok(ReplayEnd {
+                valid_end: pos,
+                last_sum,
+            });
+        }
+    }
+}
+
+/// Loads the snapshot if it is trustworthy for this log (see module docs).
+/// Returns the state and where to resume replay, or `None` plus whether an
+/// untrusted snapshot file exists.
+fn try_snapshot(file: &File, path: &Path, head: &Head) -> (Option<snapshot::Snapshot>, bool) {
+    let snap = match snapshot::load(path, &head.binding()) {
+        Ok(Some(s)) => s,
+        Ok(None) => return (None, false),
+        Err(why) => {
+            tracing::warn!(index = %path.display(), "ignoring chunk index snapshot: {why}");
+            return (None, true);
+        }
+    };
+    if snap.covered > head.header_len {
+        // The record just before `covered` must still be the one the
+        // snapshot saw: catches a log cut and regrown since.
+        let mut raw = [0u8; RECORD_LEN];
+        let at = snap.covered - RECORD_LEN as u64;
+        let ok = matches!(read_full_at(file, &mut raw, at), Ok(RECORD_LEN))
+            && format::decode_record(&raw, &head.header.data_id, head.chunk_count).is_some()
+            && format::record_checksum(&raw) == snap.last_sum;
+        if !ok {
+            tracing::warn!(index = %path.display(), "ignoring chunk index snapshot: it does not match the log");
+            return (None, true);
+        }
+    } else if snap.last_sum != [0; 8] {
+        return (None, true);
+    }
+    (Some(snap), true)
+}
+
+/// State, valid end, whether a snapshot was used, whether a snapshot file exists.
+type LoadedState = (IndexState, ReplayEnd, bool, bool);
+
+/// Opens the log's state: snapshot (if trusted) plus replay after it.
+fn load_state(file: &File, path: &Path, head: &Head) -> Result<LoadedState, IndexError> {
+    let (snap, snap_exists) = try_snapshot(file, path, head);
+    let used = snap.is_some();
+    let (mut state, start, mut last) = match snap {
+        Some(s) => (s.state, s.covered, s.last_sum),
+        None => (IndexState::default(), head.header_len, [0; 8]),
+    };
+    let cc = head.chunk_count;
+    let end = replay(file, path, &head.header.data_id, cc, start, |r| {
+        state.apply(r, cc);
+    })?;
+    if end.valid_end > start {
+        last = end.last_sum;
+    }
+    Ok((
+        state,
+        ReplayEnd {
+            valid_end: end.valid_end,
+            last_sum: last,
+        },
+        used,
+        snap_exists,
+    ))
+}
+
+/// The exclusive writer of an index (the filling process).
+///
+/// Exclusivity is the caller's job (the object's fill lock, invariant 3);
+/// two writers on one index would interleave records.
+pub struct IndexWriter {
+    file: File,
+    path: PathBuf,
+    data_id: [u8; 16],
+    header_sum: [u8; 32],
+    header_len: u64,
+    chunk_count: u32,
+    /// End of the valid, durable log: where the next batch goes.
+    log_len: u64,
+    /// Checksum bytes of the last record (binds snapshots to the log).
+    last_sum: [u8; 8],
+    /// Set after a failed write or sync. After an fsync error the kernel may
+    /// have dropped the dirty pages and a retry could falsely succeed, so the
+    /// only safe continuation is to reopen (which re-validates the log).
+    poisoned: bool,
+}
+
+impl IndexWriter {
+    /// Creates a new index at `path` (failing if it exists), writes the
+    /// header and makes it durable, directory entry included, so the object
+    /// is registered before any chunk is fetched (the iroh-blobs #254
+    /// lesson). A stale snapshot left at `<path>.snap` is removed.
+    pub fn create(path: &Path, header: &IndexHeader) -> Result<IndexWriter, IndexError> {
+        format::check_header(header).map_err(|m| invalid_input(path, "create", m))?;
+        let bytes = format::encode_header(header);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io_err(path, "create"))?;
+        file.write_all_at(&bytes, 0)
+            .map_err(io_err(path, "write header"))?;
+        file.sync_all().map_err(io_err(path, "fsync header"))?;
+        sync_parent(path).map_err(io_err(path, "fsync directory"))?;
+        // Binding makes a stale snapshot harmless; removing it saves a warning.
+        let snap = snapshot::snap_path(path);
+        match std::fs::remove_file(&snap) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&snap, "remove stale snapshot")(e)),
+        }
+        let mut header_sum = [0u8; 32];
+        header_sum.copy_from_slice(&bytes[bytes.len() - 32..]);
+        Ok(IndexWriter {
+            file,
+            path: path.to_path_buf(),
+            data_id: header.data_id,
+            header_sum,
+            header_len: bytes.len() as u64,
+            chunk_count: header.chunk_count(),
+            log_len: bytes.len() as u64,
+            last_sum: [0; 8],
+            poisoned: false,
+        })
+    }
+
+    /// Opens an existing index for writing: validates the header, restores
+    /// the state (snapshot + replay), and truncates a torn or garbled tail so
+    /// new records follow the valid prefix directly.
+    pub fn open(
+        path: &Path,
+    ) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "open"))?;
+        let head = read_head(&file, path)?;
+        let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let (state, end, snapshot_used, snap_exists) = load_state(&file, path, &head)?;
+        let dropped_bytes = file_len.saturating_sub(end.valid_end);
+        if dropped_bytes > 0 {
+            tracing::warn!(
+                index = %path.display(),
+                dropped_bytes,
+                valid_len = end.valid_end,
+                "truncating torn or garbled chunk index tail"
+            );
+            file.set_len(end.valid_end)
+                .map_err(io_err(path, "truncate torn tail"))?;
+            file.sync_all()
+                .map_err(io_err(path, "fsync after truncate"))?;
+        }
+        if snap_exists && !snapshot_used {
+            // An untrusted snapshot must not be picked up later by chance
+            // (e.g. once the log regrows past its covered length).
+            let snap = snapshot::snap_path(path);
+            if let Err(e) = std::fs::remove_file(&snap) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(io_err(&snap, "remove untrusted snapshot")(e));
+                }
+            }
+        }
+        let recovery = Recovery {
+            records: (end.valid_end - head.header_len) / RECORD_LEN as u64,
+            dropped_bytes,
+            snapshot_used,
+        };
+        let writer = IndexWriter {
+            file,
+            path: path.to_path_buf(),
+            data_id: head.header.data_id,
+            header_sum: head.header_sum,
+            header_len: head.header_len,
+            chunk_count: head.chunk_count,
+            log_len: end.valid_end,
+            last_sum: end.last_sum,
+            poisoned: false,
+        };
+        Ok((writer, head.header, state, recovery))
+    }
+
+    fn check_usable(&self, op: &'static str) -> Result<(), IndexError> {
+        if self.poisoned {
+            return Err(invalid_input(
+                &self.path,
+                op,
+                "an earlier write or sync failed; reopen the index".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends a batch of records with one write and one `fdatasync`. The
+    /// caller batches (and fdatasyncs chunk data before); never call this
+    /// once per chunk on a hot path. Records naming a chunk outside the
+    /// object are refused before anything is written: on disk they would end
+    /// the valid prefix and drop every later record.
+    pub fn append(&mut self, records: &[Record]) -> Result<(), IndexError> {
+        self.check_usable("append")?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(records.len() * RECORD_LEN);
+        for r in records {
+            if let Record::Chunk { index, .. } | Record::Clear { index } = *r {
+                if index >= self.chunk_count {
+                    return Err(invalid_input(
+                        &self.path,
+                        "append",
+                        format!(
+                            "record names chunk {index}, the object has {}",
+                            self.chunk_count
+                        ),
+                    ));
+                }
+            }
+            buf.extend_from_slice(&format::encode_record(r, &self.data_id));
+        }
+        // Positional write at our own notion of the end: a failed earlier
+        // attempt can never leave garbage between valid records.
+        let res = self
+            .file
+            .write_all_at(&buf, self.log_len)
+            .map_err(io_err(&self.path, "append records"))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(io_err(&self.path, "fdatasync records"))
+            });
+        if let Err(e) = res {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.log_len += buf.len() as u64;
+        self.last_sum = format::record_checksum(&buf[buf.len() - RECORD_LEN..]);
+        Ok(())
+    }
+
+    /// Writes `<path>.snap` covering the log as it is now. `state` must be
+    /// the state after every record appended so far (what open returned,
+    /// with each appended record applied). A state that cannot be right
+    /// (chunk beyond the object, root with chunks missing) is refused.
+    pub fn snapshot(&mut self, state: &IndexState) -> Result<(), IndexError> {
+        self.check_usable("snapshot")?;
+        if state.done.max().is_some_and(|m| m >= self.chunk_count)
+            || (state.root.is_some() && state.done.len() != u64::from(self.chunk_count))
+        {
+            return Err(invalid_input(
+                &self.path,
+                "snapshot",
+                "state is inconsistent with the index".into(),
+            ));
+        }
+        let binding = snapshot::Binding {
+            header_sum: self.header_sum,
+            data_id: self.data_id,
+            header_len: self.header_len,
+            chunk_count: self.chunk_count,
+        };
+        let bytes = snapshot::encode(&binding, self.log_len, self.last_sum, state);
+        snapshot::store(&self.path, &bytes).map_err(|(op, path, source)| IndexError::Io {
+            path,
+            op,
+            source,
+        })
+    }
+
+    /// Length in bytes of the valid log (header included).
+    pub fn log_len(&self) -> u64 {
+        self.log_len
+    }
+
+    /// Number of chunks of the object.
+    pub fn chunk_count(&self) -> u32 {
+        self.chunk_count
+    }
+}
+
+/// A read-only follower of an index another process writes. It never writes
+/// or truncates anything, not even an untrusted snapshot.
+pub struct IndexReader {
+    file: File,
+    path: PathBuf,
+    data_id: [u8; 16],
+    chunk_count: u32,
+    /// End of the records already handed out.
+    pos: u64,
+}
 
 impl IndexReader {
+    /// Opens an index read-only and returns its current state (snapshot +
+    /// replay, with the same rules as the writer).
     pub fn open(path: &Path) -> Result<(IndexReader, IndexHeader, IndexState), IndexError> {
-        let _ = path;
-        todo!()
+        let file = File::open(path).map_err(io_err(path, "open"))?;
+        let head = read_head(&file, path)?;
+        let (state, end, _, _) = load_state(&file, path, &head)?;
+        let reader = IndexReader {
+            file,
+            path: path.to_path_buf(),
+            data_id: head.header.data_id,
+            chunk_count: head.chunk_count,
+            pos: end.valid_end,
+        };
+        Ok((reader, head.header, state))
     }
+
+    /// The valid records appended since the last call (or since open). An
+    /// incomplete or garbled record at the end may be a write in progress:
+    /// it stops the batch without error and is read again next time. Apply
+    /// the records in order with [`IndexState::apply`].
     pub fn poll(&mut self) -> Result<Vec<Record>, IndexError> {
-        todo!()
+        let mut out = Vec::new();
+        let data_id = self.data_id;
+        let end = replay(
+            &self.file,
+            &self.path,
+            &data_id,
+            self.chunk_count,
+            self.pos,
+            |r| out.push(*r),
+        )?;
+        self.pos = end.valid_end;
+        Ok(out)
+    }
+
+    /// Number of chunks of the object.
+    pub fn chunk_count(&self) -> u32 {
+        self.chunk_count
     }
 }
 
 /// Latest chaining value per chunk (None: not complete), from a full replay.
+///
+/// This ignores snapshots (they hold no CVs), so it re-verifies the whole
+/// log; if the log was damaged inside a region a snapshot covered, a chunk
+/// may be marked done in the state yet have `None` here: treat it as
+/// needing a re-fetch.
 pub fn read_cvs(path: &Path) -> Result<Vec<Option<[u8; 32]>>, IndexError> {
-    let _ = path;
-    todo!()
+    let file = File::open(path).map_err(io_err(path, "open"))?;
+    let head = read_head(&file, path)?;
+    let n = head.chunk_count as usize;
+    let mut cvs: Vec<Option<[u8; 32]>> = Vec::new();
+    cvs.try_reserve_exact(n).map_err(|e| {
+        io_err(path, "allocate chunk CV table")(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            e.to_string(),
+        ))
+    })?;
+    cvs.resize(n, None);
+    replay(
+        &file,
+        path,
+        &head.header.data_id,
+        head.chunk_count,
+        head.header_len,
+        |r| match *r {
+            // decode_record only yields indexes < chunk_count; get_mut keeps
+            // that a non-panicking fact rather than an assumption.
+            Record::Chunk { index, cv } => {
+                if let Some(slot) = cvs.get_mut(index as usize) {
+                    *slot = Some(cv);
+                }
+            }
+            Record::Clear { index } => {
+                if let Some(slot) = cvs.get_mut(index as usize) {
+                    *slot = None;
+                }
+            }
+            Record::Root { .. } => {}
+        },
+    )?;
+    Ok(cvs)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,592 @@
+//! Unit tests of the index format and recovery. Property tests against an
+//! in-memory model live in `tests/index.rs`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use super::*;
+
+const CS: u32 = 64 * 1024;
+
+fn header(len: u64) -> IndexHeader {
+    IndexHeader {
+        len,
+        chunk_size: CS,
+        data_id: *b"0123456789abcdef",
+        source: "https://example.com/images/big.vhdx".into(),
+        validator: "\"etag-1\"".into(),
+        expected: Some([7; 32]),
+        created_unix: 1_700_000_000,
+    }
+}
+
+fn cv(i: u32) -> [u8; 32] {
+    let mut c = [0u8; 32];
+    c[..4].copy_from_slice(&i.to_le_bytes());
+    c[31] = 0xAB;
+    c
+}
+
+fn chunks(range: Range<u32>) -> Vec<Record> {
+    range
+        .map(|i| Record::Chunk {
+            index: i,
+            cv: cv(i),
+        })
+        .collect()
+}
+
+fn state_of(records: &[Record], chunk_count: u32) -> IndexState {
+    let mut s = IndexState::default();
+    for r in records {
+        s.apply(r, chunk_count);
+    }
+    s
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+fn setup(len: u64, records: &[Record]) -> (tempfile::TempDir, PathBuf, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("obj.idx");
+    let mut w = IndexWriter::create(&path, &header(len)).unwrap();
+    let header_len = w.log_len();
+    w.append(records).unwrap();
+    (dir, path, header_len)
+}
+
+#[test]
+fn header_helpers() {
+    let mut h = header(0);
+    assert_eq!(h.chunk_count(), 1);
+    assert_eq!(h.chunk_range(0), 0..0);
+    h.len = 1;
+    assert_eq!(h.chunk_count(), 1);
+    h.len = u64::from(CS);
+    assert_eq!(h.chunk_count(), 1);
+    h.len = u64::from(CS) + 1;
+    assert_eq!(h.chunk_count(), 2);
+    assert_eq!(h.chunk_range(1), u64::from(CS)..u64::from(CS) + 1);
+    assert_eq!(h.chunk_range(5), h.len..h.len);
+    assert_eq!(h.data_file_name(), "data-30313233343536373839616263646566");
+    // Unvalidated nonsense must not panic.
+    h.chunk_size = 0;
+    assert_eq!(h.chunk_count(), 1);
+    let _ = h.chunk_range(u32::MAX);
+    h.chunk_size = MIN_CHUNK_SIZE;
+    h.len = u64::MAX;
+    assert_eq!(h.chunk_count(), u32::MAX);
+    let _ = h.chunk_range(u32::MAX);
+}
+
+#[test]
+fn round_trip() {
+    let len = 10 * u64::from(CS) + 5;
+    let mut recs = chunks(0..11);
+    recs.push(Record::Clear { index: 3 });
+    recs.push(Record::Chunk {
+        index: 3,
+        cv: [9; 32],
+    });
+    recs.push(Record::Root { hash: [5; 32] });
+    let (_d, path, header_len) = setup(len, &recs);
+    let (w, h, st, rec) = IndexWriter::open(&path).unwrap();
+    assert_eq!(h, header(len));
+    assert_eq!(st.done.len(), 11);
+    assert_eq!(st.root, Some([5; 32]));
+    assert_eq!(st, state_of(&recs, 11));
+    assert_eq!(
+        rec,
+        Recovery {
+            records: recs.len() as u64,
+            dropped_bytes: 0,
+            snapshot_used: false
+        }
+    );
+    assert_eq!(w.log_len(), header_len + (recs.len() * RECORD_LEN) as u64);
+    let (_r, h2, st2) = IndexReader::open(&path).unwrap();
+    assert_eq!((h2, st2), (h, st));
+    let cvs = read_cvs(&path).unwrap();
+    assert_eq!(cvs.len(), 11);
+    assert_eq!(cvs[3], Some([9; 32]));
+    assert_eq!(cvs[10], Some(cv(10)));
+}
+
+#[test]
+fn empty_object_and_empty_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.idx");
+    let mut h = header(0);
+    h.source = String::new();
+    h.validator = String::new();
+    h.expected = None;
+    let mut w = IndexWriter::create(&path, &h).unwrap();
+    w.append(&[
+        Record::Chunk {
+            index: 0,
+            cv: [1; 32],
+        },
+        Record::Root { hash: [1; 32] },
+    ])
+    .unwrap();
+    let (_, h2, st, _) = IndexWriter::open(&path).unwrap();
+    assert_eq!(h2, h);
+    assert_eq!(st.root, Some([1; 32]));
+}
+
+#[test]
+fn long_source_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = header(1);
+    h.source = "u".repeat(64 * 1024);
+    h.validator = "v".repeat(64 * 1024);
+    let p = dir.path().join("long.idx");
+    IndexWriter::create(&p, &h).unwrap();
+    assert_eq!(IndexWriter::open(&p).unwrap().1, h);
+    h.source.push('x');
+    let err = IndexWriter::create(&dir.path().join("too.idx"), &h)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("too.idx"), "{err}");
+    let mut h = header(1);
+    h.chunk_size = 3 * 65536;
+    assert!(IndexWriter::create(&dir.path().join("cs.idx"), &h).is_err());
+}
+
+#[test]
+fn create_refuses_existing_file() {
+    let (_d, path, _) = setup(1, &[]);
+    let err = IndexWriter::create(&path, &header(1)).err().unwrap();
+    assert!(matches!(err, IndexError::Io { .. }));
+    assert!(err.to_string().contains("obj.idx"));
+}
+
+#[test]
+fn append_refuses_out_of_range_chunk() {
+    let (_d, path, _) = setup(2 * u64::from(CS), &[]);
+    let (mut w, ..) = IndexWriter::open(&path).unwrap();
+    assert!(w
+        .append(&[
+            Record::Chunk {
+                index: 0,
+                cv: [0; 32]
+            },
+            Record::Clear { index: 2 }
+        ])
+        .is_err());
+    // Nothing of the refused batch was written.
+    let (_, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert_eq!(rec.records, 0);
+    assert!(st.done.is_empty());
+}
+
+#[test]
+fn root_rules() {
+    let cc = 3;
+    let mut s = IndexState::default();
+    assert!(
+        !s.apply(&Record::Root { hash: [1; 32] }, cc),
+        "root with chunks missing"
+    );
+    for r in chunks(0..3) {
+        s.apply(&r, cc);
+    }
+    assert!(s.apply(&Record::Root { hash: [1; 32] }, cc));
+    assert_eq!(s.root, Some([1; 32]));
+    s.apply(&Record::Clear { index: 1 }, cc);
+    assert_eq!(s.root, None);
+    s.apply(
+        &Record::Chunk {
+            index: 1,
+            cv: [0; 32],
+        },
+        cc,
+    );
+    assert_eq!(s.root, None);
+    s.apply(&Record::Root { hash: [2; 32] }, cc);
+    s.apply(
+        &Record::Chunk {
+            index: 2,
+            cv: [0; 32],
+        },
+        cc,
+    );
+    assert_eq!(s.root, None, "a rewritten chunk unsets the root");
+    assert!(!s.apply(
+        &Record::Chunk {
+            index: 3,
+            cv: [0; 32]
+        },
+        cc
+    ));
+}
+
+/// Torn tail at every byte of the last record: the valid prefix survives,
+/// the partial record is truncated away, nothing panics.
+#[test]
+fn torn_tail_every_offset() {
+    let recs = chunks(0..4);
+    let (_d, path, header_len) = setup(4 * u64::from(CS), &recs);
+    let full = std::fs::read(&path).unwrap();
+    let last_start = header_len as usize + 3 * RECORD_LEN;
+    for cut in last_start..full.len() {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let (_r, _, rst) = IndexReader::open(&path).unwrap();
+        let (_w, _, st, rec) = IndexWriter::open(&path).unwrap();
+        assert_eq!(st, state_of(&recs[..3], 4), "cut at {cut}");
+        assert_eq!(rst, st);
+        assert_eq!(rec.records, 3);
+        assert_eq!(rec.dropped_bytes, (cut - last_start) as u64);
+        assert_eq!(file_len(&path), last_start as u64, "tail truncated");
+    }
+}
+
+/// A flipped byte anywhere in a record drops it and everything after it,
+/// even the valid records that follow.
+#[test]
+fn flipped_byte_drops_record_and_rest() {
+    let recs = chunks(0..5);
+    let (_d, path, header_len) = setup(5 * u64::from(CS), &recs);
+    let full = std::fs::read(&path).unwrap();
+    let bad = 2usize;
+    let start = header_len as usize + bad * RECORD_LEN;
+    for off in start..start + RECORD_LEN {
+        for mask in [0x01u8, 0x80, 0xFF] {
+            let mut b = full.clone();
+            b[off] ^= mask;
+            std::fs::write(&path, &b).unwrap();
+            assert_eq!(read_cvs(&path).unwrap()[bad], None);
+            let (_w, _, st, rec) = IndexWriter::open(&path).unwrap();
+            assert_eq!(st, state_of(&recs[..bad], 5), "flip at {off}");
+            assert_eq!(rec.records, bad as u64);
+            assert_eq!(rec.dropped_bytes, (full.len() - start) as u64);
+            assert_eq!(file_len(&path), start as u64);
+        }
+    }
+}
+
+#[test]
+fn record_from_other_index_is_rejected() {
+    let recs = chunks(0..2);
+    let (_d, path, _) = setup(2 * u64::from(CS), &recs);
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = dir2.path().join("other.idx");
+    let mut h = header(2 * u64::from(CS));
+    h.data_id = [0xEE; 16];
+    let mut w = IndexWriter::create(&other, &h).unwrap();
+    let hl = w.log_len() as usize;
+    w.append(&chunks(0..1)).unwrap();
+    let foreign = std::fs::read(&other).unwrap()[hl..hl + RECORD_LEN].to_vec();
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&foreign)
+        .unwrap();
+    let (_, _, _, rec) = IndexWriter::open(&path).unwrap();
+    assert_eq!(rec.records, 2);
+    assert_eq!(rec.dropped_bytes, RECORD_LEN as u64);
+}
+
+#[test]
+fn garbled_header_is_corrupt() {
+    let (_d, path, header_len) = setup(3 * u64::from(CS), &chunks(0..2));
+    let full = std::fs::read(&path).unwrap();
+    for off in 0..header_len as usize {
+        let mut b = full.clone();
+        b[off] ^= 0x40;
+        std::fs::write(&path, &b).unwrap();
+        for res in [
+            IndexWriter::open(&path).map(|_| ()),
+            IndexReader::open(&path).map(|_| ()),
+            read_cvs(&path).map(|_| ()),
+        ] {
+            match res {
+                Err(IndexError::Corrupt { path: p, detail }) => {
+                    assert_eq!(p, path);
+                    assert!(!detail.is_empty());
+                }
+                other => panic!(
+                    "flip at {off}: expected Corrupt, got {:?}",
+                    other.map(|_| ())
+                ),
+            }
+        }
+        // Never truncated: a corrupt header means we do not understand the file.
+        assert_eq!(std::fs::read(&path).unwrap(), b);
+    }
+    // Header cut short (crash during create) and empty file.
+    for cut in [0, 5, 16, header_len as usize - 1] {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        assert!(
+            matches!(IndexWriter::open(&path), Err(IndexError::Corrupt { .. })),
+            "cut {cut}"
+        );
+    }
+    std::fs::write(&path, b"not an index at all, just some text bytes").unwrap();
+    let e = IndexReader::open(&path).err().unwrap();
+    assert!(e.to_string().contains("magic"), "{e}");
+}
+
+#[test]
+fn missing_file_names_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope.idx");
+    let e = IndexWriter::open(&p).err().unwrap();
+    assert!(e.to_string().contains("nope.idx"), "{e}");
+}
+
+#[test]
+fn snapshot_used_and_stale_snapshot_replays_rest() {
+    let n = 20;
+    let (_d, path, _) = setup(u64::from(n) * u64::from(CS), &chunks(0..10));
+    let (mut w, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    w.snapshot(&st).unwrap();
+    let (_, _, st2, rec2) = IndexWriter::open(&path).unwrap();
+    assert!(rec2.snapshot_used);
+    assert_eq!(st2, st);
+    assert_eq!(rec2.records, 10);
+
+    // Records after the snapshot are replayed on top of it.
+    let (mut w, _, mut st, _) = IndexWriter::open(&path).unwrap();
+    let more = [
+        Record::Clear { index: 2 },
+        Record::Chunk {
+            index: 15,
+            cv: [3; 32],
+        },
+    ];
+    w.append(&more).unwrap();
+    for r in &more {
+        st.apply(r, n);
+    }
+    let (_, _, st3, rec3) = IndexWriter::open(&path).unwrap();
+    assert!(rec3.snapshot_used);
+    assert_eq!(st3, st);
+    assert_eq!(rec3.records, 12);
+    let (_, _, rst) = IndexReader::open(&path).unwrap();
+    assert_eq!(rst, st);
+}
+
+#[test]
+fn snapshot_of_complete_object_keeps_root() {
+    let mut recs = chunks(0..3);
+    recs.push(Record::Root { hash: [8; 32] });
+    let (_d, path, _) = setup(3 * u64::from(CS), &recs);
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    let (_, _, st2, rec) = IndexWriter::open(&path).unwrap();
+    assert!(rec.snapshot_used);
+    assert_eq!(st2.root, Some([8; 32]));
+}
+
+#[test]
+fn snapshot_refuses_inconsistent_state() {
+    let (_d, path, _) = setup(2 * u64::from(CS), &[]);
+    let (mut w, ..) = IndexWriter::open(&path).unwrap();
+    let mut s = IndexState::default();
+    s.done.insert(2);
+    assert!(w.snapshot(&s).is_err());
+    let s = IndexState {
+        done: RoaringBitmap::new(),
+        root: Some([0; 32]),
+    };
+    assert!(w.snapshot(&s).is_err());
+}
+
+#[test]
+fn corrupt_snapshot_is_ignored_and_removed() {
+    let (_d, path, _) = setup(8 * u64::from(CS), &chunks(0..6));
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    let snap = snapshot::snap_path(&path);
+    let good = std::fs::read(&snap).unwrap();
+    for off in (0..good.len()).step_by(7).chain([good.len() - 1]) {
+        let mut b = good.clone();
+        b[off] ^= 0x10;
+        std::fs::write(&snap, &b).unwrap();
+        let (_, _, rst) = IndexReader::open(&path).unwrap();
+        assert_eq!(rst, st);
+        assert!(snap.exists(), "the reader never deletes");
+        let (_, _, st2, rec) = IndexWriter::open(&path).unwrap();
+        assert!(!rec.snapshot_used, "flip at {off}");
+        assert_eq!(st2, st);
+        assert!(!snap.exists(), "writer removes an untrusted snapshot");
+    }
+    // Truncated snapshot.
+    std::fs::write(&snap, &good[..good.len() / 2]).unwrap();
+    assert!(!IndexWriter::open(&path).unwrap().3.snapshot_used);
+}
+
+#[test]
+fn snapshot_beyond_log_is_ignored() {
+    // Snapshot covers 6 records, then the log loses its last 2 (e.g. the
+    // disk lied about durability): the snapshot must not be trusted.
+    let (_d, path, header_len) = setup(8 * u64::from(CS), &chunks(0..6));
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    let cut = header_len + 4 * RECORD_LEN as u64;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let (mut w, _, st2, rec) = IndexWriter::open(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(st2, state_of(&chunks(0..4), 8));
+    // Regrow the log past the old covered length with different records:
+    // the old snapshot (now deleted anyway) must not come back.
+    w.append(&[
+        Record::Clear { index: 0 },
+        Record::Clear { index: 1 },
+        Record::Clear { index: 2 },
+    ])
+    .unwrap();
+    let (_, _, st3, rec3) = IndexWriter::open(&path).unwrap();
+    assert!(!rec3.snapshot_used);
+    assert_eq!(st3.done.iter().collect::<Vec<_>>(), vec![3]);
+}
+
+#[test]
+fn snapshot_of_regrown_log_is_ignored_by_reader() {
+    // Same as above but the stale snapshot file is put back by hand, so
+    // only the last-record binding can catch it.
+    let (_d, path, header_len) = setup(8 * u64::from(CS), &chunks(0..6));
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    let snap = snapshot::snap_path(&path);
+    let saved = std::fs::read(&snap).unwrap();
+    drop(w);
+    let cut = header_len + 4 * RECORD_LEN as u64;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let (mut w, ..) = IndexWriter::open(&path).unwrap();
+    w.append(&[Record::Clear { index: 0 }, Record::Clear { index: 1 }])
+        .unwrap();
+    std::fs::write(&snap, &saved).unwrap();
+    let (_, _, rst) = IndexReader::open(&path).unwrap();
+    let (_, _, st3, rec) = IndexWriter::open(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(rst, st3);
+    assert_eq!(st3.done.iter().collect::<Vec<_>>(), vec![2, 3]);
+}
+
+#[test]
+fn snapshot_of_other_index_is_ignored() {
+    let (_d, path, _) = setup(4 * u64::from(CS), &chunks(0..2));
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = dir2.path().join("other.idx");
+    let mut h = header(4 * u64::from(CS));
+    h.data_id = [1; 16];
+    let mut w2 = IndexWriter::create(&other, &h).unwrap();
+    w2.append(&chunks(0..2)).unwrap();
+    w2.snapshot(&state_of(&chunks(0..2), 4)).unwrap();
+    std::fs::copy(snapshot::snap_path(&other), snapshot::snap_path(&path)).unwrap();
+    let (_, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(st, state_of(&chunks(0..2), 4));
+}
+
+#[test]
+fn create_removes_stale_snapshot() {
+    let (d, path, _) = setup(4 * u64::from(CS), &chunks(0..2));
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    drop(w);
+    std::fs::remove_file(&path).unwrap();
+    IndexWriter::create(&path, &header(4 * u64::from(CS))).unwrap();
+    assert!(!snapshot::snap_path(&path).exists());
+    drop(d);
+}
+
+#[test]
+fn reader_polls_incrementally() {
+    let n = 10;
+    let (_d, path, _) = setup(u64::from(n) * u64::from(CS), &chunks(0..2));
+    let (mut r, _, mut rst) = IndexReader::open(&path).unwrap();
+    assert_eq!(rst.done.len(), 2);
+    assert!(r.poll().unwrap().is_empty());
+    let (mut w, ..) = IndexWriter::open(&path).unwrap();
+    w.append(&chunks(2..5)).unwrap();
+    let got = r.poll().unwrap();
+    assert_eq!(got, chunks(2..5));
+    assert!(r.poll().unwrap().is_empty());
+
+    // A record caught mid-write: the reader waits for it, no error.
+    let rec = format::encode_record(
+        &Record::Chunk {
+            index: 7,
+            cv: cv(7),
+        },
+        &header(0).data_id,
+    );
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&rec[..20]).unwrap();
+    assert!(r.poll().unwrap().is_empty());
+    f.write_all(&rec[20..]).unwrap();
+    assert_eq!(
+        r.poll().unwrap(),
+        vec![Record::Chunk {
+            index: 7,
+            cv: cv(7)
+        }]
+    );
+
+    // A garbled record stops the batch; it is retried (still garbled here).
+    let mut bad = format::encode_record(&Record::Clear { index: 1 }, &header(0).data_id);
+    bad[45] ^= 1;
+    f.write_all(&bad).unwrap();
+    assert!(r.poll().unwrap().is_empty());
+    assert!(r.poll().unwrap().is_empty());
+    drop(w);
+
+    // The writer reopens, drops the garbage and continues; the reader
+    // picks up from where it was.
+    let (mut w, _, wst, rec) = IndexWriter::open(&path).unwrap();
+    assert_eq!(rec.dropped_bytes, RECORD_LEN as u64);
+    w.append(&[Record::Clear { index: 0 }]).unwrap();
+    assert_eq!(r.poll().unwrap(), vec![Record::Clear { index: 0 }]);
+    for rr in chunks(2..5).iter().chain(&[
+        Record::Chunk {
+            index: 7,
+            cv: cv(7),
+        },
+        Record::Clear { index: 0 },
+    ]) {
+        rst.apply(rr, n);
+    }
+    let mut expect = wst;
+    expect.apply(&Record::Clear { index: 0 }, n);
+    assert_eq!(rst, expect);
+}
+
+#[test]
+fn writer_appends_after_truncated_tail() {
+    let recs = chunks(0..3);
+    let (_d, path, _) = setup(4 * u64::from(CS), &recs);
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0xAA; 30])
+        .unwrap();
+    let (mut w, _, _, rec) = IndexWriter::open(&path).unwrap();
+    assert_eq!(rec.dropped_bytes, 30);
+    w.append(&[Record::Chunk {
+        index: 3,
+        cv: cv(3),
+    }])
+    .unwrap();
+    let (_, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert_eq!(rec.records, 4);
+    assert_eq!(rec.dropped_bytes, 0);
+    assert_eq!(st.done.len(), 4);
+}
