@@ -74,7 +74,8 @@ impl DataFile {
             // SAFETY: the map is read-only and the file is never truncated
             // while the store has it open (eviction takes an exclusive lock
             // that every opener's shared lock excludes).
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "map data file", e))?;
+            let map =
+                unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "map data file", e))?;
             Some(Bytes::from_owner(map))
         };
         Ok(DataFile {

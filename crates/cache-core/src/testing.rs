@@ -65,7 +65,8 @@ impl MemorySource {
     }
 
     fn with(self, f: impl FnOnce(&mut Inner)) -> MemorySource {
-        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("configure a MemorySource before sharing it"));
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("configure a MemorySource before sharing it"));
         f(&mut inner);
         MemorySource {
             inner: Arc::new(inner),
@@ -151,7 +152,10 @@ impl Source for MemorySource {
             if current != expect.validator {
                 return Err(SourceError::new(
                     SourceErrorKind::Changed,
-                    format!("{}: validator is now {current}, was {}", inner.identity, expect.validator),
+                    format!(
+                        "{}: validator is now {current}, was {}",
+                        inner.identity, expect.validator
+                    ),
                 ));
             }
             let len = inner.bytes.len() as u64;

@@ -30,13 +30,18 @@ async fn last_chunk_arrives_within_connections_plus_two_chunk_fetches() {
         };
         let object = store.fetch(Arc::new(src.clone()), options).await.unwrap();
         let last = (chunks - 1) * cs;
-        let got = bounded("far read", object.read_at(last as u64, cs as u64)).await.unwrap();
+        let got = bounded("far read", object.read_at(last as u64, cs as u64))
+            .await
+            .unwrap();
         let fetched_chunks = src.bytes_delivered().div_ceil(cs as u64);
         assert!(got[..] == bytes[last..]);
         assert!(
             fetched_chunks <= connections as u64 + 2,
             "{connections} connections: the last chunk took {fetched_chunks} chunk fetches"
         );
-        assert_eq!(bounded("fill", object.wait_complete()).await.unwrap(), blake3::hash(&bytes));
+        assert_eq!(
+            bounded("fill", object.wait_complete()).await.unwrap(),
+            blake3::hash(&bytes)
+        );
     }
 }

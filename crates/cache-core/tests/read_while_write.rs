@@ -55,7 +55,10 @@ async fn thirty_two_readers_follow_the_fill() {
     for r in readers {
         let (got, late) = bounded("reader", r).await.unwrap();
         assert!(got == bytes, "a reader got different bytes");
-        assert!(late.is_empty(), "chunks received late (k+2 already done): {late:?}");
+        assert!(
+            late.is_empty(),
+            "chunks received late (k+2 already done): {late:?}"
+        );
     }
     assert_eq!(object.wait_complete().await.unwrap(), blake3::hash(&bytes));
 }
@@ -68,7 +71,10 @@ async fn async_reader_reads_and_seeks() {
     let store = Store::open(dir.path()).unwrap();
     let bytes = pattern(5 * MIB + 333, 3);
     let src = MemorySource::new("mem://reader", bytes.clone()).with_piece_delay_ms(1);
-    let object = store.fetch(Arc::new(src), FetchOptions::default()).await.unwrap();
+    let object = store
+        .fetch(Arc::new(src), FetchOptions::default())
+        .await
+        .unwrap();
     let mut r = object.reader();
     let end = r.seek(std::io::SeekFrom::End(-1000)).await.unwrap();
     assert_eq!(end, bytes.len() as u64 - 1000);
@@ -101,8 +107,13 @@ async fn try_read_reports_missing_bytes() {
     assert!(matches!(err, cache_core::Error::NotPresent { .. }), "{err}");
     assert!(err.to_string().contains("not present"), "{err}");
     // Lazy: a waiting read fetches just that chunk.
-    let b = bounded("read", object.read_at(3 * MIB as u64, 10)).await.unwrap();
+    let b = bounded("read", object.read_at(3 * MIB as u64, 10))
+        .await
+        .unwrap();
     assert_eq!(&b[..], &bytes[3 * MIB..3 * MIB + 10]);
     assert_eq!(src.requests(), vec![3 * MIB as u64..4 * MIB as u64]);
-    assert!(object.try_read_at(0, 1).is_err(), "lazy fill fetched more than demanded");
+    assert!(
+        object.try_read_at(0, 1).is_err(),
+        "lazy fill fetched more than demanded"
+    );
 }

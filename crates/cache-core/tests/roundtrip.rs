@@ -31,7 +31,12 @@ async fn fill_and_check(len: usize, chunk_size: u32, piece: usize, connections: 
     let all = object.read_at(0, len as u64).await.unwrap();
     assert!(all[..] == bytes[..], "bytes differ");
     // Each chunk was requested exactly once.
-    assert!(src.chunk_request_counts(u64::from(chunk_size)).iter().all(|&n| n == 1) || len == 0);
+    assert!(
+        src.chunk_request_counts(u64::from(chunk_size))
+            .iter()
+            .all(|&n| n == 1)
+            || len == 0
+    );
     // Reopening from disk gives the same, complete object.
     drop(object);
     let store = Store::open(dir.path()).unwrap();

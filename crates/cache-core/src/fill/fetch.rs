@@ -20,7 +20,11 @@ use crate::source::{SourceError, SourceErrorKind};
 /// Fetches chunks `run` and commits each as it completes. `limit` is the
 /// end of the run, which the filler may lower (cut) while it runs: chunks
 /// from `limit` on are left to another request.
-pub(crate) async fn fetch_run(ctx: Arc<FillCtx>, run: Range<u32>, limit: Arc<AtomicU32>) -> Result<()> {
+pub(crate) async fn fetch_run(
+    ctx: Arc<FillCtx>,
+    run: Range<u32>,
+    limit: Arc<AtomicU32>,
+) -> Result<()> {
     let header = &ctx.obj.header;
     let want = header.chunk_range(run.start).start..header.chunk_range(run.end - 1).end;
     let body = ctx

@@ -93,7 +93,8 @@ async fn drive(
 ) -> Result<Outcome> {
     let header = &ctx.obj.header;
     let done = ctx.obj.state.lock().done.clone();
-    let max_run = (options.max_request_bytes / u64::from(header.chunk_size)).clamp(1, u32::MAX as u64) as u32;
+    let max_run =
+        (options.max_request_bytes / u64::from(header.chunk_size)).clamp(1, u32::MAX as u64) as u32;
     let mut sched = FillScheduler::new(
         header.chunk_count(),
         done,

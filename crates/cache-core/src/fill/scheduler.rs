@@ -245,7 +245,11 @@ mod tests {
         // 90 is next in its run: no cut; the next demand and prefetch go.
         assert_eq!(chunks(s.next_run(&[90, 50], true)), Some(50..53));
         assert_eq!(chunks(s.next_run(&[90], true)), Some(0..4));
-        assert_eq!(chunks(s.next_run(&[], false)), None, "no prefetch in the demand lane");
+        assert_eq!(
+            chunks(s.next_run(&[], false)),
+            None,
+            "no prefetch in the demand lane"
+        );
         assert!(s.take_cuts().is_empty());
     }
 

@@ -71,7 +71,11 @@ impl ObjectShared {
     fn chunks_of(&self, start: u64, end: u64) -> Range<u32> {
         let cs = u64::from(self.header.chunk_size);
         let first = (start / cs) as u32;
-        let last = if end > start { ((end - 1) / cs) as u32 } else { first };
+        let last = if end > start {
+            ((end - 1) / cs) as u32
+        } else {
+            first
+        };
         first.min(self.header.chunk_count() - 1)..last.min(self.header.chunk_count() - 1) + 1
     }
 

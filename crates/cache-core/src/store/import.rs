@@ -8,7 +8,7 @@ use super::layout::*;
 use super::{check_chunk_size, unix_now, Store, INDEX_FILE};
 use crate::data::DataFile;
 use crate::error::{Error, Result};
-use crate::index::{IndexHeader, IndexWriter, IndexState, Record};
+use crate::index::{IndexHeader, IndexState, IndexWriter, Record};
 use crate::object::Object;
 
 impl Store {
@@ -19,7 +19,10 @@ impl Store {
     pub fn import(&self, path: &Path, chunk_size: u32) -> Result<Object> {
         check_chunk_size(u64::from(chunk_size))?;
         let mut file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path, "stat", e))?
+            .len();
         let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let header = IndexHeader {
             len,
@@ -31,14 +34,18 @@ impl Store {
             created_unix: unix_now(),
         };
         let s = &self.shared;
-        let tmp = s.dir.join(TMP).join(format!("import-{}", hex_id(&rand::random::<[u8; 8]>())));
+        let tmp = s
+            .dir
+            .join(TMP)
+            .join(format!("import-{}", hex_id(&rand::random::<[u8; 8]>())));
         create_dir(&tmp)?;
         let result = (|| {
             let index_path = tmp.join(INDEX_FILE);
             let mut writer = IndexWriter::create(&index_path, &header)?;
             // Held while copying so a concurrent store open leaves it be.
             let lock = File::open(&index_path).map_err(|e| Error::io(&index_path, "open", e))?;
-            lock.try_lock().map_err(|e| Error::io(&index_path, "lock", std::io::Error::other(e)))?;
+            lock.try_lock()
+                .map_err(|e| Error::io(&index_path, "lock", std::io::Error::other(e)))?;
             let data_path = tmp.join(header.data_file_name());
             DataFile::create(&data_path, len)?;
             let data = DataFile::open(&data_path, len, None)?;
@@ -49,7 +56,8 @@ impl Store {
             for c in 0..header.chunk_count() {
                 let r = header.chunk_range(c);
                 let n = (r.end - r.start) as usize;
-                file.read_exact(&mut buf[..n]).map_err(|e| Error::io(path, "read", e))?;
+                file.read_exact(&mut buf[..n])
+                    .map_err(|e| Error::io(path, "read", e))?;
                 let cv = crate::hash::chunk_cv(&buf[..n], c, chunk_size, len);
                 data.write_at(r.start, &buf[..n])?;
                 cvs.push(cv);
@@ -57,7 +65,9 @@ impl Store {
                 state.done.insert(c);
             }
             let root = crate::hash::root_from_cvs(&cvs, chunk_size, len);
-            records.push(Record::Root { hash: *root.as_bytes() });
+            records.push(Record::Root {
+                hash: *root.as_bytes(),
+            });
             state.root = Some(*root.as_bytes());
             data.sync()?;
             writer.append(&records)?;

@@ -98,13 +98,17 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.shared.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
 /// Checks a chunk size: a power of two from 64 KiB to 64 MiB.
 pub fn check_chunk_size(size: u64) -> Result<u32> {
-    if size.is_power_of_two() && (u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&size) {
+    if size.is_power_of_two()
+        && (u64::from(MIN_CHUNK_SIZE)..=u64::from(MAX_CHUNK_SIZE)).contains(&size)
+    {
         Ok(size as u32)
     } else {
         Err(Error::InvalidChunkSize(size))
@@ -237,11 +241,15 @@ impl Store {
                     }
                 }
             }
-            return best.map(|b| b.2).ok_or_else(|| Error::NotFound(reference.to_owned()));
+            return best
+                .map(|b| b.2)
+                .ok_or_else(|| Error::NotFound(reference.to_owned()));
         }
         let r = reference.to_ascii_lowercase();
         if is_hash_hex(&r) {
-            return s.read_alias(&r)?.ok_or_else(|| Error::NotFound(reference.to_owned()));
+            return s
+                .read_alias(&r)?
+                .ok_or_else(|| Error::NotFound(reference.to_owned()));
         }
         if is_key(&r) && s.dir.join(OBJECTS).join(&r).is_dir() {
             return Ok(r);
@@ -301,9 +309,12 @@ impl Store {
             out.push(ObjectSummary {
                 chunks_done: done,
                 chunks_total: total,
-                bytes_done: progress.unwrap_or_else(|| (done * u64::from(header.chunk_size)).min(header.len)),
+                bytes_done: progress
+                    .unwrap_or_else(|| (done * u64::from(header.chunk_size)).min(header.len)),
                 state: state_name,
-                last_used: fs::metadata(dir.join(USED_FILE)).and_then(|m| m.modified()).ok(),
+                last_used: fs::metadata(dir.join(USED_FILE))
+                    .and_then(|m| m.modified())
+                    .ok(),
                 disk_bytes: disk_usage(&dir),
                 info: info_of(&key, &header, root),
             });
@@ -353,7 +364,10 @@ impl StoreShared {
     /// Creates the object's directory atomically. Returns false when
     /// another process created it first.
     fn create_object(&self, key: &str, header: &IndexHeader) -> Result<bool> {
-        let tmp = self.dir.join(TMP).join(format!("new-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
+        let tmp = self
+            .dir
+            .join(TMP)
+            .join(format!("new-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
         create_dir(&tmp)?;
         let made = (|| {
             let w = IndexWriter::create(&tmp.join(INDEX_FILE), header)?;
@@ -386,7 +400,9 @@ impl StoreShared {
 
     fn open_dir(self: &Arc<Self>, key: &str, dir: PathBuf) -> Result<Arc<ObjectShared>> {
         let (_, header, state) = IndexReader::open(&dir.join(INDEX_FILE)).map_err(|e| match e {
-            crate::index::IndexError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            crate::index::IndexError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 Error::NotFound(key.to_owned())
             }
             e => e.into(),
@@ -408,8 +424,18 @@ impl StoreShared {
             return Err(Error::NotFound(key.to_owned()));
         }
         touch(&dir.join(USED_FILE));
-        let root = state.root.filter(|_| state.done.len() == u64::from(header.chunk_count()));
-        let obj = ObjectShared::new(key.to_owned(), dir, header, data, state.done, root, self.clone());
+        let root = state
+            .root
+            .filter(|_| state.done.len() == u64::from(header.chunk_count()));
+        let obj = ObjectShared::new(
+            key.to_owned(),
+            dir,
+            header,
+            data,
+            state.done,
+            root,
+            self.clone(),
+        );
         if root.is_none() {
             obj.ensure_watching();
         }
@@ -422,7 +448,13 @@ impl StoreShared {
         let Some(mut lease) = fill::try_lease(obj)? else {
             return Ok(());
         };
-        let records: Vec<Record> = obj.state.lock().done.iter().map(|index| Record::Clear { index }).collect();
+        let records: Vec<Record> = obj
+            .state
+            .lock()
+            .done
+            .iter()
+            .map(|index| Record::Clear { index })
+            .collect();
         if records.is_empty() {
             return Ok(());
         }
@@ -458,7 +490,9 @@ impl StoreShared {
     fn scan_headers(&self) -> Result<Vec<(String, IndexHeader, bool)>> {
         let mut out = Vec::new();
         for key in list_names(&self.dir.join(OBJECTS))? {
-            if let Ok((_, header, state)) = IndexReader::open(&self.dir.join(OBJECTS).join(&key).join(INDEX_FILE)) {
+            if let Ok((_, header, state)) =
+                IndexReader::open(&self.dir.join(OBJECTS).join(&key).join(INDEX_FILE))
+            {
                 out.push((key, header, state.root.is_some()));
             }
         }
@@ -488,7 +522,8 @@ impl StoreShared {
         }
         let dir = self.dir.join(OBJECTS).join(key);
         let index_path = dir.join(INDEX_FILE);
-        let (_, header, state) = IndexReader::open(&index_path).map_err(|_| Error::NotFound(key.to_owned()))?;
+        let (_, header, state) =
+            IndexReader::open(&index_path).map_err(|_| Error::NotFound(key.to_owned()))?;
         let index = fs::File::open(&index_path).map_err(|e| Error::io(&index_path, "open", e))?;
         let data_path = dir.join(header.data_file_name());
         let data = fs::File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
@@ -510,7 +545,10 @@ impl StoreShared {
             self.remove_alias(&blake3::Hash::from_bytes(hash), key);
         }
         // Rename first so no opener finds a half-deleted directory.
-        let grave = self.dir.join(TMP).join(format!("rm-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
+        let grave = self
+            .dir
+            .join(TMP)
+            .join(format!("rm-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
         fs::rename(&dir, &grave).map_err(|e| Error::io(&dir, "remove object", e))?;
         fs::remove_dir_all(&grave).map_err(|e| Error::io(&grave, "remove object", e))?;
         Ok(())
@@ -558,7 +596,11 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn touch(path: &Path) {
-    let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path);
     if let Ok(f) = f {
         let _ = f.set_modified(SystemTime::now());
     }
