@@ -227,6 +227,8 @@ impl MultipartPlan {
 }
 
 #[cfg(test)]
+// `vec![a..b]` is exactly what these tests mean: one range in a list.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -241,10 +243,13 @@ mod tests {
         body
     }
 
+    /// A parsed part: lower-cased headers and the body.
+    type Part = (Vec<(String, String)>, Vec<u8>);
+
     /// A strict RFC 2046 multipart parser, independent of the framing code:
     /// splits on `CRLF--boundary`, requires the close delimiter, parses the
     /// part headers case-insensitively. Returns (headers, body) per part.
-    fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
         let boundary = content_type
             .strip_prefix("multipart/byteranges; boundary=")
             .expect("content type");

@@ -279,6 +279,8 @@ fn truncate_to_secs(t: SystemTime) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
+// `vec![a..b]` is exactly what these tests mean: one range in a list.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
