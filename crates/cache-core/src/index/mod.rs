@@ -94,9 +94,7 @@ impl IndexWriter {
         let _ = (path, header);
         todo!()
     }
-    pub fn open(
-        path: &Path,
-    ) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
+    pub fn open(path: &Path) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
         let _ = path;
         todo!()
     }
