@@ -1,0 +1,19 @@
+//! Protocol-pure building blocks of the local HTTP endpoint.
+//!
+//! Everything here is synchronous, allocation-bounded and free of I/O so it
+//! can be unit-tested, property-tested and fuzzed without a server. The hyper
+//! server composes these pieces:
+//!
+//! - [`range`]: `Range` / `If-Range` evaluation (RFC 9110 §14, §13.1.5).
+//! - [`multipart`]: `multipart/byteranges` framing with an exact
+//!   `Content-Length` known before the first byte is sent.
+//! - [`mirror_path`]: joining a request path onto a mirror base URL without
+//!   ever escaping the base path.
+//! - [`etag`]: ETag generation and `If-None-Match` evaluation.
+//! - [`metrics`]: a dependency-free Prometheus text-format registry.
+
+pub mod etag;
+pub mod metrics;
+pub mod mirror_path;
+pub mod multipart;
+pub mod range;
