@@ -94,7 +94,9 @@ impl IndexWriter {
         let _ = (path, header);
         todo!()
     }
-    pub fn open(path: &Path) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
+    pub fn open(
+        path: &Path,
+    ) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
         let _ = path;
         todo!()
     }
