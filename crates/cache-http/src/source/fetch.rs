@@ -243,6 +243,8 @@ pub(crate) fn classify_status(resp: &Response<Incoming>) -> Failure {
             cause,
             retry_after: retry_after(resp.headers()),
         },
+        // "Not Implemented" / "Version Not Supported" will not heal.
+        501 | 505 => Failure::fatal(SourceErrorKind::Protocol, format!("unexpected {cause}")),
         408 | 500..=599 => Failure::transient(SourceErrorKind::Network, cause),
         _ => Failure::fatal(SourceErrorKind::Protocol, format!("unexpected {cause}")),
     }
