@@ -26,7 +26,7 @@
 //!
 //! Invariant 2 of the design (no mixing of versions) is enforced here: every
 //! response's validator and total length must equal the `expect` given by
-//! the caller, else the read fails with [`SourceErrorKind::Changed`].
+//! the caller, else the read fails with [`cache_core::SourceErrorKind::Changed`].
 
 mod client;
 mod fetch;
@@ -46,9 +46,6 @@ use http::Uri;
 pub use validate::{
     is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
 };
-
-#[allow(unused_imports)] // re-exported for docs links
-use cache_core::SourceErrorKind;
 
 /// Where proxies come from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
