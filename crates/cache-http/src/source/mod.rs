@@ -29,8 +29,9 @@
 //! the caller, else the read fails with [`cache_core::SourceErrorKind::Changed`].
 
 mod client;
-mod fetch;
 mod probe;
+mod read;
+mod request;
 mod retry;
 mod validate;
 
@@ -232,6 +233,6 @@ impl Source for HttpSource {
         range: Range<u64>,
         expect: &'a SourceInfo,
     ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
-        Box::pin(fetch::read_range(self.inner.clone(), range, expect.clone()))
+        Box::pin(read::read_range(self.inner.clone(), range, expect.clone()))
     }
 }

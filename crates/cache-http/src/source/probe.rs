@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::fetch::{classify_status, describe, send_following, Failure};
+use super::request::{classify_status, describe, send_following, Failure};
 use super::retry::Backoff;
 use super::validate::{content_length_of, content_range_of, validator_of, ContentRange};
 use super::Inner;
