@@ -11,7 +11,9 @@ use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use cache_http::{HttpSourceConfig, ProxyConfig};
 use futures::StreamExt;
 
-/// Test config: no proxy from the environment, fast retries, short stall.
+/// Test config: no proxy from the environment, fast retries. The stall
+/// time-out stays generous so a loaded CI machine never trips it by accident;
+/// stall tests set their own short one.
 pub fn fast_config() -> HttpSourceConfig {
     HttpSourceConfig {
         proxy: ProxyConfig::None,
@@ -19,7 +21,7 @@ pub fn fast_config() -> HttpSourceConfig {
         retry_base: Duration::from_millis(5),
         retry_cap: Duration::from_millis(50),
         max_retry_after: Duration::from_secs(2),
-        stall_timeout: Duration::from_millis(500),
+        stall_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
         ..HttpSourceConfig::default()
     }
