@@ -41,6 +41,17 @@ pub struct ContentRangeError {
 /// Accepts `bytes a-b/n`, `bytes a-b/*` and `bytes */n` (unit matched
 /// case-insensitively, optional whitespace around the parts). Rejects
 /// anything else, `a > b`, `b >= n`, signs, and numbers that overflow `u64`.
+/// Never panics, whatever the input (it has a fuzz target).
+///
+/// ```
+/// use cache_http::{ContentRange, parse_content_range};
+/// assert_eq!(
+///     parse_content_range("bytes 0-9/100"),
+///     Ok(ContentRange::Bytes { first: 0, last: 9, complete: Some(100) })
+/// );
+/// assert_eq!(parse_content_range("bytes */0"), Ok(ContentRange::Unsatisfied { complete: 0 }));
+/// assert!(parse_content_range("bytes 9-0/100").is_err());
+/// ```
 pub fn parse_content_range(value: &str) -> Result<ContentRange, ContentRangeError> {
     let err = |reason| ContentRangeError {
         value: value.chars().take(100).collect(),
@@ -197,6 +208,23 @@ mod tests {
             "bytes 0-1/2, 3-4/5",
         ] {
             assert!(parse_content_range(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse_content_range(&s);
+        }
+
+        #[test]
+        fn round_trips(first in 0u64..u64::MAX / 2, len in 1u64..u64::MAX / 4, extra in 0u64..1000) {
+            let last = first + len - 1;
+            let n = last + 1 + extra;
+            proptest::prop_assert_eq!(
+                parse_content_range(&format!("bytes {first}-{last}/{n}")),
+                Ok(ContentRange::Bytes { first, last, complete: Some(n) })
+            );
         }
     }
 
