@@ -358,6 +358,13 @@ impl Object {
         self.shared.header.chunk_size
     }
 
+    /// Path of the object's data file (its bytes at their own offsets;
+    /// only the completed chunks are meaningful until it is complete).
+    /// For copying a complete object out, e.g. by reflink.
+    pub fn data_path(&self) -> PathBuf {
+        self.shared.dir.join(self.shared.header.data_file_name())
+    }
+
     /// Static facts: source, validator, length, hash.
     pub fn info(&self) -> ObjectInfo {
         let root = self.shared.state.lock().root;

@@ -1,0 +1,243 @@
+//! Command-line syntax (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::{parse_rate, parse_size};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  2  usage: bad arguments, unknown or ambiguous reference
+  3  network or origin failure (after retries)
+  4  verification failure: BLAKE3 mismatch, damaged chunks, source changed
+  5  local I/O failure (disk, store, object busy)
+  130 interrupted (Ctrl-C); run the same command again to resume
+
+SIZE: a number with an optional unit: 1048576, 64KiB, 1M (=MiB), 2G, 10MB
+(=10^7). RATE: a SIZE per second, e.g. 10MB/s, 200M.
+
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) or use -v/-vv.";
+
+/// blockcache: a content-addressed download cache for big disk images.
+///
+/// Downloads each image once however many consumers ask for it (in one
+/// process or several), serves it while it downloads, resumes after any
+/// interruption with Range requests, and verifies every byte with BLAKE3.
+#[derive(Debug, Parser)]
+#[command(name = "blockcache", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Store directory [default: $XDG_CACHE_HOME/blockcache, else
+    /// $HOME/.cache/blockcache]
+    #[arg(long, global = true, env = "BLOCKCACHE_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress output; only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download URL into the store (once, resumably) and print its BLAKE3
+    #[command(after_help = "\
+The last line on stdout is the object's BLAKE3 hex (what b3sum prints).
+With -o -, stdout carries the bytes instead and the hash goes to stderr.
+An interrupted fetch resumes where it stopped when run again. A fetch of a URL
+another process is already downloading follows that download (and takes it
+over if that process dies) instead of downloading it again.
+
+Examples:
+  blockcache fetch https://example.com/images/disk.qcow2
+  blockcache fetch https://example.com/disk.raw -o disk.raw --limit-rate 50MB/s
+  blockcache fetch https://example.com/disk.raw -o - | qemu-img dd ...
+  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2")]
+    Fetch(FetchArgs),
+    /// Serve the store over HTTP (Range requests, partial objects included)
+    #[command(after_help = "\
+Objects are served at /blake3/<HEX> and at the mirror paths /<NAME>/<PATH>
+(fetched from URL/<PATH> on first use). Reads of parts not downloaded yet
+wait for them, fetching them first.
+
+Examples:
+  blockcache serve --listen 127.0.0.1:8080
+  blockcache serve --mirror images=https://example.com/images
+  curl -r 0-1023 http://127.0.0.1:8080/images/disk.qcow2")]
+    Serve(ServeArgs),
+    /// List objects: length, progress, state, hash, source
+    #[command(after_help = "\
+Examples:
+  blockcache ls
+  blockcache ls --json | jq '.[] | select(.state == \"complete\") | .blake3'")]
+    Ls(LsArgs),
+    /// Write an object's bytes (or a range) to stdout, waiting for missing ones
+    #[command(after_help = "\
+REF is a BLAKE3 hex hash, a unique prefix of one (at least 4 digits), an
+object key, or a source URL (a URL not in the store yet is fetched). Bytes
+not downloaded yet are fetched first, then written.
+
+Examples:
+  blockcache cat 6f1c > disk.raw
+  blockcache cat https://example.com/disk.raw --range 0-511 | xxd | head
+  blockcache cat 6f1c --range -1048576 | wc -c     # the last MiB")]
+    Cat(CatArgs),
+    /// Re-hash stored chunks; report damaged ones, --repair refetches them
+    #[command(after_help = "\
+Without REF every object is verified. Exit code 4 when damage was found and
+not repaired.
+
+Examples:
+  blockcache verify
+  blockcache verify 6f1c --repair")]
+    Verify(VerifyArgs),
+    /// Remove an object from the store
+    #[command(after_help = "\
+Fails (exit 5) while the object is being downloaded or read.
+
+Example:
+  blockcache rm 6f1c")]
+    Rm(RmArgs),
+    /// Evict least recently used complete objects down to a size
+    #[command(after_help = "\
+Objects being downloaded or read (by any process) are never evicted.
+Without --max-size nothing is evicted: gc reports the store's size.
+
+Example:
+  blockcache gc --max-size 50G")]
+    Gc(GcArgs),
+    /// Copy a local file into the store and print its BLAKE3
+    #[command(after_help = "\
+Example:
+  blockcache import ./disk.raw")]
+    Import(ImportArgs),
+    /// Show the whole thing working, offline, on a generated image
+    #[command(after_help = "\
+Starts a local origin serving a generated image (bytes computed on the fly,
+not stored) throttled to a WAN-like rate, then fetches it from two processes
+at once while reading its far end. Checks that the origin sent the image
+once, that the far read returned before the download ended, and that the
+BLAKE3 matches one computed independently from the generator. Uses a
+temporary store unless --store (or BLOCKCACHE_STORE) is given.
+
+Examples:
+  blockcache demo
+  blockcache demo --size 256M --rate 50MB/s")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Range requests kept in flight
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Bandwidth limit for this download (RATE, e.g. 10MB/s)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// http:// or https:// URL of the image
+    pub url: String,
+    /// Also write the object to PATH (reflinked when possible); `-` streams
+    /// it to stdout while it downloads
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Expected BLAKE3 hex: the download fails (exit 4) if it differs
+    #[arg(long, value_name = "HEX")]
+    pub blake3: Option<String>,
+    /// Chunk size of a new object (power of two, 64KiB..64MiB)
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Mirror: serve URL/<PATH> at /NAME/<PATH> (repeatable)
+    #[arg(long, value_name = "NAME=URL")]
+    pub mirror: Vec<String>,
+    /// Re-check mirrored URLs with the origin after this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub revalidate: Option<u64>,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// One JSON array on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// BLAKE3 hex, unique prefix, object key or URL
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Byte range START-END (inclusive, like HTTP and curl -r), START- to
+    /// the end, or -N for the last N bytes
+    #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
+    pub range: Option<String>,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// BLAKE3 hex, unique prefix, object key or URL [default: all objects]
+    #[arg(value_name = "REF")]
+    pub reference: Option<String>,
+    /// Refetch damaged chunks (only those) from the object's source
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// BLAKE3 hex, unique prefix, object key or URL
+    #[arg(value_name = "REF")]
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Evict until the store takes at most SIZE on disk
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// File to copy into the store
+    pub file: PathBuf,
+    /// Chunk size (power of two, 64KiB..64MiB)
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Size of the generated image
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    pub size: u64,
+    /// Speed of the simulated WAN link (shared by all connections)
+    #[arg(long, value_name = "RATE", default_value = "200MB/s", value_parser = parse_rate)]
+    pub rate: u64,
+}
