@@ -204,7 +204,8 @@ pub struct VerifyArgs {
     /// BLAKE3 hex, unique prefix, object key or URL [default: all objects]
     #[arg(value_name = "REF")]
     pub reference: Option<String>,
-    /// Refetch damaged chunks (only those) from the object's source
+    /// Refetch damaged chunks (only those) from the object's source; also
+    /// fetches the chunks an incomplete object is missing
     #[arg(long)]
     pub repair: bool,
 }

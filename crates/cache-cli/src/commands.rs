@@ -339,6 +339,21 @@ async fn verify(g: &cli::Global, a: cli::VerifyArgs) -> Result<(), Failure> {
             }
             Err(e) => return Err(Failure::core(&name, e)),
         };
+        if report.damaged.is_empty() && a.repair && object.blake3().is_none() {
+            // Damage cleared by an earlier verify (or an interrupted fill):
+            // the missing chunks are refetched, nothing else.
+            let missing = object.progress();
+            let missing = missing.chunks_total - missing.chunks_done;
+            let reporter = Reporter::start(&object, "repair".into(), Mode::detect(g.quiet));
+            let hash = object.wait_complete().await;
+            reporter.finish().await;
+            let hash = hash.map_err(|e| Failure::core(&name, e))?;
+            println!(
+                "{name}: repaired: fetched {missing} missing chunks, BLAKE3 {}",
+                hash.to_hex()
+            );
+            continue;
+        }
         if report.damaged.is_empty() {
             println!(
                 "{name}: ok, {} chunks verified{}",

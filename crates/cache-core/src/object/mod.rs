@@ -10,6 +10,7 @@
 mod demand;
 mod follow;
 mod read;
+pub(crate) mod remote;
 mod verify;
 
 use std::collections::HashMap;

@@ -1,0 +1,553 @@
+//! The real `blockcache` binary against a real nginx (the harness of
+//! cache-http). Every wait is bounded; nothing asserts on timing.
+
+#[path = "../../cache-http/tests/support/nginx.rs"]
+mod nginx;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nginx::{LogLine, Nginx, NginxOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blockcache");
+/// Bound of any one step: turns a hang into a failure, asserts nothing.
+const STEP: Duration = Duration::from_secs(120);
+const MIB: usize = 1 << 20;
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn bc(store: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("BLOCKCACHE_STORE")
+        .env_remove("RUST_LOG")
+        .arg("--store")
+        .arg(store)
+        .stdin(Stdio::null());
+    c
+}
+
+fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn blockcache")
+}
+
+/// Waits (bounded by STEP) for a child and collects its output.
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + STEP;
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blockcache did not finish within {STEP:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().expect("stdout thread"),
+        stderr: t_err.join().expect("stderr thread"),
+    }
+}
+
+fn run(c: Command) -> Output {
+    finish(spawn(c))
+}
+
+fn last_line(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "blockcache failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn b3sum_of(path: &Path) -> Option<String> {
+    let out = Command::new("b3sum")
+        .arg("--no-names")
+        .arg(path)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn ls_json(store: &Path) -> Vec<serde_json::Value> {
+    let mut c = bc(store);
+    c.args(["ls", "--json"]);
+    let out = ok(&run(c));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("ls --json parses")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+fn bytes_done(store: &Path) -> u64 {
+    ls_json(store)
+        .first()
+        .and_then(|o| o["bytes_done"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the store's first object has `n` bytes durable.
+fn wait_bytes_done(store: &Path, n: u64) {
+    let deadline = Instant::now() + STEP;
+    while bytes_done(store) < n {
+        assert!(Instant::now() < deadline, "no progress to {n} bytes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Length of a `bytes=A-B` request range (0 when it is not one).
+fn range_len(range: &str) -> u64 {
+    range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?))
+        .unwrap_or(0)
+}
+
+fn is_probe(l: &LogLine) -> bool {
+    l.range == "bytes=0-0"
+}
+
+/// Body bytes of GET lines that are not one-byte probes.
+fn fill_bytes(lines: &[LogLine]) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l.method == "GET" && !is_probe(l))
+        .map(|l| l.body_bytes_sent)
+        .sum()
+}
+
+/// Waits until nginx logged every request (its log line count stops
+/// changing for a while).
+fn settled_log(ng: &Nginx) -> Vec<LogLine> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = ng.access_log().len();
+    let mut stable_since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let n = ng.access_log().len();
+        if n != last {
+            last = n;
+            stable_since = Instant::now();
+        }
+        if stable_since.elapsed() > Duration::from_millis(500) || Instant::now() > deadline {
+            return ng.access_log();
+        }
+    }
+}
+
+fn store_dir() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().expect("temp dir");
+    let p = t.path().join("store");
+    (t, p)
+}
+
+#[test]
+fn two_fetch_processes_download_once() {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: Some("4m".into()),
+    });
+    let len = 24 * MIB + 12_345;
+    let data = pattern(1, len);
+    let file = ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    if let Some(b3) = b3sum_of(&file) {
+        assert_eq!(b3, want, "b3sum agrees with the blake3 crate");
+    }
+    let (_t, store) = store_dir();
+    let mut a = bc(&store);
+    a.args(["fetch", &ng.url("disk.img")]);
+    let a = spawn(a);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut b = bc(&store);
+    b.args(["fetch", &ng.url("disk.img")]);
+    let b = spawn(b);
+    let (oa, ob) = (finish(a), finish(b));
+    ok(&oa);
+    ok(&ob);
+    assert_eq!(last_line(&oa.stdout), want);
+    assert_eq!(last_line(&ob.stdout), want);
+    let log = settled_log(&ng);
+    // One filler: the object's bytes went out exactly once.
+    assert_eq!(fill_bytes(&log), len as u64, "{log:#?}");
+    // The follower showed progress lines (stderr is not a terminal here).
+    let eb = String::from_utf8_lossy(&ob.stderr);
+    assert!(eb.contains("disk.img:"), "progress lines: {eb}");
+}
+
+#[test]
+fn killed_filler_is_taken_over_without_starting_over() {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: Some("2m".into()),
+    });
+    let len = 32 * MIB;
+    let data = pattern(2, len);
+    ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    let (_t, store) = store_dir();
+    let url = ng.url("disk.img");
+    let mut a = bc(&store);
+    a.args(["-q", "fetch", &url]);
+    let mut a = spawn(a);
+    wait_bytes_done(&store, (len / 4) as u64);
+    let mut b = bc(&store);
+    b.args(["-q", "fetch", &url]);
+    let b = spawn(b);
+    std::thread::sleep(Duration::from_millis(500));
+    let before_kill = ng.access_log().len();
+    a.kill().expect("SIGKILL the filler");
+    let _ = a.wait();
+    let ob = finish(b);
+    ok(&ob);
+    assert_eq!(last_line(&ob.stdout), want);
+    let log = settled_log(&ng);
+    let total = fill_bytes(&log);
+    // Requests logged after the kill: the killed process's requests that
+    // were in flight (cut short, logged when nginx noticed) and the new
+    // filler's (complete). The latter are what it fetched.
+    let after: u64 = log[before_kill..]
+        .iter()
+        .filter(|l| l.method == "GET" && !is_probe(l) && l.body_bytes_sent == range_len(&l.range))
+        .map(|l| l.body_bytes_sent)
+        .sum();
+    assert!(
+        total < 2 * len as u64,
+        "total {total} bytes for {len}: {log:#?}"
+    );
+    assert!(
+        after < len as u64,
+        "{after} bytes after the kill for {len}: {log:#?}"
+    );
+}
+
+#[test]
+fn interrupted_fetch_resumes_with_only_missing_bytes() {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: Some("2m".into()),
+    });
+    let len = 20 * MIB + 777;
+    let data = pattern(3, len);
+    ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    let (_t, store) = store_dir();
+    let url = ng.url("disk.img");
+    let mut a = bc(&store);
+    a.args(["-q", "fetch", &url]);
+    let mut a = spawn(a);
+    wait_bytes_done(&store, (len / 4) as u64);
+    a.kill().expect("SIGKILL the fetch");
+    let _ = a.wait();
+    let have = bytes_done(&store);
+    assert!(have > 0 && have < len as u64, "partial: {have}");
+    let before = settled_log(&ng).len();
+    let mut b = bc(&store);
+    b.args(["-q", "fetch", &url]);
+    let ob = run(b);
+    ok(&ob);
+    assert_eq!(last_line(&ob.stdout), want);
+    let log = settled_log(&ng);
+    assert_eq!(
+        fill_bytes(&log[before..]),
+        len as u64 - have,
+        "only the missing bytes: {:#?}",
+        &log[before..]
+    );
+}
+
+#[test]
+fn cat_range_on_a_filling_object() {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: Some("1m".into()),
+    });
+    let len = 24 * MIB;
+    let data = pattern(4, len);
+    ng.put("disk.img", &data);
+    let (_t, store) = store_dir();
+    let url = ng.url("disk.img");
+    // A fill in another process...
+    let mut f = bc(&store);
+    f.args(["-q", "fetch", &url]);
+    let mut filler = spawn(f);
+    wait_bytes_done(&store, 1);
+    // ...and a read of the far end while it runs.
+    let (s, e) = (len - MIB - 100, len - 1);
+    let mut c = bc(&store);
+    c.args(["cat", &url, "--range", &format!("{s}-{e}")]);
+    let oc = run(c);
+    ok(&oc);
+    let state = ls_json(&store)[0]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let done = bytes_done(&store);
+    assert_eq!(oc.stdout.len(), e - s + 1);
+    assert!(oc.stdout == data[s..=e], "the right bytes");
+    assert!(
+        done < len as u64 && state != "complete",
+        "returned before the fill ended ({done} bytes, {state})"
+    );
+    let _ = filler.kill();
+    let _ = filler.wait();
+    // -N: the last N bytes, and a prefix of the hash is a valid REF once complete.
+    let mut f = bc(&store);
+    f.args(["-q", "fetch", &url]);
+    let hash = last_line(&ok(&run(f)).into_bytes());
+    let mut c = bc(&store);
+    c.args(["cat", &hash[..8], "--range", "-10"]);
+    let o = run(c);
+    ok(&o);
+    assert_eq!(o.stdout, &data[len - 10..]);
+}
+
+#[test]
+fn verify_repair_refetches_exactly_one_chunk() {
+    let ng = Nginx::start();
+    let len = 5 * MIB + 4321;
+    let data = pattern(5, len);
+    ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    let (_t, store) = store_dir();
+    let mut f = bc(&store);
+    f.args(["-q", "fetch", &ng.url("disk.img"), "--chunk-size", "256KiB"]);
+    assert_eq!(last_line(&ok(&run(f)).into_bytes()), want);
+    // Flip a byte in chunk 9.
+    let key = ls_json(&store)[0]["key"].as_str().expect("key").to_string();
+    let dir = store.join("objects").join(&key);
+    let data_file = std::fs::read_dir(&dir)
+        .expect("object dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("data-"))
+        })
+        .expect("data file");
+    let mut bytes = std::fs::read(&data_file).expect("read data");
+    let at = 9 * 256 * 1024 + 17;
+    bytes[at] ^= 0x40;
+    std::fs::write(&data_file, &bytes).expect("write data");
+    let before = settled_log(&ng).len();
+
+    let mut v = bc(&store);
+    v.args(["verify"]);
+    let ov = run(v);
+    assert_eq!(ov.status.code(), Some(4), "damage found: exit 4");
+    let report = String::from_utf8_lossy(&ov.stdout);
+    assert!(report.contains("DAMAGED: 1 of 21 chunks: 9 "), "{report}");
+
+    let mut v = bc(&store);
+    v.args(["-q", "verify", &want[..12], "--repair"]);
+    let out = ok(&run(v));
+    assert!(out.contains("repaired"), "{out}");
+    let log = settled_log(&ng);
+    let new = &log[before..];
+    assert_eq!(new.len(), 1, "one request: {new:#?}");
+    let start = 9 * 256 * 1024;
+    assert_eq!(
+        new[0].range,
+        format!("bytes={}-{}", start, start + 256 * 1024 - 1)
+    );
+    assert_eq!(new[0].body_bytes_sent, 256 * 1024);
+    let mut v = bc(&store);
+    v.args(["verify"]);
+    assert!(ok(&run(v)).contains(&format!("{want}: ok, 21 chunks verified")));
+}
+
+#[test]
+fn gc_evicts_lru_complete_objects_never_busy_ones() {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: Some("256k".into()),
+    });
+    let (t, store) = store_dir();
+    let mut hashes = Vec::new();
+    for (i, name) in ["r", "b", "c", "a"].iter().enumerate() {
+        let p = t.path().join(name);
+        std::fs::write(&p, pattern(10 + i as u64, 4 * MIB)).expect("write");
+        let mut c = bc(&store);
+        c.arg("import").arg(&p);
+        hashes.push(last_line(&ok(&run(c)).into_bytes()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let [r, b, c, a] = [&hashes[0], &hashes[1], &hashes[2], &hashes[3]];
+    // Use `a` (most recent now).
+    let mut x = bc(&store);
+    x.args(["cat", a, "--range", "0-0"]);
+    ok(&run(x));
+    // Hold `r` open: a cat blocked on a full pipe nobody reads.
+    let mut reader = bc(&store);
+    reader
+        .args(["cat", r])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut reader = reader.spawn().expect("spawn cat");
+    // A fill in progress.
+    ng.put("slow.img", &pattern(20, 8 * MIB));
+    let mut f = bc(&store);
+    f.args(["-q", "fetch", &ng.url("slow.img")]);
+    let mut filler = spawn(f);
+    std::thread::sleep(Duration::from_millis(700));
+    let objs = ls_json(&store);
+    assert_eq!(objs.len(), 5);
+    let disk = |h: &str| {
+        objs.iter()
+            .find(|o| o["blake3"].as_str() == Some(h))
+            .and_then(|o| o["disk_bytes"].as_u64())
+            .expect("object listed")
+    };
+    let total: u64 = objs
+        .iter()
+        .map(|o| o["disk_bytes"].as_u64().unwrap_or(0))
+        .sum();
+    // Room for all but `b`, the least recently used: only `b` goes.
+    let mut g = bc(&store);
+    g.args(["gc", "--max-size", &(total - disk(b)).to_string()]);
+    let out = ok(&run(g));
+    assert!(out.contains("(1 evicted)"), "{out}");
+    let left: Vec<String> = ls_json(&store)
+        .iter()
+        .filter_map(|o| o["blake3"].as_str().map(str::to_string))
+        .collect();
+    assert!(!left.contains(b) && left.contains(c) && left.contains(a) && left.contains(r));
+    // Everything evictable goes; the read one and the filling one stay.
+    let mut g = bc(&store);
+    g.args(["gc", "--max-size", "0"]);
+    let out = ok(&run(g));
+    assert!(out.contains("in use"), "{out}");
+    let left = ls_json(&store);
+    assert_eq!(left.len(), 2, "{left:#?}");
+    assert!(left.iter().any(|o| o["blake3"].as_str() == Some(r)));
+    assert!(left
+        .iter()
+        .any(|o| o["source"].as_str() == Some(ng.url("slow.img").as_str())));
+    let _ = reader.kill();
+    let _ = reader.wait();
+    let _ = filler.kill();
+    let _ = filler.wait();
+}
+
+#[test]
+fn demo_runs_and_checks_itself() {
+    let mut c = Command::new(BIN);
+    c.env_remove("BLOCKCACHE_STORE")
+        .args(["demo", "--size", "24MiB", "--rate", "20MB/s"]);
+    let out = ok(&run(c));
+    for want in [
+        "downloaded once",
+        "read while downloading",
+        "==",
+        "demo: OK",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+}
+
+#[test]
+fn errors_are_one_line_with_documented_exit_codes() {
+    let (_t, store) = store_dir();
+    let mut c = bc(&store);
+    c.args(["cat", "abcdef12"]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("abcdef12"), "{err}");
+    // A closed port: network failure, naming the URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/x.img");
+    let mut c = bc(&store);
+    c.args(["-q", "fetch", &url]);
+    let o = run(c);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&url));
+    let mut c = bc(&store);
+    c.args(["fetch", "--chunk-size", "3M", &url]);
+    assert_eq!(run(c).status.code(), Some(2));
+    // Every subcommand's help has an example.
+    for sub in [
+        "fetch", "serve", "ls", "cat", "verify", "rm", "gc", "import", "demo",
+    ] {
+        let o = Command::new(BIN)
+            .args([sub, "--help"])
+            .output()
+            .expect("help");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("Example"), "{sub} --help: {text}");
+    }
+    let o = Command::new(BIN).arg("--help").output().expect("help");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4  verification"));
+}
+
+#[test]
+fn fetch_output_file_and_stdout() {
+    let ng = Nginx::start();
+    let len = 3 * MIB + 5;
+    let data = pattern(6, len);
+    ng.put("d.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    let (t, store) = store_dir();
+    let out = t.path().join("copy.img");
+    let mut c = bc(&store);
+    c.args(["-q", "fetch", &ng.url("d.img"), "-o"]).arg(&out);
+    assert_eq!(last_line(&ok(&run(c)).into_bytes()), want);
+    assert!(std::fs::read(&out).expect("written") == data);
+    let mut c = bc(&store);
+    c.args(["-q", "fetch", &ng.url("d.img"), "-o", "-"]);
+    let o = run(c);
+    ok(&o);
+    assert!(o.stdout == data, "stdout is the data");
+    assert_eq!(last_line(&o.stderr), want, "the hash goes to stderr");
+}
