@@ -146,7 +146,6 @@ fn begin(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
             }
             obj.state.lock().watching = false;
             filler::spawn(obj.clone(), plan, lease);
-            crate::object::remote::spawn_poller(obj);
             obj.publish_progress();
             Ok(())
         }

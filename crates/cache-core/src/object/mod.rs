@@ -10,7 +10,6 @@
 mod demand;
 mod follow;
 mod read;
-pub(crate) mod remote;
 mod verify;
 
 use std::collections::HashMap;

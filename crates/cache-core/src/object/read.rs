@@ -86,8 +86,6 @@ impl ObjectShared {
             obj: self,
             chunks: Vec::new(),
         };
-        // Published for the filling process when another process fills.
-        let mut remote: Option<super::remote::RemoteDemand> = None;
         for c in chunks {
             loop {
                 let Some(rx) = self.waiter(c)? else { break };
@@ -96,10 +94,6 @@ impl ObjectShared {
                     guard.chunks.push(c);
                     crate::fill::ensure_fill(self)?;
                     self.filler_wake.notify_one();
-                }
-                if matches!(self.state.lock().phase, super::Phase::Following) {
-                    let r = remote.get_or_insert_with(|| super::remote::RemoteDemand::new(self));
-                    r.publish(&[c]);
                 }
                 // A dropped sender (phase change) just means: look again.
                 let _ = rx.await;
