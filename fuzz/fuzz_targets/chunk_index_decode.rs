@@ -54,8 +54,13 @@ fn build(path: &std::path::Path, chunks: u8, records: &[Rec], snapshot_after: Op
     let mut log = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let rec = match *r {
-            Rec::Chunk(c, v) => Record::Chunk { index: u32::from(c) % cc, cv: [v; 32] },
-            Rec::Clear(c) => Record::Clear { index: u32::from(c) % cc },
+            Rec::Chunk(c, v) => Record::Chunk {
+                index: u32::from(c) % cc,
+                cv: [v; 32],
+            },
+            Rec::Clear(c) => Record::Clear {
+                index: u32::from(c) % cc,
+            },
             Rec::Root(v) => Record::Root { hash: [v; 32] },
         };
         w.append(&[rec]).expect("append");
@@ -86,7 +91,12 @@ fuzz_target!(|input: Input| {
     let path = common::fresh_path("decode.idx");
     match &input {
         Input::Raw(bytes) => std::fs::write(&path, bytes).expect("write"),
-        Input::Built { chunks, records, snapshot_after, damage } => {
+        Input::Built {
+            chunks,
+            records,
+            snapshot_after,
+            damage,
+        } => {
             if records.len() > 256 || damage.len() > 16 {
                 return;
             }
@@ -97,12 +107,18 @@ fuzz_target!(|input: Input| {
                     Damage::SnapFlip(p, m) => flip(&snap_path(&path), *p, *m),
                     Damage::Cut(p) => {
                         let len = std::fs::metadata(&path).expect("stat").len();
-                        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .expect("open");
                         f.set_len(u64::from(*p) % (len + 1)).expect("cut");
                     }
                     Damage::Append(bytes) => {
                         use std::io::Write;
-                        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+                        let mut f = std::fs::OpenOptions::new()
+                            .append(true)
+                            .open(&path)
+                            .expect("open");
                         f.write_all(bytes).expect("append");
                     }
                 }
@@ -113,13 +129,20 @@ fuzz_target!(|input: Input| {
     // The read-only follower first: it must not change the file.
     let before = std::fs::read(&path).expect("read");
     let reader = IndexReader::open(&path);
-    assert_eq!(std::fs::read(&path).expect("read"), before, "reader modified the file");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "reader modified the file"
+    );
     let cvs = read_cvs(&path);
 
     let (mut w, h, st, rec) = match IndexWriter::open(&path) {
         Ok(x) => x,
         Err(e) => {
-            assert!(matches!(e, IndexError::Corrupt { .. }), "unexpected error {e}");
+            assert!(
+                matches!(e, IndexError::Corrupt { .. }),
+                "unexpected error {e}"
+            );
             assert!(reader.is_err(), "reader accepted what the writer refused");
             assert!(cvs.is_err());
             return;

@@ -6,7 +6,9 @@
 
 mod common;
 
-use cache_core::index::{read_cvs, IndexError, IndexReader, IndexState, IndexWriter, Record, RECORD_LEN};
+use cache_core::index::{
+    read_cvs, IndexError, IndexReader, IndexState, IndexWriter, Record, RECORD_LEN,
+};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -48,13 +50,18 @@ fuzz_target!(|input: Input| {
                 }
                 let recs: Vec<Record> = batch
                     .iter()
-                    .map(|&(i, v)| Record::Chunk { index: u32::from(i) % cc, cv: [v; 32] })
+                    .map(|&(i, v)| Record::Chunk {
+                        index: u32::from(i) % cc,
+                        cv: [v; 32],
+                    })
                     .collect();
                 writer.append(&recs).expect("append");
                 log.extend(recs);
             }
             Op::Clear(i) => {
-                let r = Record::Clear { index: u32::from(*i) % cc };
+                let r = Record::Clear {
+                    index: u32::from(*i) % cc,
+                };
                 writer.append(&[r]).expect("append");
                 log.push(r);
             }
@@ -64,7 +71,9 @@ fuzz_target!(|input: Input| {
                 log.push(r);
             }
             Op::Snapshot => {
-                writer.snapshot(&common::state_of(&log, cc)).expect("snapshot");
+                writer
+                    .snapshot(&common::state_of(&log, cc))
+                    .expect("snapshot");
                 snap = Some(log.len());
             }
             Op::Reopen | Op::Crash(_) => {
@@ -106,7 +115,11 @@ fuzz_target!(|input: Input| {
         for r in follower.0.poll().expect("poll") {
             follower.1.apply(&r, cc);
         }
-        assert_eq!(follower.1, common::state_of(&log, cc), "follower after {op:?}");
+        assert_eq!(
+            follower.1,
+            common::state_of(&log, cc),
+            "follower after {op:?}"
+        );
     }
     drop(w);
     let cvs = read_cvs(&path).expect("read_cvs");

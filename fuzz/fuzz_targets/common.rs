@@ -65,9 +65,16 @@ pub fn state_of(records: &[Record], chunk_count: u32) -> IndexState {
 /// What every accepted state must satisfy, whatever the input.
 pub fn check_state_sane(s: &IndexState, chunk_count: u32) {
     if let Some(m) = s.done.max() {
-        assert!(m < chunk_count, "accepted chunk {m} >= chunk_count {chunk_count}");
+        assert!(
+            m < chunk_count,
+            "accepted chunk {m} >= chunk_count {chunk_count}"
+        );
     }
     if s.root.is_some() {
-        assert_eq!(s.done.len(), u64::from(chunk_count), "root with chunks missing");
+        assert_eq!(
+            s.done.len(),
+            u64::from(chunk_count),
+            "root with chunks missing"
+        );
     }
 }
