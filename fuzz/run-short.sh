@@ -9,8 +9,7 @@ set -euo pipefail
 secs="${1:-20}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-index}"
-targets=(chunk_index_decode chunk_index_ops)
+targets=(chunk_index_decode chunk_index_ops range_header content_range)
 cargo +nightly fuzz build
 status=0
 for t in "${targets[@]}"; do

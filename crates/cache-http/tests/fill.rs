@@ -73,7 +73,10 @@ async fn whole_body_for_a_range_falls_back_to_one_stream() {
     let store = Store::open(dir.path()).unwrap();
     let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
     let object = store.fetch(Arc::new(src), options(4)).await.unwrap();
-    assert_eq!(bounded(object.wait_complete()).await.unwrap(), blake3::hash(&data));
+    assert_eq!(
+        bounded(object.wait_complete()).await.unwrap(),
+        blake3::hash(&data)
+    );
     assert!(object.read_at(0, LEN as u64).await.unwrap()[..] == data[..]);
 }
 
@@ -93,7 +96,10 @@ async fn resets_mid_body_still_complete_correctly() {
     let store = Store::open(dir.path()).unwrap();
     let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
     let object = store.fetch(Arc::new(src), options(2)).await.unwrap();
-    assert_eq!(bounded(object.wait_complete()).await.unwrap(), blake3::hash(&data));
+    assert_eq!(
+        bounded(object.wait_complete()).await.unwrap(),
+        blake3::hash(&data)
+    );
 }
 
 /// The origin publishes a new version mid-fill: the fill ends with
@@ -122,7 +128,11 @@ async fn etag_change_mid_fill_is_source_changed() {
     };
     let object = store.fetch(Arc::new(src), opts).await.unwrap();
     let err = bounded(object.wait_complete()).await.unwrap_err();
-    assert_eq!(err.source_error().map(|e| e.kind), Some(SourceErrorKind::Changed), "{err}");
+    assert_eq!(
+        err.source_error().map(|e| e.kind),
+        Some(SourceErrorKind::Changed),
+        "{err}"
+    );
     let cs = object.chunk_size() as usize;
     let mut kept = 0;
     for c in 0..LEN / cs {
@@ -143,6 +153,10 @@ async fn not_found_is_final_and_names_the_url() {
     let url = o.url("/missing.img");
     let src = HttpSource::new(&url, fast_config()).unwrap();
     let err = store.fetch(Arc::new(src), options(2)).await.unwrap_err();
-    assert_eq!(err.source_error().map(|e| e.kind), Some(SourceErrorKind::NotFound), "{err}");
+    assert_eq!(
+        err.source_error().map(|e| e.kind),
+        Some(SourceErrorKind::NotFound),
+        "{err}"
+    );
     assert!(err.to_string().contains(&url), "{err}");
 }

@@ -78,17 +78,9 @@ impl Durability {
 impl DurableIndex {
     fn append(&mut self, batch: &[Record]) -> Result<()> {
         self.writer.append(batch)?;
+        let chunk_count = self.writer.chunk_count();
         for r in batch {
-            match *r {
-                Record::Chunk { index, .. } => {
-                    self.state.done.insert(index);
-                }
-                Record::Clear { index } => {
-                    self.state.done.remove(index);
-                    self.state.root = None;
-                }
-                Record::Root { hash } => self.state.root = Some(hash),
-            }
+            self.state.apply(r, chunk_count);
         }
         self.since_snapshot += batch.len() as u64;
         if self.since_snapshot >= SNAPSHOT_EVERY {
