@@ -139,3 +139,63 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
         "a chunk was fetched twice: {counts:?}"
     );
 }
+
+/// A process that only reads (it opened the object by reference, with no
+/// fetch of its own) still takes over a dead leader's fill, using the
+/// store's source factory, and its reader completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_takes_over_through_the_source_factory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let bytes = pattern(LEN, SEED);
+    let mut leader = child::spawn(
+        "cross_process_child_fill",
+        &store_dir,
+        &dir.path().join("leader.log"),
+    );
+    let started = Instant::now();
+    while !store_dir
+        .join("objects")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "leader never registered the object"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let src = MemorySource::new(URL, bytes.clone());
+    let factory_src = src.clone();
+    let factory: cache_core::SourceFactory = Arc::new(move |url: &str| {
+        assert_eq!(url, URL);
+        Ok(Arc::new(factory_src.clone()) as Arc<dyn cache_core::Source>)
+    });
+    let store = Store::open_with(
+        &store_dir,
+        StoreOptions {
+            source_factory: Some(factory),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let object = store.open_ref(URL).unwrap();
+    // Wait for the leader's first chunk, then kill it while the reader waits
+    // for the whole object.
+    bounded("head", object.read_at(0, 10)).await.unwrap();
+    let reader = {
+        let object = object.clone();
+        tokio::spawn(async move { object.read_at(0, LEN as u64).await })
+    };
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    let all = bounded("reader after take-over", reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(all[..] == bytes[..]);
+    assert!(
+        src.bytes_delivered() > 0,
+        "the reader's process did not take over"
+    );
+}
