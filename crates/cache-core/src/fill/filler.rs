@@ -6,16 +6,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use roaring::RoaringBitmap;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use super::durability::{Durability, Pending, FLUSH_BYTES, FLUSH_INTERVAL};
+use super::durability::{Durability, Pending};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
-use crate::object::{ObjectShared, Phase};
+use crate::object::{read_remote_demand, ObjectShared, Phase};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
+
+/// How often the filler looks for demands of readers in other processes.
+const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
@@ -23,6 +27,9 @@ pub(crate) struct FillCtx {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) info: SourceInfo,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
+    /// Chunks readers in other processes wait for: flushed at once when
+    /// committed, since those readers see only durable chunks.
+    remote_demand: Mutex<RoaringBitmap>,
     pending: Mutex<Pending>,
     durability: Durability,
     flush_wake: Notify,
@@ -57,6 +64,7 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
         source: plan.source,
         info: plan.info,
         cvs: Mutex::new(cvs),
+        remote_demand: Mutex::new(RoaringBitmap::new()),
         pending: Mutex::new(Pending {
             records: Vec::new(),
             bytes: 0,
@@ -68,14 +76,17 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
     });
     let options = plan.options;
     tokio::spawn(async move {
-        let _lock = _lock; // held for the whole fill
+        let lock = _lock; // held for the whole fill
         let flusher = tokio::spawn(flush_loop(ctx.clone()));
         let result = drive(&ctx, &options, rx).await;
         flusher.abort();
         let result = finish(&ctx, result).await;
+        // Release the lock before announcing the end, so whoever acts on
+        // the announcement (verify, another fill) finds it free.
+        drop(lock);
         let obj = &ctx.obj;
         match result {
-            Ok(Outcome::Complete) => {}
+            Ok(Outcome::Complete) => obj.set_phase(Phase::Complete),
             Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
             Err(e) => {
                 tracing::warn!(object = %obj.key, "fill failed: {e}");
@@ -114,11 +125,15 @@ async fn drive(
     }
     let connections = options.connections.max(1);
     let mut tasks: HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)> = HashMap::new();
+    let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
+    remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut remote: Vec<u32> = Vec::new();
     let result = loop {
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
         loop {
-            let demanded = ctx.obj.state.lock().demand.oldest(64);
+            let mut demanded = ctx.obj.state.lock().demand.oldest(64);
+            demanded.extend_from_slice(&remote);
             let busy = tasks.len();
             let may_prefetch = busy < connections;
             if !(may_prefetch || (!demanded.is_empty() && busy < connections + 1)) {
@@ -173,6 +188,12 @@ async fn drive(
                 None => unreachable!("the context holds a sender"),
             },
             _ = ctx.obj.filler_wake.notified() => {}
+            _ = remote_tick.tick() => {
+                remote.clear();
+                read_remote_demand(&ctx.obj.dir, &mut remote);
+                remote.retain(|&c| c < header.chunk_count() && !sched.is_done(c));
+                *ctx.remote_demand.lock() = remote.iter().copied().collect();
+            }
         }
     };
     if result.is_err() {
@@ -211,7 +232,8 @@ async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> 
 /// Flushes by bytes (woken by commits) or by time.
 async fn flush_loop(ctx: Arc<FillCtx>) {
     loop {
-        let _ = tokio::time::timeout(FLUSH_INTERVAL, ctx.flush_wake.notified()).await;
+        let interval = ctx.obj.store.options.flush_interval;
+        let _ = tokio::time::timeout(interval, ctx.flush_wake.notified()).await;
         if ctx.pending.lock().records.is_empty() {
             continue;
         }
@@ -268,7 +290,7 @@ impl FillCtx {
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
             p.bytes += data.len() as u64;
-            if p.bytes >= FLUSH_BYTES {
+            if p.bytes >= obj.store.options.flush_bytes || self.remote_demand.lock().contains(c) {
                 self.flush_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.
@@ -314,11 +336,7 @@ impl FillCtx {
         }
         self.durability.finish(*root.as_bytes())?;
         obj.store.write_alias(&root, &obj.key)?;
-        {
-            let mut st = obj.state.lock();
-            st.root = Some(*root.as_bytes());
-        }
-        obj.set_phase(Phase::Complete);
+        obj.state.lock().root = Some(*root.as_bytes());
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");
         Ok(())
     }
