@@ -243,6 +243,9 @@ impl App {
         };
         let source = match factory(url) {
             Ok(s) => s,
+            Err(err) if err.kind == SourceErrorKind::NotFound => {
+                return Err(text(StatusCode::NOT_FOUND, format!("{err}\n")))
+            }
             Err(err) => return self.fallback(url, known, &err.to_string()),
         };
         match self.store.fetch(source, self.fetch.clone()).await {
