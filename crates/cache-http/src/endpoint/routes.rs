@@ -59,6 +59,7 @@ pub(crate) struct App {
     revalidate: Duration,
     fetch: FetchOptions,
     pub(crate) max_ranges: usize,
+    max_header_bytes: usize,
     /// Per mirrored URL, serialised by its own async mutex so that two
     /// first requests for one URL probe the origin once.
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
@@ -79,6 +80,7 @@ impl App {
             revalidate: config.revalidate,
             fetch: config.fetch.clone(),
             max_ranges: config.max_ranges,
+            max_header_bytes: config.max_header_bytes,
             entries: Mutex::default(),
         }
     }
@@ -86,6 +88,20 @@ impl App {
     /// Answers one request. Never fails: errors become error responses.
     pub(crate) async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
         let (parts, _body) = req.into_parts();
+        // hyper bounds its read buffer, but a head that arrives in one read
+        // can exceed it: enforce the limit on the parsed head as well.
+        let head_bytes: usize = parts.uri.to_string().len()
+            + parts
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > self.max_header_bytes {
+            return text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("request head larger than {} bytes\n", self.max_header_bytes),
+            );
+        }
         let path = parts.uri.path().to_owned();
         let method = parts.method.clone();
         let get_or_head = method == Method::GET || method == Method::HEAD;
