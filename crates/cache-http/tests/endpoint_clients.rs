@@ -82,7 +82,10 @@ async fn make_qcow2(dir: &Path) -> (Vec<u8>, Vec<u8>) {
     let raw_path = dir.join("src.raw");
     let mut raw = vec![0u8; 16 << 20];
     // Data in some places, zeros (holes) elsewhere.
-    for (i, at) in [0usize, 3 << 20, 7 << 20, (15 << 20) + 12345].iter().enumerate() {
+    for (i, at) in [0usize, 3 << 20, 7 << 20, (15 << 20) + 12345]
+        .iter()
+        .enumerate()
+    {
         let d = data(100 + i as u64, 600_000.min(raw.len() - at));
         raw[*at..at + d.len()].copy_from_slice(&d);
     }
@@ -173,6 +176,9 @@ async fn qemu_img_info_and_convert_over_the_mirror_while_filling() {
     )
     .await;
     assert_ok(&conv, "qemu-img convert http → raw");
-    assert_eq!(blake3::hash(&std::fs::read(&out_raw).unwrap()), blake3::hash(&raw));
+    assert_eq!(
+        blake3::hash(&std::fs::read(&out_raw).unwrap()),
+        blake3::hash(&raw)
+    );
     ep.stop().await;
 }

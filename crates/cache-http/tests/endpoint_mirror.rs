@@ -38,7 +38,11 @@ async fn two_clients_at_once_fetch_each_byte_once() {
         "every chunk fetched exactly once: {:?}",
         src.chunk_request_counts(CS)
     );
-    assert_eq!(origin.probes(), 1, "the second request attached without a probe");
+    assert_eq!(
+        origin.probes(),
+        1,
+        "the second request attached without a probe"
+    );
     let (_, m) = status_of(&ep.url("/metrics"), &[]).await;
     let m = String::from_utf8(m).unwrap();
     assert!(m.contains("blockcache_misses_total 1\n"), "{m}");
@@ -85,7 +89,10 @@ async fn revalidation_window_origin_down_and_404() {
     assert!(origin.probes() >= 2);
     // ...and an unreachable origin still gets the complete copy served.
     origin.set_down(true);
-    assert_eq!(status_of(&url, &["-r", "0-9"]).await, (206, bytes[..10].to_vec()));
+    assert_eq!(
+        status_of(&url, &["-r", "0-9"]).await,
+        (206, bytes[..10].to_vec())
+    );
     // Something never cached, origin down: 502.
     assert_eq!(status_of(&ep.mirror_url("nope.bin"), &[]).await.0, 502);
     origin.set_down(false);
@@ -139,7 +146,10 @@ async fn refusals_while_serving_others() {
         ("/m/o/%252e%252e/x", 400),
         ("/m/nosuch/x.bin", 404),
         ("/blobs/xyz", 400),
-        ("/blobs/0000000000000000000000000000000000000000000000000000000000000000", 404),
+        (
+            "/blobs/0000000000000000000000000000000000000000000000000000000000000000",
+            404,
+        ),
         ("/elsewhere", 404),
     ] {
         let (got, body) = status_of(&u(path), &["--path-as-is"]).await;
@@ -161,11 +171,23 @@ async fn refusals_while_serving_others() {
     let huge = format!("X-Big: {}", "a".repeat(100 << 10));
     let out = run(
         "curl",
-        &["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", &huge, &u("/status")],
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &huge,
+            &u("/status"),
+        ],
     )
     .await;
     let code = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(code == "431" || code == "000", "oversized header got {code}");
+    assert!(
+        code == "431" || code == "000",
+        "oversized header got {code}"
+    );
 
     assert!(
         tokio::time::timeout(Duration::from_secs(60), slow)
@@ -201,7 +223,13 @@ async fn status_json_and_graceful_shutdown() {
     assert_eq!(o["length"], len as u64);
     assert_eq!(o["chunk_size"], CS);
     assert_eq!(o["chunks_total"], 40);
-    for k in ["chunks_done", "bytes_per_second", "readers", "blake3", "state"] {
+    for k in [
+        "chunks_done",
+        "bytes_per_second",
+        "readers",
+        "blake3",
+        "state",
+    ] {
         assert!(o.get(k).is_some(), "{k} in {o}");
     }
     let state = o["state"].as_str().unwrap();

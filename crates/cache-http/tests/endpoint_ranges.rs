@@ -26,7 +26,14 @@ async fn get(dir: &Path, url: &str, extra: &[&str]) -> Got {
     // The last response block (curl may print 100-continue etc.).
     let block = head.trim_end().rsplit("\r\n\r\n").next().unwrap();
     let mut lines = block.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -73,7 +80,12 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
             .find_map(|l| l.strip_prefix("Content-Range: "))
             .expect("part Content-Range")
             .to_owned();
-        let span = cr.strip_prefix("bytes ").unwrap().split('/').next().unwrap();
+        let span = cr
+            .strip_prefix("bytes ")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
         let (a, b) = span.split_once('-').unwrap();
         let n = (b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap()) + 1;
         parts.push((cr, rest[..n].to_vec()));
@@ -97,7 +109,10 @@ async fn curl_ranges_of_a_partially_filled_object() {
     let g = get(tmp.path(), &url, &["-r", "-1000"]).await;
     assert_eq!(g.status, 206);
     assert_eq!(g.body, &bytes[len - 1000..]);
-    assert_eq!(g.headers["content-range"], format!("bytes {}-{}/{l}", l - 1000, l - 1));
+    assert_eq!(
+        g.headers["content-range"],
+        format!("bytes {}-{}/{l}", l - 1000, l - 1)
+    );
     assert_eq!(g.headers["accept-ranges"], "bytes");
     let etag = g.headers["etag"].clone();
     assert!(etag.starts_with("\"v-"), "{etag}");
@@ -135,10 +150,20 @@ async fn curl_ranges_of_a_partially_filled_object() {
     // Conditionals: If-None-Match → 304; If-Range mismatch → 200 full.
     let g = get(tmp.path(), &url, &["-H", &format!("If-None-Match: {etag}")]).await;
     assert_eq!(g.status, 304);
-    let g = get(tmp.path(), &url, &["-r", "0-9", "-H", "If-Range: \"other\""]).await;
+    let g = get(
+        tmp.path(),
+        &url,
+        &["-r", "0-9", "-H", "If-Range: \"other\""],
+    )
+    .await;
     assert_eq!(g.status, 200);
     assert_eq!(g.body, bytes);
-    let g = get(tmp.path(), &url, &["-r", "0-9", "-H", &format!("If-Range: {etag}")]).await;
+    let g = get(
+        tmp.path(),
+        &url,
+        &["-r", "0-9", "-H", &format!("If-Range: {etag}")],
+    )
+    .await;
     assert_eq!(g.status, 206);
     assert_eq!(g.body, &bytes[..10]);
 
@@ -149,7 +174,10 @@ async fn curl_ranges_of_a_partially_filled_object() {
     assert_eq!(g.headers["content-type"], "application/octet-stream");
 
     // Now complete: the content hash is served under /blobs/.
-    let obj = ep.store.open_ref(&format!("{}img.raw", support::endpoint::BASE)).unwrap();
+    let obj = ep
+        .store
+        .open_ref(&format!("{}img.raw", support::endpoint::BASE))
+        .unwrap();
     let hash = tokio::time::timeout(support::STEP, obj.wait_complete())
         .await
         .unwrap()
@@ -165,7 +193,12 @@ async fn curl_ranges_of_a_partially_filled_object() {
         "public, max-age=31536000, immutable"
     );
     // The mirror object also answers to its content hash in conditionals.
-    let g = get(tmp.path(), &url, &["-H", &format!("If-None-Match: \"{}\"", hash.to_hex())]).await;
+    let g = get(
+        tmp.path(),
+        &url,
+        &["-H", &format!("If-None-Match: \"{}\"", hash.to_hex())],
+    )
+    .await;
     assert_eq!(g.status, 304);
     ep.stop().await;
 }
@@ -181,7 +214,14 @@ async fn curl_resume_of_a_cut_download() {
     let out = tmp.path().join("big.bin");
     // A download cut after 300000 bytes.
     std::fs::write(&out, &bytes[..300_000]).unwrap();
-    curl(&["-C", "-", "-o", out.to_str().unwrap(), &ep.mirror_url("big.bin")]).await;
+    curl(&[
+        "-C",
+        "-",
+        "-o",
+        out.to_str().unwrap(),
+        &ep.mirror_url("big.bin"),
+    ])
+    .await;
     assert_eq!(std::fs::read(&out).unwrap(), bytes);
     ep.stop().await;
 }
@@ -197,7 +237,14 @@ async fn failed_fill_aborts_the_response() {
     let out = tmp.path().join("o");
     let r = run(
         "curl",
-        &["-s", "--max-time", "100", "-o", out.to_str().unwrap(), &ep.mirror_url("flaky.bin")],
+        &[
+            "-s",
+            "--max-time",
+            "100",
+            "-o",
+            out.to_str().unwrap(),
+            &ep.mirror_url("flaky.bin"),
+        ],
     )
     .await;
     // curl sees a transfer error (18: partial file, or 56: recv failure),

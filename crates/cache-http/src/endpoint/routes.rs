@@ -68,9 +68,10 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
         let metrics = Arc::new(Metrics::new());
-        let factory = config.source_factory.clone().map(|f| {
-            super::metered::metered_factory(f, metrics.clone(), config.fetch.chunk_size)
-        });
+        let factory = config
+            .source_factory
+            .clone()
+            .map(|f| super::metered::metered_factory(f, metrics.clone(), config.fetch.chunk_size));
         App {
             store,
             tracker: Tracker::default(),
@@ -239,10 +240,7 @@ impl App {
         let mut e = entry.lock().await;
         let known = e.key.as_deref().and_then(|k| self.store.open_ref(k).ok());
         let known_state = known.as_ref().map(|o| o.progress().state);
-        let running = matches!(
-            known_state,
-            Some(FillState::Filling | FillState::Following)
-        );
+        let running = matches!(known_state, Some(FillState::Filling | FillState::Following));
         let fresh = e.probed.is_some_and(|t| t.elapsed() < self.revalidate);
         // A running fill checks every response against the validator it
         // started with, so it needs no revalidation of its own.

@@ -157,12 +157,17 @@ impl std::fmt::Debug for BoundEndpoint {
 
 impl Endpoint {
     /// Validates `config` and binds its listen address.
-    pub async fn bind(store: Store, config: EndpointConfig) -> Result<BoundEndpoint, EndpointError> {
+    pub async fn bind(
+        store: Store,
+        config: EndpointConfig,
+    ) -> Result<BoundEndpoint, EndpointError> {
         if config.max_connections == 0 {
             return Err(EndpointError::Config("max_connections must be at least 1"));
         }
         if config.header_read_timeout.is_zero() {
-            return Err(EndpointError::Config("header_read_timeout must be positive"));
+            return Err(EndpointError::Config(
+                "header_read_timeout must be positive",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (name, base) in &config.mirrors {
@@ -183,18 +188,17 @@ impl Endpoint {
                 return Err(EndpointError::DuplicateMirror(name.clone()));
             }
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|cause| EndpointError::Bind {
-                addr: config.listen,
-                cause,
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|cause| EndpointError::Bind {
-                addr: config.listen,
-                cause,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|cause| EndpointError::Bind {
+                    addr: config.listen,
+                    cause,
+                })?;
+        let local_addr = listener.local_addr().map_err(|cause| EndpointError::Bind {
+            addr: config.listen,
+            cause,
+        })?;
         let app = Arc::new(App::new(store, &config));
         Ok(BoundEndpoint {
             listener,

@@ -49,11 +49,12 @@ impl Tracker {
     pub(crate) fn track(&self, object: &Object) {
         let mut map = self.objects.lock();
         map.retain(|_, t| !idle_done(t));
-        map.entry(object.key().to_owned()).or_insert_with(|| Tracked {
-            object: object.clone(),
-            sample: (Instant::now(), object.progress().bytes_done),
-            rate: 0.0,
-        });
+        map.entry(object.key().to_owned())
+            .or_insert_with(|| Tracked {
+                object: object.clone(),
+                sample: (Instant::now(), object.progress().bytes_done),
+                rate: 0.0,
+            });
     }
 
     /// Number of fills running for objects of the store.

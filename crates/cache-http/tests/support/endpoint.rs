@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cache_core::{
-    testing::MemorySource, Source, SourceError, SourceErrorKind, SourceInfo, Store,
-};
+use cache_core::{testing::MemorySource, Source, SourceError, SourceErrorKind, SourceInfo, Store};
 use cache_http::endpoint::{Endpoint, EndpointConfig, MirrorSourceFactory};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -73,9 +71,9 @@ impl Source for Probed {
     ) -> BoxFuture<'a, Result<cache_core::RangeBody, SourceError>> {
         match &self.inner {
             Some(s) => s.read_range(range, expect),
-            None => Box::pin(async move {
-                Err(SourceError::new(SourceErrorKind::NotFound, "404"))
-            }),
+            None => {
+                Box::pin(async move { Err(SourceError::new(SourceErrorKind::NotFound, "404")) })
+            }
         }
     }
 }
