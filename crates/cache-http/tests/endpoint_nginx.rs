@@ -41,10 +41,14 @@ async fn mirror_of_nginx_two_clients_each_byte_once() {
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
     let args_a = ["-o", a.to_str().unwrap(), &url];
-    let args_b = ["-o", b.to_str().unwrap(), "-r", "3000000-", &url];
+    // Both from the start: a reader far ahead would make the fill cut its
+    // long request, and bytes already in flight on that connection count
+    // as sent in nginx's log (see the memory-origin test for that case,
+    // which checks that each chunk is *requested* once).
+    let args_b = ["-o", b.to_str().unwrap(), &url];
     tokio::join!(curl(&args_a), curl(&args_b));
     assert_eq!(std::fs::read(&a).unwrap(), bytes);
-    assert_eq!(std::fs::read(&b).unwrap(), &bytes[3_000_000..]);
+    assert_eq!(std::fs::read(&b).unwrap(), bytes);
 
     // The origin sent each byte once (probe requests send at most one).
     let log = ng.wait_log_lines(2);
