@@ -120,7 +120,7 @@ async fn drive(
         // against a stale view would cut a request that is about to
         // deliver it (refetching bytes already in flight).
         while let Ok(ev) = events.try_recv() {
-            if let Err(e) = apply_event(&ctx, &mut sched, &mut tasks, ev) {
+            if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
                 break 'fill Err(e);
             }
         }
@@ -163,7 +163,7 @@ async fn drive(
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(ev) => {
-                    if let Err(e) = apply_event(&ctx, &mut sched, &mut tasks, ev) {
+                    if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
                         break Err(e);
                     }
                 }
