@@ -13,6 +13,16 @@
 //! requests inside the window reuse the known object without asking the
 //! origin. When the origin is unreachable a complete copy is served; when
 //! the origin says 404 the answer is 404.
+//!
+//! Representation metadata: cache-core stores neither `Content-Type` nor
+//! `Last-Modified`, and the [`Source`](cache_core::Source) trait does not
+//! report them, so objects are served as `application/octet-stream`
+//! (right for disk images and archives). `Last-Modified` is passed on when
+//! the origin's validator is its Last-Modified date (`lm:` validators of
+//! `HttpSource`, i.e. origins without a strong ETag). Mirrored objects get
+//! a strong ETag derived from (URL, upstream validator, length) that stays
+//! the same once the object completes, so `If-Range` resumes keep working;
+//! conditionals also accept the content hash tag once it is known.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -32,8 +32,9 @@ struct Tracked {
 }
 
 /// The objects this endpoint has served recently, for live status. A
-/// handle is kept while the object is incomplete or read, and released
-/// once it is complete and idle (so eviction is not blocked).
+/// handle is kept while the object fills or is read, and released once
+/// nobody reads it and it is complete, failed or paused (so eviction is not
+/// blocked by status bookkeeping).
 #[derive(Default)]
 pub(crate) struct Tracker {
     objects: Mutex<HashMap<String, Tracked>>,
@@ -41,7 +42,11 @@ pub(crate) struct Tracker {
 
 fn idle_done(t: &Tracked) -> bool {
     let state = t.object.progress().state;
-    t.object.readers() == 0 && matches!(state, FillState::Complete | FillState::Failed(_))
+    t.object.readers() == 0
+        && matches!(
+            state,
+            FillState::Complete | FillState::Failed(_) | FillState::Idle
+        )
 }
 
 impl Tracker {
