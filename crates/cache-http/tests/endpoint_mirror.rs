@@ -245,3 +245,24 @@ async fn status_json_and_graceful_shutdown() {
     let _ = tokio::time::timeout(Duration::from_secs(60), dl).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_with_idle_connection_reclaimed_by_header_timeout() {
+    let origin = Origin::default();
+    let ep = TestEndpoint::start(&origin, |c| {
+        c.max_connections = 1;
+        c.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Holds the only connection slot without ever sending a request.
+    let mut idle = tokio::net::TcpStream::connect(ep.addr).await.unwrap();
+    // A second client waits for the slot, which the header time-out frees.
+    let (code, body) = status_of(&ep.url("/status"), &[]).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let mut buf = Vec::new();
+    // Whatever it reads (maybe a 408), the server ends it: no hang.
+    let _ = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut buf))
+        .await
+        .expect("idle connection closed by the server");
+    ep.stop().await;
+}
