@@ -128,7 +128,16 @@ async fn drive(
     let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
     remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remote: Vec<u32> = Vec::new();
-    let result = loop {
+    let result = 'fill: loop {
+        // Catch up with chunks committed since the last turn: readers see a
+        // chunk before its event is handled here, and a demand judged
+        // against a stale view would cut a request that is about to
+        // deliver it (refetching bytes already in flight).
+        while let Ok(ev) = events.try_recv() {
+            if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
+                break 'fill Err(e);
+            }
+        }
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
         loop {
@@ -168,21 +177,9 @@ async fn drive(
         }
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(Event::ChunkDone(c)) => sched.chunk_done(c),
-                Some(Event::WholeBody) => sched.set_single_stream(),
-                Some(Event::RunEnded { id, result }) => {
-                    tasks.remove(&id);
-                    sched.run_ended(id);
-                    match result {
-                        Ok(()) => {}
-                        Err(Error::Source { cause, .. })
-                            if cause.kind == SourceErrorKind::RangesUnsupported
-                                && !sched.single_stream() =>
-                        {
-                            tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
-                            sched.set_single_stream();
-                        }
-                        Err(e) => break Err(e),
+                Some(ev) => {
+                    if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
+                        break Err(e);
                     }
                 }
                 None => unreachable!("the context holds a sender"),
@@ -209,6 +206,36 @@ async fn drive(
         }
     }
     result
+}
+
+/// Applies one filler event to the scheduler and the task table; an error
+/// ends the fill.
+fn apply_event(
+    ctx: &Arc<FillCtx>,
+    sched: &mut FillScheduler,
+    tasks: &mut HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)>,
+    ev: Event,
+) -> Result<()> {
+    match ev {
+        Event::ChunkDone(c) => sched.chunk_done(c),
+        Event::WholeBody => sched.set_single_stream(),
+        Event::RunEnded { id, result } => {
+            tasks.remove(&id);
+            sched.run_ended(id);
+            match result {
+                Ok(()) => {}
+                Err(Error::Source { cause, .. })
+                    if cause.kind == SourceErrorKind::RangesUnsupported
+                        && !sched.single_stream() =>
+                {
+                    tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
+                    sched.set_single_stream();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Flushes what was committed, then (when complete) records the root.
