@@ -66,14 +66,16 @@ Examples:
     Fetch(FetchArgs),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = "\
-Objects are served at /blake3/<HEX> and at the mirror paths /<NAME>/<PATH>
-(fetched from URL/<PATH> on first use). Reads of parts not downloaded yet
-wait for them, fetching them first.
+Routes: GET|HEAD /blobs/<BLAKE3 hex> (objects in the store), GET|HEAD
+/m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is fetched into the store on
+first use), /status (JSON), /metrics (Prometheus). Range requests of parts not
+downloaded yet wait for them, and those parts are fetched first. The listen
+address is printed on stdout. Ctrl-C stops accepting and lets responses end.
 
 Examples:
-  blockcache serve --listen 127.0.0.1:8080
-  blockcache serve --mirror images=https://example.com/images
-  curl -r 0-1023 http://127.0.0.1:8080/images/disk.qcow2")]
+  blockcache serve
+  blockcache serve --listen 0.0.0.0:8472 --mirror images=https://example.com/images/
+  curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head")]
     Serve(ServeArgs),
     /// List objects: length, progress, state, hash, source
     #[command(after_help = "\
@@ -167,12 +169,12 @@ pub struct FetchArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8472")]
     pub listen: String,
-    /// Mirror: serve URL/<PATH> at /NAME/<PATH> (repeatable)
+    /// Mirror: serve URL/<PATH> at /m/NAME/<PATH> (repeatable)
     #[arg(long, value_name = "NAME=URL")]
     pub mirror: Vec<String>,
-    /// Re-check mirrored URLs with the origin after this many seconds
+    /// Re-check a mirrored URL with the origin at most this often [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub revalidate: Option<u64>,
     #[command(flatten)]

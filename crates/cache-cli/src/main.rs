@@ -99,7 +99,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::LOCAL_IO);
         }
     };
+    // `serve` shuts down gracefully on Ctrl-C (exit 0); the others stop
+    // at once and say how to resume.
+    let serve = matches!(cli.command, cli::Command::Serve(_));
     let result = rt.block_on(async {
+        if serve {
+            return commands::run(cli).await;
+        }
         tokio::select! {
             r = commands::run(cli) => r,
             _ = tokio::signal::ctrl_c() => Err(Failure::new(

@@ -553,3 +553,99 @@ fn fetch_output_file_and_stdout() {
     assert!(o.stdout == data, "stdout is the data");
     assert_eq!(last_line(&o.stderr), want, "the hash goes to stderr");
 }
+
+/// A minimal HTTP/1.1 GET: (status, headers, body).
+fn http_get(addr: &str, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to serve");
+    s.set_read_timeout(Some(STEP)).expect("timeout");
+    let range = range
+        .map(|r| format!("Range: bytes={r}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{range}Connection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read response");
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head");
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = resp[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+}
+
+#[test]
+fn serve_mirror_range_and_blobs() {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: Some("2m".into()),
+    });
+    let len = 12 * MIB + 99;
+    let data = pattern(7, len);
+    ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    let (_t, store) = store_dir();
+    let base = ng.url("");
+    let mut c = bc(&store);
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--mirror",
+        &format!("img={base}"),
+    ]);
+    let mut server = spawn(c);
+    let mut stdout = std::io::BufReader::new(server.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("listen line: {line:?}"))
+        .to_string();
+    // A far range through the mirror, while the object fills.
+    let (s, e) = (len - 5000, len - 1);
+    let (status, head, body) = http_get(&addr, "/m/img/disk.img", Some(&format!("{s}-{e}")));
+    assert_eq!(status, 206, "{head}");
+    assert!(body == data[s..=e], "the right bytes");
+    // The CLI's fetch of the same URL shares the serve process's object.
+    let mut f = bc(&store);
+    f.args(["-q", "fetch", &ng.url("disk.img")]);
+    assert_eq!(last_line(&ok(&run(f)).into_bytes()), want);
+    let (status, _, body) = http_get(&addr, &format!("/blobs/{want}"), Some("0-99"));
+    assert_eq!(status, 206);
+    assert_eq!(body, &data[..100]);
+    let log = settled_log(&ng);
+    assert_eq!(fill_bytes(&log), len as u64, "downloaded once: {log:#?}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
