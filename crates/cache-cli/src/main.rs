@@ -9,7 +9,7 @@ mod output;
 mod progress;
 mod size;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -68,9 +68,11 @@ impl Failure {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
+    // Without -v, warnings the command reports itself (damaged chunks)
+    // are not logged twice.
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        (false, 0) => "warn,cache_core::object::verify=error",
         (false, 1) => "info",
         (false, 2) => "debug",
         _ => "trace",
@@ -83,6 +85,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -130,6 +130,8 @@ impl Reporter {
             }
             if let Some(bar) = bar {
                 bar.finish();
+                // Leave the finished bar on its own line.
+                let _ = writeln!(std::io::stderr());
             }
         });
         Reporter {
