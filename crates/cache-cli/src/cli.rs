@@ -6,6 +6,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::size::{parse_rate, parse_size};
 
+/// The exit codes, in one line, for every subcommand's help.
+macro_rules! exit_line {
+    () => {
+        "\n\nExit codes: 0 ok, 2 usage, 3 network/origin, 4 verification, 5 local I/O, 130 interrupted."
+    };
+}
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -51,7 +58,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Download URL into the store (once, resumably) and print its BLAKE3
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 The last line on stdout is the object's BLAKE3 hex (what b3sum prints).
 With -o -, stdout carries the bytes instead and the hash goes to stderr.
 An interrupted fetch resumes where it stopped when run again. A fetch of a URL
@@ -62,10 +69,10 @@ Examples:
   blockcache fetch https://example.com/images/disk.qcow2
   blockcache fetch https://example.com/disk.raw -o disk.raw --limit-rate 50MB/s
   blockcache fetch https://example.com/disk.raw -o - | qemu-img dd ...
-  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2")]
+  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2", exit_line!()))]
     Fetch(FetchArgs),
     /// Serve the store over HTTP (Range requests, partial objects included)
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Routes: GET|HEAD /blobs/<BLAKE3 hex> (objects in the store), GET|HEAD
 /m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is fetched into the store on
 first use), /status (JSON), /metrics (Prometheus). Range requests of parts not
@@ -75,16 +82,16 @@ address is printed on stdout. Ctrl-C stops accepting and lets responses end.
 Examples:
   blockcache serve
   blockcache serve --listen 0.0.0.0:8472 --mirror images=https://example.com/images/
-  curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head")]
+  curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head", exit_line!()))]
     Serve(ServeArgs),
     /// List objects: length, progress, state, hash, source
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Examples:
   blockcache ls
-  blockcache ls --json | jq '.[] | select(.state == \"complete\") | .blake3'")]
+  blockcache ls --json | jq '.[] | select(.state == \"complete\") | .blake3'", exit_line!()))]
     Ls(LsArgs),
     /// Write an object's bytes (or a range) to stdout, waiting for missing ones
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 REF is a BLAKE3 hex hash, a unique prefix of one (at least 4 digits), an
 object key, or a source URL (a URL not in the store yet is fetched). Bytes
 not downloaded yet are fetched first, then written.
@@ -92,39 +99,39 @@ not downloaded yet are fetched first, then written.
 Examples:
   blockcache cat 6f1c > disk.raw
   blockcache cat https://example.com/disk.raw --range 0-511 | xxd | head
-  blockcache cat 6f1c --range -1048576 | wc -c     # the last MiB")]
+  blockcache cat 6f1c --range -1048576 | wc -c     # the last MiB", exit_line!()))]
     Cat(CatArgs),
     /// Re-hash stored chunks; report damaged ones, --repair refetches them
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Without REF every object is verified. Exit code 4 when damage was found and
 not repaired.
 
 Examples:
   blockcache verify
-  blockcache verify 6f1c --repair")]
+  blockcache verify 6f1c --repair", exit_line!()))]
     Verify(VerifyArgs),
     /// Remove an object from the store
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Fails (exit 5) while the object is being downloaded or read.
 
 Example:
-  blockcache rm 6f1c")]
+  blockcache rm 6f1c", exit_line!()))]
     Rm(RmArgs),
     /// Evict least recently used complete objects down to a size
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Objects being downloaded or read (by any process) are never evicted.
 Without --max-size nothing is evicted: gc reports the store's size.
 
 Example:
-  blockcache gc --max-size 50G")]
+  blockcache gc --max-size 50G", exit_line!()))]
     Gc(GcArgs),
     /// Copy a local file into the store and print its BLAKE3
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Example:
-  blockcache import ./disk.raw")]
+  blockcache import ./disk.raw", exit_line!()))]
     Import(ImportArgs),
     /// Show the whole thing working, offline, on a generated image
-    #[command(after_help = "\
+    #[command(after_help = concat!("\
 Starts a local origin serving a generated image (bytes computed on the fly,
 not stored) throttled to a WAN-like rate, then fetches it from two processes
 at once while reading its far end. Checks that the origin sent the image
@@ -134,7 +141,7 @@ temporary store unless --store (or BLOCKCACHE_STORE) is given.
 
 Examples:
   blockcache demo
-  blockcache demo --size 256M --rate 50MB/s")]
+  blockcache demo --size 256M --rate 50MB/s", exit_line!()))]
     Demo(DemoArgs),
 }
 
