@@ -46,6 +46,22 @@ fn spawn(mut c: Command) -> Child {
         .expect("spawn blockcache")
 }
 
+/// A background child, killed when the test ends (or fails).
+struct Bg(Child);
+
+impl Bg {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Waits (bounded by STEP) for a child and collects its output.
 fn finish(mut child: Child) -> Output {
     let deadline = Instant::now() + STEP;
@@ -234,15 +250,14 @@ fn killed_filler_is_taken_over_without_starting_over() {
     let url = ng.url("disk.img");
     let mut a = bc(&store);
     a.args(["-q", "fetch", &url]);
-    let mut a = spawn(a);
+    let mut a = Bg(spawn(a));
     wait_bytes_done(&store, (len / 4) as u64);
     let mut b = bc(&store);
     b.args(["-q", "fetch", &url]);
     let b = spawn(b);
     std::thread::sleep(Duration::from_millis(500));
     let before_kill = ng.access_log().len();
-    a.kill().expect("SIGKILL the filler");
-    let _ = a.wait();
+    a.kill(); // SIGKILL
     let ob = finish(b);
     ok(&ob);
     assert_eq!(last_line(&ob.stdout), want);
@@ -279,10 +294,9 @@ fn interrupted_fetch_resumes_with_only_missing_bytes() {
     let url = ng.url("disk.img");
     let mut a = bc(&store);
     a.args(["-q", "fetch", &url]);
-    let mut a = spawn(a);
+    let mut a = Bg(spawn(a));
     wait_bytes_done(&store, (len / 4) as u64);
-    a.kill().expect("SIGKILL the fetch");
-    let _ = a.wait();
+    a.kill(); // SIGKILL
     let have = bytes_done(&store);
     assert!(have > 0 && have < len as u64, "partial: {have}");
     let before = settled_log(&ng).len();
@@ -315,7 +329,7 @@ fn cat_range_on_a_filling_object() {
     // A fill in another process...
     let mut f = bc(&store);
     f.args(["-q", "fetch", &url]);
-    let mut filler = spawn(f);
+    let mut filler = Bg(spawn(f));
     wait_bytes_done(&store, 1);
     // ...and a read of the far end while it runs.
     let (s, e) = (len - MIB - 100, len - 1);
@@ -334,8 +348,7 @@ fn cat_range_on_a_filling_object() {
         done < len as u64 && state != "complete",
         "returned before the fill ended ({done} bytes, {state})"
     );
-    let _ = filler.kill();
-    let _ = filler.wait();
+    filler.kill();
     // -N: the last N bytes, and a prefix of the hash is a valid REF once complete.
     let mut f = bc(&store);
     f.args(["-q", "fetch", &url]);
@@ -427,12 +440,12 @@ fn gc_evicts_lru_complete_objects_never_busy_ones() {
         .args(["cat", r])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut reader = reader.spawn().expect("spawn cat");
+    let _reader = Bg(reader.spawn().expect("spawn cat"));
     // A fill in progress.
     ng.put("slow.img", &pattern(20, 8 * MIB));
     let mut f = bc(&store);
     f.args(["-q", "fetch", &ng.url("slow.img")]);
-    let mut filler = spawn(f);
+    let _filler = Bg(spawn(f));
     std::thread::sleep(Duration::from_millis(700));
     let objs = ls_json(&store);
     assert_eq!(objs.len(), 5);
@@ -467,10 +480,6 @@ fn gc_evicts_lru_complete_objects_never_busy_ones() {
     assert!(left
         .iter()
         .any(|o| o["source"].as_str() == Some(ng.url("slow.img").as_str())));
-    let _ = reader.kill();
-    let _ = reader.wait();
-    let _ = filler.kill();
-    let _ = filler.wait();
 }
 
 #[test]
@@ -622,8 +631,8 @@ fn serve_mirror_range_and_blobs() {
         "--mirror",
         &format!("img={base}"),
     ]);
-    let mut server = spawn(c);
-    let mut stdout = std::io::BufReader::new(server.stdout.take().expect("stdout"));
+    let mut server = Bg(spawn(c));
+    let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
     let addr = line
@@ -646,6 +655,4 @@ fn serve_mirror_range_and_blobs() {
     assert_eq!(body, &data[..100]);
     let log = settled_log(&ng);
     assert_eq!(fill_bytes(&log), len as u64, "downloaded once: {log:#?}");
-    let _ = server.kill();
-    let _ = server.wait();
 }
