@@ -502,3 +502,27 @@ async fn import(g: &cli::Global, a: cli::ImportArgs) -> Result<(), Failure> {
     println!("{}", hash.to_hex());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("0-9", 100), Ok(0..10));
+        assert_eq!(parse_range("90-", 100), Ok(90..100));
+        assert_eq!(parse_range("-10", 100), Ok(90..100));
+        assert_eq!(parse_range("-1000", 100), Ok(0..100));
+        assert_eq!(
+            parse_range("95-200", 100),
+            Ok(95..100),
+            "END past the end is clipped"
+        );
+        assert_eq!(parse_range("1K-2K", 4096), Ok(1024..2049));
+        assert!(parse_range("100-", 100).is_err());
+        assert!(parse_range("9-3", 100).is_err());
+        assert!(parse_range("-", 100).is_err());
+        assert!(parse_range("abc", 100).is_err());
+        assert_eq!(parse_range("-5", 0), Ok(0..0));
+    }
+}
