@@ -39,9 +39,6 @@ async fn last_chunk_arrives_within_connections_plus_two_chunk_fetches() {
             fetched_chunks <= connections as u64 + 2,
             "{connections} connections: the last chunk took {fetched_chunks} chunk fetches"
         );
-        assert_eq!(
-            bounded("fill", object.wait_complete()).await.unwrap(),
-            blake3::hash(&bytes)
-        );
+        // (The rest of the fill is other tests' subject; the runtime ends it.)
     }
 }

@@ -1,0 +1,144 @@
+//! Finding objects: by hash, hash prefix, key or URL; listing them all.
+
+use std::fs::{self, TryLockError};
+use std::path::Path;
+
+use super::layout::*;
+use super::{disk_usage, list_names, ObjectSummary, Store, StoreShared, INDEX_FILE};
+use crate::error::{Error, Result};
+use crate::index::{IndexHeader, IndexReader};
+use crate::object::{info_of, ObjectShared};
+
+impl Store {
+    /// The key of the object `reference` names (see [`Store::open_ref`]).
+    pub fn resolve(&self, reference: &str) -> Result<String> {
+        let s = &self.shared;
+        if reference.contains("://") {
+            let mut best: Option<(bool, u64, String)> = None;
+            for (key, header, complete) in s.scan_headers()? {
+                if header.source == reference {
+                    let rank = (complete, header.created_unix, key);
+                    if best.as_ref().is_none_or(|b| rank > *b) {
+                        best = Some(rank);
+                    }
+                }
+            }
+            return best
+                .map(|b| b.2)
+                .ok_or_else(|| Error::NotFound(reference.to_owned()));
+        }
+        let r = reference.to_ascii_lowercase();
+        if is_hash_hex(&r) {
+            return s
+                .read_alias(&r)?
+                .ok_or_else(|| Error::NotFound(reference.to_owned()));
+        }
+        if is_key(&r) && s.dir.join(OBJECTS).join(&r).is_dir() {
+            return Ok(r);
+        }
+        if r.len() < 4 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::NotFound(reference.to_owned()));
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for name in list_names(&s.dir.join(ALIASES))? {
+            if name.starts_with(&r) {
+                if let Some(k) = s.read_alias(&name)? {
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+        }
+        match keys.len() {
+            0 => Err(Error::NotFound(reference.to_owned())),
+            1 => Ok(keys.remove(0)),
+            count => Err(Error::Ambiguous {
+                reference: reference.to_owned(),
+                count,
+            }),
+        }
+    }
+
+    /// Every object in the store.
+    pub fn list(&self) -> Result<Vec<ObjectSummary>> {
+        let s = &self.shared;
+        let mut out = Vec::new();
+        for key in list_names(&s.dir.join(OBJECTS))? {
+            if !is_key(&key) {
+                continue;
+            }
+            let dir = s.dir.join(OBJECTS).join(&key);
+            let Ok((_, header, state)) = IndexReader::open(&dir.join(INDEX_FILE)) else {
+                continue;
+            };
+            let live = s.live(&key);
+            let (done, root) = match &live {
+                Some(o) => {
+                    let st = o.state.lock();
+                    (st.done.len(), st.root)
+                }
+                None => (state.done.len(), state.root),
+            };
+            let total = u64::from(header.chunk_count());
+            let progress = live.as_ref().map(|o| o.progress.borrow().bytes_done);
+            let state_name = if root.is_some() {
+                "complete"
+            } else if s.is_filling(&dir, live.as_deref()) {
+                "filling"
+            } else {
+                "partial"
+            };
+            out.push(ObjectSummary {
+                chunks_done: done,
+                chunks_total: total,
+                bytes_done: progress
+                    .unwrap_or_else(|| (done * u64::from(header.chunk_size)).min(header.len)),
+                state: state_name,
+                last_used: fs::metadata(dir.join(USED_FILE))
+                    .and_then(|m| m.modified())
+                    .ok(),
+                disk_bytes: disk_usage(&dir),
+                info: info_of(&key, &header, root),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl StoreShared {
+    pub(crate) fn read_alias(&self, hex: &str) -> Result<Option<String>> {
+        let path = self.dir.join(ALIASES).join(hex);
+        match fs::read_to_string(&path) {
+            Ok(k) if is_key(k.trim()) => Ok(Some(k.trim().to_owned())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, "read alias", e)),
+        }
+    }
+
+    /// (key, header, complete) of every readable object.
+    fn scan_headers(&self) -> Result<Vec<(String, IndexHeader, bool)>> {
+        let mut out = Vec::new();
+        for key in list_names(&self.dir.join(OBJECTS))? {
+            if let Ok((_, header, state)) =
+                IndexReader::open(&self.dir.join(OBJECTS).join(&key).join(INDEX_FILE))
+            {
+                out.push((key, header, state.root.is_some()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether some process fills the object in `dir`.
+    pub(crate) fn is_filling(&self, dir: &Path, live: Option<&ObjectShared>) -> bool {
+        if let Some(o) = live {
+            if matches!(o.state.lock().phase, crate::object::Phase::Filling) {
+                return true;
+            }
+        }
+        let Ok(f) = fs::File::open(dir.join(INDEX_FILE)) else {
+            return false;
+        };
+        matches!(f.try_lock(), Err(TryLockError::WouldBlock))
+    }
+}
