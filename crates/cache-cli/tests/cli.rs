@@ -423,10 +423,17 @@ fn gc_evicts_lru_complete_objects_never_busy_ones() {
     let mut hashes = Vec::new();
     for (i, name) in ["r", "b", "c", "a"].iter().enumerate() {
         let p = t.path().join(name);
-        std::fs::write(&p, pattern(10 + i as u64, 4 * MIB)).expect("write");
+        let bytes = pattern(10 + i as u64, 4 * MIB);
+        std::fs::write(&p, &bytes).expect("write");
         let mut c = bc(&store);
         c.arg("import").arg(&p);
-        hashes.push(last_line(&ok(&run(c)).into_bytes()));
+        let hash = last_line(&ok(&run(c)).into_bytes());
+        assert_eq!(
+            hash,
+            blake3::hash(&bytes).to_hex().as_str(),
+            "import prints the BLAKE3"
+        );
+        hashes.push(hash);
         std::thread::sleep(Duration::from_millis(20));
     }
     let [r, b, c, a] = [&hashes[0], &hashes[1], &hashes[2], &hashes[3]];
