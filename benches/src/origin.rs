@@ -179,7 +179,11 @@ fn content_range(v: Option<&HeaderValue>) -> Option<(u64, u64, u64)> {
     let s = v?.to_str().ok()?.strip_prefix("bytes ")?;
     let (r, total) = s.split_once('/')?;
     let (a, b) = r.split_once('-')?;
-    Some((a.parse().ok()?, b.parse::<u64>().ok()? + 1, total.parse().ok()?))
+    Some((
+        a.parse().ok()?,
+        b.parse::<u64>().ok()? + 1,
+        total.parse().ok()?,
+    ))
 }
 
 fn etag(resp: &Response<Incoming>) -> String {
