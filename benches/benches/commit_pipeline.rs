@@ -9,14 +9,17 @@
 //! * `fetch_e2e/<chunk size>`: `Store::fetch` of a 256 MiB in-memory
 //!   `MemorySource` (no delay) until `wait_complete` — the whole fill
 //!   machinery (scheduler, 4 connections, commit, durability, root). This is
-//!   what the default chunk size is chosen on.
+//!   what the default chunk size is chosen on. With `BENCH_ROUNDS=N` an
+//!   interleaved pass follows (N rounds over all chunk sizes; median, min).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use benches::{full_run, human, pattern, runtime, size, tempdir, MEASURE, WARM_UP};
+use benches::{
+    full_run, human, interleaved, pattern, rounds, runtime, size, tempdir, MEASURE, WARM_UP,
+};
 use cache_core::hash::chunk_cv;
 use cache_core::index::{IndexHeader, IndexWriter, Record};
 use cache_core::testing::MemorySource;
@@ -97,31 +100,33 @@ fn fetch_e2e(c: &mut Criterion) {
         .measurement_time(MEASURE)
         .sample_size(10)
         .throughput(Throughput::Bytes(len));
+    let fetch_once = |cs: u64| {
+        let dir = tempdir();
+        let store = Store::open(dir.path()).unwrap();
+        let options = FetchOptions {
+            chunk_size: cs as u32,
+            ..FetchOptions::default()
+        };
+        let src = source.clone();
+        let t0 = Instant::now();
+        let hash = rt.block_on(async move {
+            let object = store.fetch(src, options).await.unwrap();
+            object.wait_complete().await.unwrap()
+        });
+        let elapsed = t0.elapsed();
+        assert_eq!(hash, expected);
+        elapsed
+    };
     for cs in CHUNK_SIZES {
         g.bench_function(BenchmarkId::from_parameter(human(cs)), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempdir();
-                    let store = Store::open(dir.path()).unwrap();
-                    let options = FetchOptions {
-                        chunk_size: cs as u32,
-                        ..FetchOptions::default()
-                    };
-                    let src = source.clone();
-                    let t0 = Instant::now();
-                    let hash = rt.block_on(async move {
-                        let object = store.fetch(src, options).await.unwrap();
-                        object.wait_complete().await.unwrap()
-                    });
-                    total += t0.elapsed();
-                    assert_eq!(hash, expected);
-                }
-                total
-            })
+            b.iter_custom(|iters| (0..iters).map(|_| fetch_once(cs)).sum())
         });
     }
     g.finish();
+    let labels: Vec<String> = CHUNK_SIZES.iter().map(|&cs| human(cs)).collect();
+    interleaved("fetch_e2e", &labels, len, rounds(), |i| {
+        fetch_once(CHUNK_SIZES[i])
+    });
 }
 
 criterion_group!(benches, commit_pipeline, fetch_e2e);

@@ -2,16 +2,17 @@
 //! serving a 256 MiB in-memory body with Range support, filled through
 //! [`LoopbackSource`] (a minimal range source: no retries, redirects or
 //! TLS) with the default fill options, per chunk size. Time is
-//! `Store::fetch` → `wait_complete`; throughput = object bytes.
+//! `Store::fetch` → `wait_complete`; throughput = object bytes. With
+//! `BENCH_ROUNDS=N` an interleaved pass follows (N rounds; median, min).
 //!
 //! The origin and the filler share the machine's 2 cores (the origin runs on
 //! its own 1-worker runtime).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use benches::origin::{LoopbackSource, Origin};
-use benches::{human, pattern, runtime, size, tempdir, MEASURE, WARM_UP};
+use benches::{human, interleaved, pattern, rounds, runtime, size, tempdir, MEASURE, WARM_UP};
 use bytes::Bytes;
 use cache_core::{FetchOptions, Source, Store};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
@@ -32,31 +33,38 @@ fn fill_loopback(c: &mut Criterion) {
         .measurement_time(MEASURE)
         .sample_size(10)
         .throughput(Throughput::Bytes(len));
-    for cs in [256u64 << 10, 1 << 20, 4 << 20] {
+    let sizes = [256u64 << 10, 1 << 20, 4 << 20];
+    let fill_once = |cs: u64| {
+        let dir = tempdir();
+        let store = Store::open(dir.path()).unwrap();
+        let src: Arc<dyn Source> = Arc::new(LoopbackSource::new(&origin.url("img")));
+        let options = FetchOptions {
+            chunk_size: cs as u32,
+            ..FetchOptions::default()
+        };
+        let t0 = Instant::now();
+        let hash = rt.block_on(async move {
+            let object = store.fetch(src, options).await.unwrap();
+            object.wait_complete().await.unwrap()
+        });
+        let elapsed = t0.elapsed();
+        assert_eq!(hash, expected);
+        elapsed
+    };
+    for cs in sizes {
         g.bench_function(BenchmarkId::new("minimal_source", human(cs)), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempdir();
-                    let store = Store::open(dir.path()).unwrap();
-                    let src: Arc<dyn Source> = Arc::new(LoopbackSource::new(&origin.url("img")));
-                    let options = FetchOptions {
-                        chunk_size: cs as u32,
-                        ..FetchOptions::default()
-                    };
-                    let t0 = Instant::now();
-                    let hash = rt.block_on(async move {
-                        let object = store.fetch(src, options).await.unwrap();
-                        object.wait_complete().await.unwrap()
-                    });
-                    total += t0.elapsed();
-                    assert_eq!(hash, expected);
-                }
-                total
-            })
+            b.iter_custom(|iters| (0..iters).map(|_| fill_once(cs)).sum())
         });
     }
     g.finish();
+    let labels: Vec<String> = sizes.iter().map(|&cs| human(cs)).collect();
+    interleaved(
+        "fill_loopback/minimal_source",
+        &labels,
+        len,
+        rounds(),
+        |i| fill_once(sizes[i]),
+    );
     drop(origin);
 }
 

@@ -11,14 +11,17 @@
 //!   default options) with 0 or 64 readers streaming the whole object while
 //!   it fills (each touches one byte per 4 KiB page of every piece). Time is
 //!   fetch → `wait_complete`; throughput = object bytes. The slowdown ratio
-//!   is printed after the criterion lines.
+//!   is printed after the criterion lines. With `BENCH_ROUNDS=N` an
+//!   interleaved pass follows (N alternating rounds; median, min, ratio).
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::gated::GatedSource;
-use benches::{human, pattern, percentiles, runtime, size, tempdir, MEASURE, WARM_UP};
+use benches::{
+    human, interleaved, pattern, percentiles, rounds, runtime, size, tempdir, MEASURE, WARM_UP,
+};
 use cache_core::testing::MemorySource;
 use cache_core::{FetchOptions, FillOptions, FillPolicy, Object, Store};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
@@ -106,65 +109,75 @@ fn tail_fill(c: &mut Criterion) {
         .measurement_time(MEASURE)
         .sample_size(10)
         .throughput(Throughput::Bytes(len));
+    let fill_once = |readers: usize| {
+        let dir = tempdir();
+        let store = Store::open(dir.path()).unwrap();
+        let src = source.clone();
+        rt.block_on(async move {
+            let t0 = Instant::now();
+            let object = store.fetch(src, FetchOptions::default()).await.unwrap();
+            let tasks: Vec<_> = (0..readers)
+                .map(|_| {
+                    let o = object.clone();
+                    tokio::spawn(async move {
+                        let mut s = Box::pin(o.stream(0..o.len()));
+                        let (mut n, mut x) = (0u64, 0u8);
+                        while let Some(piece) = s.next().await {
+                            let piece = piece.unwrap();
+                            n += piece.len() as u64;
+                            x ^= piece.iter().step_by(4096).fold(0, |a, b| a ^ b);
+                        }
+                        (n, x)
+                    })
+                })
+                .collect();
+            object.wait_complete().await.unwrap();
+            let elapsed = t0.elapsed();
+            for t in tasks {
+                let (n, x) = t.await.unwrap();
+                assert_eq!(n, len);
+                std::hint::black_box(x);
+            }
+            elapsed
+        })
+    };
+    let variants = [0usize, 64];
     let mut means = Vec::new();
-    for readers in [0usize, 64] {
-        let mut runs = (0u32, Duration::ZERO);
+    for readers in variants {
+        let mut runs = (0u64, Duration::ZERO);
         g.bench_function(
             BenchmarkId::from_parameter(format!("{readers}readers")),
             |b| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let dir = tempdir();
-                        let store = Store::open(dir.path()).unwrap();
-                        let src = source.clone();
-                        let elapsed = rt.block_on(async move {
-                            let t0 = Instant::now();
-                            let object = store.fetch(src, FetchOptions::default()).await.unwrap();
-                            let tasks: Vec<_> = (0..readers)
-                                .map(|_| {
-                                    let o = object.clone();
-                                    tokio::spawn(async move {
-                                        let mut s = Box::pin(o.stream(0..o.len()));
-                                        let (mut n, mut x) = (0u64, 0u8);
-                                        while let Some(piece) = s.next().await {
-                                            let piece = piece.unwrap();
-                                            n += piece.len() as u64;
-                                            x ^= piece.iter().step_by(4096).fold(0, |a, b| a ^ b);
-                                        }
-                                        (n, x)
-                                    })
-                                })
-                                .collect();
-                            object.wait_complete().await.unwrap();
-                            let elapsed = t0.elapsed();
-                            for t in tasks {
-                                let (n, x) = t.await.unwrap();
-                                assert_eq!(n, len);
-                                std::hint::black_box(x);
-                            }
-                            elapsed
-                        });
-                        total += elapsed;
-                    }
-                    runs.0 += iters as u32;
+                    let total: Duration = (0..iters).map(|_| fill_once(readers)).sum();
+                    runs.0 += iters;
                     runs.1 += total;
                     total
                 })
             },
         );
-        means.push(runs.1 / runs.0.max(1));
+        means.push(runs.1 / runs.0.max(1) as u32);
     }
     g.finish();
     let mib_s = |d: Duration| len as f64 / d.as_secs_f64() / f64::from(1 << 20);
     println!(
-        "tail_fill: mean fill {:?} ({:.0} MiB/s) with 0 readers, {:?} ({:.0} MiB/s) with 64 readers: slowdown x{:.2} (means over warm-up and samples)",
+        "tail_fill: mean fill {:.2?} ({:.0} MiB/s) with 0 readers, {:.2?} ({:.0} MiB/s) with 64 readers: ratio x{:.2} (criterion runs, warm-up included)",
         means[0],
         mib_s(means[0]),
         means[1],
         mib_s(means[1]),
         means[1].as_secs_f64() / means[0].as_secs_f64()
     );
+    let labels: Vec<String> = variants.iter().map(|r| format!("{r}readers")).collect();
+    let medians = interleaved("tail_fill", &labels, len, rounds(), |i| {
+        fill_once(variants[i])
+    });
+    if let [m0, m64] = medians[..] {
+        println!(
+            "tail_fill interleaved: 64 readers / 0 readers = x{:.2}",
+            m64.as_secs_f64() / m0.as_secs_f64()
+        );
+    }
 }
 
 criterion_group!(benches, commit_to_wake, tail_fill);

@@ -85,3 +85,45 @@ pub fn tempdir() -> tempfile::TempDir {
     }
     .expect("temp dir")
 }
+
+/// Rounds of the interleaved pass some benches add after their criterion
+/// groups: `$BENCH_ROUNDS` (default 0 = no interleaved pass).
+pub fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `run(i)` for every variant `i` of `labels`, one after another, for
+/// `rounds` rounds — so noise from other work on the machine spreads over
+/// all variants instead of hitting one — and prints each variant's median
+/// and minimum time and the median throughput for `bytes` per run.
+/// Returns the medians.
+pub fn interleaved(
+    name: &str,
+    labels: &[String],
+    bytes: u64,
+    rounds: usize,
+    mut run: impl FnMut(usize) -> Duration,
+) -> Vec<Duration> {
+    let mut times = vec![Vec::with_capacity(rounds); labels.len()];
+    for _ in 0..rounds {
+        for (i, t) in times.iter_mut().enumerate() {
+            t.push(run(i));
+        }
+    }
+    let mut medians = Vec::new();
+    for (label, t) in labels.iter().zip(&mut times) {
+        let Some([p50, ..]) = percentiles(t) else {
+            continue;
+        };
+        let mib_s = bytes as f64 / p50.as_secs_f64() / f64::from(1 << 20);
+        println!(
+            "{name}/{label} interleaved x{rounds}: median {p50:.2?} ({mib_s:.0} MiB/s), min {:.2?}",
+            t[0]
+        );
+        medians.push(p50);
+    }
+    medians
+}
