@@ -33,7 +33,7 @@ fn fill_loopback(c: &mut Criterion) {
         .measurement_time(MEASURE)
         .sample_size(10)
         .throughput(Throughput::Bytes(len));
-    let sizes = [256u64 << 10, 1 << 20, 4 << 20];
+    let sizes = [64u64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
     let fill_once = |cs: u64| {
         let dir = tempdir();
         let store = Store::open(dir.path()).unwrap();
