@@ -46,11 +46,11 @@ pub fn chunk_count(object_len: u64, chunk_size: u32) -> Option<u32> {
 ///
 /// # Panics
 ///
-/// On caller bugs only (never on data): when the object has more than one
-/// chunk and `chunk_size` is not a power of two >= 1 KiB, `bytes` is empty,
-/// or `bytes` is longer than `chunk_size`. A wrong CV would be silently
-/// stored and poison the root, so failing loudly is the safer choice; use
-/// [`try_chunk_cv`] to get `None` instead.
+/// On caller bugs only (never on data): when `index` is not a chunk of the
+/// object, `bytes.len()` is not that chunk's length, or (for an object of
+/// more than one chunk) `chunk_size` is not a power of two >= 1 KiB. A
+/// wrong CV would be silently stored and poison the root, so failing loudly
+/// is the safer choice; use [`try_chunk_cv`] to get `None` instead.
 pub fn chunk_cv(bytes: &[u8], index: u32, chunk_size: u32, object_len: u64) -> [u8; 32] {
     match try_chunk_cv(bytes, index, chunk_size, object_len) {
         Some(cv) => cv,
@@ -71,16 +71,22 @@ pub fn try_chunk_cv(
 ) -> Option<[u8; 32]> {
     if object_len <= u64::from(chunk_size) {
         // Single-chunk object: no parent nodes exist, the chunk is the root.
+        if index != 0 || bytes.len() as u64 != object_len {
+            return None;
+        }
         return Some(*blake3::hash(bytes).as_bytes());
     }
-    if !valid_chunk_size(chunk_size)
-        || bytes.is_empty()
-        || bytes.len() as u64 > u64::from(chunk_size)
-    {
+    if !valid_chunk_size(chunk_size) {
         return None;
     }
     let offset = u64::from(index).checked_mul(u64::from(chunk_size))?;
     if offset >= object_len {
+        return None;
+    }
+    // Every chunk is full except the last, which holds the rest: any other
+    // length means the caller hashed the wrong bytes.
+    let expected_len = (object_len - offset).min(u64::from(chunk_size));
+    if bytes.len() as u64 != expected_len {
         return None;
     }
     let mut hasher = blake3::Hasher::new();
@@ -234,6 +240,27 @@ mod tests {
         assert_eq!(try_chunk_cv(&[0; 2048], 1, 1024, 4096), None);
         assert_eq!(try_chunk_cv(&[0; 1024], 1, 1000, 4096), None);
         assert_eq!(try_chunk_cv(&[0; 1024], 9, 1024, 4096), None);
+        assert_eq!(
+            try_chunk_cv(&[0; 1000], 1, 1024, 4096),
+            None,
+            "short middle chunk"
+        );
+        assert_eq!(
+            try_chunk_cv(&[0; 1024], 3, 1024, 4000),
+            None,
+            "long last chunk"
+        );
+        assert!(try_chunk_cv(&[0; 928], 3, 1024, 4000).is_some());
+        assert_eq!(
+            try_chunk_cv(&[0; 10], 1, 1024, 10),
+            None,
+            "single chunk, index 1"
+        );
+        assert_eq!(
+            try_chunk_cv(&[0; 9], 0, 1024, 10),
+            None,
+            "single chunk, short"
+        );
         assert_eq!(try_root_from_cvs(&[[0; 32]; 3], 1024, 4096), None);
         assert_eq!(try_root_from_cvs(&[[0; 32]; 4], 0, 4096), None);
         assert_eq!(try_root_from_cvs(&[[0; 32]; 4], 1000, 4000), None);

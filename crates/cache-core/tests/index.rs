@@ -231,3 +231,50 @@ fn full_fill_then_root_then_snapshot() {
     ];
     run(4, ops).unwrap();
 }
+
+/// The case snapshots exist for: a 45 GB object in 64 KiB chunks (~700K
+/// records). Run with `cargo test -p cache-core --test index -- --ignored
+/// --nocapture` to see the timings; it asserts only behaviour.
+#[test]
+#[ignore = "slow: writes a 33 MB log"]
+fn large_log_opens_from_snapshot() {
+    let chunks: u32 = 45 * 1024 * 1024 / 64 + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.idx");
+    let h = IndexHeader {
+        len: u64::from(chunks) * u64::from(CS) - 1,
+        ..header(1)
+    };
+    let mut w = IndexWriter::create(&path, &h).unwrap();
+    let mut state = IndexState::default();
+    let mut batch: Vec<Record> = Vec::with_capacity(16 * 1024);
+    for i in 0..chunks {
+        batch.push(Record::Chunk {
+            index: i,
+            cv: [i as u8; 32],
+        });
+        if batch.len() == batch.capacity() || i + 1 == chunks {
+            w.append(&batch).unwrap();
+            for r in &batch {
+                state.apply(r, chunks);
+            }
+            batch.clear();
+        }
+    }
+    let t = std::time::Instant::now();
+    let (_, _, st, rec) = IndexWriter::open(&path).unwrap();
+    let full = t.elapsed();
+    assert!(!rec.snapshot_used);
+    assert_eq!(st, state);
+    let (mut w, ..) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&state).unwrap();
+    w.append(&[Record::Clear { index: 5 }]).unwrap();
+    state.apply(&Record::Clear { index: 5 }, chunks);
+    let t = std::time::Instant::now();
+    let (_, _, st, rec) = IndexWriter::open(&path).unwrap();
+    let snap = t.elapsed();
+    assert!(rec.snapshot_used);
+    assert_eq!(rec.records, u64::from(chunks) + 1);
+    assert_eq!(st, state);
+    println!("{chunks} records: full replay {full:?}, from snapshot {snap:?}");
+}

@@ -1,7 +1,20 @@
-//! cache-http (being written).
+//! cache-http: HTTP for blockcache.
 //!
-//! - [`endpoint`]: protocol-pure building blocks of the local HTTP endpoint
-//!   (Range parsing, multipart/byteranges framing, safe mirror paths, ETags,
-//!   Prometheus metrics). No I/O; the hyper server is assembled from them.
+//! * [`source`]: [`HttpSource`], the upstream side — a strict HTTP Range
+//!   client implementing [`cache_core::Source`] (TLS, HTTP/2, proxies,
+//!   redirects, retries, validation of every response against the version
+//!   the fill started with).
+//! * [`endpoint`]: the local side — building blocks of the HTTP endpoint
+//!   that serves objects, partial ones included (Range parsing,
+//!   multipart/byteranges framing, safe mirror paths, ETags, Prometheus
+//!   metrics).
+
+#![warn(missing_docs)]
 
 pub mod endpoint;
+pub mod source;
+
+pub use source::{
+    parse_content_range, ContentRange, ContentRangeError, HttpSource, HttpSourceConfig,
+    HttpSourceError, ProxyConfig,
+};

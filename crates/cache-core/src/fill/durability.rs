@@ -8,10 +8,9 @@
 //! 2. `fdatasync` the data file,
 //! 3. append the records to the index (one write, one `fdatasync`).
 //!
-//! So a record on disk is never ahead of its data (invariant 1), and the
+//! Flushes happen by bytes or by time (`StoreOptions::flush_bytes`,
+//! `flush_interval`). So a record on disk is never ahead of its data (invariant 1), and the
 //! cost is one pair of syncs per batch (by bytes or by time), not per chunk.
-
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -19,11 +18,6 @@ use crate::error::Result;
 use crate::index::{IndexState, IndexWriter, Record};
 use crate::object::ObjectShared;
 
-/// Flush when this many bytes of chunks are pending.
-pub(crate) const FLUSH_BYTES: u64 = 64 << 20;
-/// Flush pending chunks at least this often (followers in other processes
-/// see chunks only once they are flushed).
-pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Write a snapshot of the bitmap after this many records.
 const SNAPSHOT_EVERY: u64 = 4096;
 
@@ -84,17 +78,9 @@ impl Durability {
 impl DurableIndex {
     fn append(&mut self, batch: &[Record]) -> Result<()> {
         self.writer.append(batch)?;
+        let chunk_count = self.writer.chunk_count();
         for r in batch {
-            match *r {
-                Record::Chunk { index, .. } => {
-                    self.state.done.insert(index);
-                }
-                Record::Clear { index } => {
-                    self.state.done.remove(index);
-                    self.state.root = None;
-                }
-                Record::Root { hash } => self.state.root = Some(hash),
-            }
+            self.state.apply(r, chunk_count);
         }
         self.since_snapshot += batch.len() as u64;
         if self.since_snapshot >= SNAPSHOT_EVERY {

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use super::durability::{Durability, Pending, FLUSH_BYTES, FLUSH_INTERVAL};
+use super::durability::{Durability, Pending};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
 use crate::error::{Error, Result};
@@ -68,14 +68,17 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
     });
     let options = plan.options;
     tokio::spawn(async move {
-        let _lock = _lock; // held for the whole fill
+        let lock = _lock; // held for the whole fill
         let flusher = tokio::spawn(flush_loop(ctx.clone()));
         let result = drive(&ctx, &options, rx).await;
         flusher.abort();
         let result = finish(&ctx, result).await;
+        // Release the lock before announcing the end, so whoever acts on
+        // the announcement (verify, another fill) finds it free.
+        drop(lock);
         let obj = &ctx.obj;
         match result {
-            Ok(Outcome::Complete) => {}
+            Ok(Outcome::Complete) => obj.set_phase(Phase::Complete),
             Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
             Err(e) => {
                 tracing::warn!(object = %obj.key, "fill failed: {e}");
@@ -211,7 +214,8 @@ async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> 
 /// Flushes by bytes (woken by commits) or by time.
 async fn flush_loop(ctx: Arc<FillCtx>) {
     loop {
-        let _ = tokio::time::timeout(FLUSH_INTERVAL, ctx.flush_wake.notified()).await;
+        let interval = ctx.obj.store.options.flush_interval;
+        let _ = tokio::time::timeout(interval, ctx.flush_wake.notified()).await;
         if ctx.pending.lock().records.is_empty() {
             continue;
         }
@@ -268,7 +272,7 @@ impl FillCtx {
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
             p.bytes += data.len() as u64;
-            if p.bytes >= FLUSH_BYTES {
+            if p.bytes >= obj.store.options.flush_bytes {
                 self.flush_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.
@@ -314,11 +318,7 @@ impl FillCtx {
         }
         self.durability.finish(*root.as_bytes())?;
         obj.store.write_alias(&root, &obj.key)?;
-        {
-            let mut st = obj.state.lock();
-            st.root = Some(*root.as_bytes());
-        }
-        obj.set_phase(Phase::Complete);
+        obj.state.lock().root = Some(*root.as_bytes());
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");
         Ok(())
     }

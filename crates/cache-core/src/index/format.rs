@@ -171,9 +171,11 @@ pub(crate) fn decode_header(b: &[u8]) -> Result<(IndexHeader, [u8; 32]), HeaderP
     Ok((h, s))
 }
 
-/// The 8-byte record checksum: BLAKE3 keyed by nothing but prefixed with the
-/// index's random `data_id`, so a record copied from another index (or a
-/// stale file at the same path) never validates here.
+/// The 8-byte record checksum: the first 8 bytes of BLAKE3 over the index's
+/// random `data_id` followed by the record body, so a record copied from
+/// another index (or a stale file at the same path) never validates here.
+/// 64 bits is plenty against torn writes and bit flips; it is not meant to
+/// resist an attacker who can write the file (they could rewrite the data).
 fn record_sum(data_id: &[u8; 16], body: &[u8]) -> [u8; 8] {
     let mut h = blake3::Hasher::new();
     h.update(data_id);

@@ -115,7 +115,6 @@ mod snapshot;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use roaring::RoaringBitmap;
@@ -272,6 +271,7 @@ fn invalid_input(path: &Path, op: &'static str, msg: String) -> IndexError {
 
 /// Fsyncs the directory holding `path`, so a create or rename in it is
 /// durable (a file's own fsync does not cover its directory entry).
+#[cfg(unix)]
 pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -280,13 +280,49 @@ pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
+/// Windows cannot open a directory as a `File` without special flags, and
+/// NTFS journals directory entries itself; nothing to do there.
+#[cfg(not(unix))]
+pub(crate) fn sync_parent(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Positional read: never moves a shared cursor, so reads and the writer's
+/// appends need no seeking.
+fn pread(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_at(file, buf, off);
+    #[cfg(windows)]
+    return std::os::windows::fs::FileExt::seek_read(file, buf, off);
+}
+
+/// Positional write of all of `buf` at `off`.
+fn pwrite_all(file: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        #[cfg(unix)]
+        let r = std::os::unix::fs::FileExt::write_at(file, buf, off);
+        #[cfg(windows)]
+        let r = std::os::windows::fs::FileExt::seek_write(file, buf, off);
+        match r {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
+            Ok(n) => {
+                buf = &buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Reads into `buf` at `off` until it is full or the file ends; returns the
 /// bytes read. (`read_exact_at` would fail on a short file, which here is
 /// the normal torn-tail case, not an error.)
 fn read_full_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match file.read_at(&mut buf[n..], off + n as u64) {
+        match pread(file, &mut buf[n..], off + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -489,8 +525,7 @@ impl IndexWriter {
             .create_new(true)
             .open(path)
             .map_err(io_err(path, "create"))?;
-        file.write_all_at(&bytes, 0)
-            .map_err(io_err(path, "write header"))?;
+        pwrite_all(&file, &bytes, 0).map_err(io_err(path, "write header"))?;
         file.sync_all().map_err(io_err(path, "fsync header"))?;
         sync_parent(path).map_err(io_err(path, "fsync directory"))?;
         // Binding makes a stale snapshot harmless; removing it saves a warning.
@@ -610,9 +645,7 @@ impl IndexWriter {
         }
         // Positional write at our own notion of the end: a failed earlier
         // attempt can never leave garbage between valid records.
-        let res = self
-            .file
-            .write_all_at(&buf, self.log_len)
+        let res = pwrite_all(&self.file, &buf, self.log_len)
             .map_err(io_err(&self.path, "append records"))
             .and_then(|()| {
                 self.file

@@ -75,7 +75,7 @@ impl ObjectShared {
                     }
                 }
                 tick = tick.wrapping_add(1);
-                if tick % TAKEOVER_EVERY == 0 {
+                if tick.is_multiple_of(TAKEOVER_EVERY) {
                     let wanted = obj.state.lock().plan.is_some();
                     if wanted {
                         // Clears `watching` itself when it takes over.

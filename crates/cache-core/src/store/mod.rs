@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::{self, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -37,14 +37,31 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 pub type SourceFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Source>, SourceError> + Send + Sync>;
 
 /// Options of a [`Store`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Builds sources for objects found on disk (resume, repair, reads of
     /// incomplete objects opened by hash).
     pub source_factory: Option<SourceFactory>,
+    /// Committed chunks are made durable (data `fdatasync`, then index
+    /// records) at least this often. Followers in other processes see
+    /// chunks only once durable; a crash loses at most this much progress.
+    pub flush_interval: Duration,
+    /// ... or as soon as this many bytes of chunks wait to be made durable.
+    pub flush_bytes: u64,
     /// Test hook: fails data writes (see [`WriteFault`]).
     #[doc(hidden)]
     pub write_fault: Option<WriteFault>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            source_factory: None,
+            flush_interval: Duration::from_millis(250),
+            flush_bytes: 64 << 20,
+            write_fault: None,
+        }
+    }
 }
 
 /// Options of one [`Store::fetch`].

@@ -28,3 +28,88 @@ pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
 
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
+
+pub mod child {
+    //! Child processes for crash tests: the test binary runs itself with
+    //! `--exact <child test> --ignored` and an environment variable that
+    //! tells the child test what to do.
+
+    use std::ops::Range;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+
+    use cache_core::testing::MemorySource;
+    use cache_core::{RangeBody, Source, SourceError, SourceInfo};
+    use futures::future::BoxFuture;
+
+    pub const STORE_ENV: &str = "BLOCKCACHE_TEST_CHILD_STORE";
+    pub const LOG_ENV: &str = "BLOCKCACHE_TEST_CHILD_LOG";
+
+    /// Starts `test_name` of the current test binary as a child process.
+    pub fn spawn(test_name: &str, store: &Path, log: &Path) -> Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                test_name,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(STORE_ENV, store)
+            .env(LOG_ENV, log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A source that appends every requested range to a log file before
+    /// serving it, so the parent knows what a killed child asked for.
+    pub struct LoggingSource {
+        pub inner: MemorySource,
+        pub log: std::path::PathBuf,
+    }
+
+    impl Source for LoggingSource {
+        fn identity(&self) -> String {
+            self.inner.identity()
+        }
+        fn probe(&self) -> BoxFuture<'_, Result<SourceInfo, SourceError>> {
+            self.inner.probe()
+        }
+        fn read_range<'a>(
+            &'a self,
+            range: Range<u64>,
+            expect: &'a SourceInfo,
+        ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .unwrap();
+            writeln!(f, "{} {}", range.start, range.end).unwrap();
+            f.sync_all().unwrap();
+            self.inner.read_range(range, expect)
+        }
+    }
+
+    /// Ranges a child logged.
+    pub fn logged_ranges(log: &Path) -> Vec<Range<u64>> {
+        let Ok(text) = std::fs::read_to_string(log) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                Some(it.next()?.parse().ok()?..it.next()?.parse().ok()?)
+            })
+            .collect()
+    }
+
+    pub fn arc(s: LoggingSource) -> Arc<dyn Source> {
+        Arc::new(s)
+    }
+}

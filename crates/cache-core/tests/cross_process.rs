@@ -1,0 +1,129 @@
+//! Two processes, one object: the second follows the first's fill, reads
+//! what it committed, and takes over when the first is killed.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::testing::MemorySource;
+use cache_core::{FetchOptions, FillOptions, FillState, Store, StoreOptions};
+use common::child::{self, LoggingSource};
+use common::*;
+
+const URL: &str = "mem://cross-process";
+const CS: usize = 64 * KIB;
+const LEN: usize = 24 * MIB + 99;
+const SEED: u64 = 7;
+
+fn options() -> FetchOptions {
+    FetchOptions {
+        chunk_size: CS as u32,
+        fill: FillOptions {
+            connections: 2,
+            max_request_bytes: 1 << 20,
+            ..FillOptions::default()
+        },
+        ..FetchOptions::default()
+    }
+}
+
+#[test]
+#[ignore = "run by cross-process tests as a child process"]
+fn cross_process_child_fill() {
+    let (Ok(store_dir), Ok(log)) = (
+        std::env::var(child::STORE_ENV),
+        std::env::var(child::LOG_ENV),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::open_with(
+            &store_dir,
+            StoreOptions {
+                flush_interval: Duration::from_millis(20),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let inner = MemorySource::new(URL, pattern(LEN, SEED))
+            .with_piece_size(16 * KIB)
+            .with_piece_delay_ms(3);
+        let src = child::arc(LoggingSource {
+            inner,
+            log: log.into(),
+        });
+        let object = store.fetch(src, options()).await.unwrap();
+        object.wait_complete().await.unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_while_leader_fills_then_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let bytes = pattern(LEN, SEED);
+    let mut leader = child::spawn(
+        "cross_process_child_fill",
+        &store_dir,
+        &dir.path().join("leader.log"),
+    );
+
+    // Wait (bounded) until the leader has registered the object.
+    let started = Instant::now();
+    while !store_dir
+        .join("objects")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "leader never registered the object"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let store = Store::open(&store_dir).unwrap();
+    let src = MemorySource::new(URL, bytes.clone());
+    let object = store.fetch(Arc::new(src.clone()), options()).await.unwrap();
+    assert_eq!(
+        object.progress().state,
+        FillState::Following,
+        "the leader holds the fill"
+    );
+
+    // The follower reads the leader's first chunks while it fills.
+    let head = bounded("head", object.read_at(0, 4096)).await.unwrap();
+    assert!(head[..] == bytes[..4096]);
+    assert!(
+        leader.try_wait().unwrap().is_none(),
+        "leader should still be filling"
+    );
+    assert_eq!(
+        src.bytes_delivered(),
+        0,
+        "the follower fetched while the leader was alive"
+    );
+    let before_kill = object.progress().chunks_done;
+
+    leader.kill().unwrap(); // SIGKILL: the lock dies with it
+    leader.wait().unwrap();
+
+    let root = bounded("take-over", object.wait_complete()).await.unwrap();
+    assert_eq!(root, blake3::hash(&bytes));
+    let all = object.read_at(0, LEN as u64).await.unwrap();
+    assert!(all[..] == bytes[..]);
+    // The follower fetched only what the leader had not made durable.
+    let fetched = src.bytes_delivered();
+    assert!(fetched > 0, "the follower did not take over");
+    assert!(
+        fetched <= (LEN as u64) - before_kill * CS as u64,
+        "take-over refetched chunks the leader had committed ({fetched} bytes)"
+    );
+    let counts = src.chunk_request_counts(CS as u64);
+    assert!(
+        counts.iter().all(|&n| n <= 1),
+        "a chunk was fetched twice: {counts:?}"
+    );
+}

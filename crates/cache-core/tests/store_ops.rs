@@ -1,0 +1,100 @@
+//! Store operations: import, lookup by reference, listing, removal, and
+//! LRU eviction that never touches an object in use.
+
+mod common;
+
+use std::sync::Arc;
+
+use cache_core::testing::MemorySource;
+use cache_core::{Error, FetchOptions, Store, DEFAULT_CHUNK_SIZE};
+use common::*;
+
+#[tokio::test]
+async fn import_gives_the_b3sum_hash_and_dedupes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    for len in [0usize, 1, MIB, 3 * MIB + 17] {
+        let bytes = pattern(len, len as u64);
+        let file = dir.path().join(format!("f{len}"));
+        std::fs::write(&file, &bytes).unwrap();
+        let object = store.import(&file, DEFAULT_CHUNK_SIZE).unwrap();
+        assert_eq!(object.blake3(), Some(blake3::hash(&bytes)), "len {len}");
+        assert!(object.read_at(0, len as u64).await.unwrap()[..] == bytes[..]);
+        let again = store.import(&file, DEFAULT_CHUNK_SIZE).unwrap();
+        assert_eq!(again.key(), object.key(), "same bytes, same object");
+    }
+    assert_eq!(store.list().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn references_resolve_by_hash_prefix_and_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = pattern(MIB + 5, 9);
+    let hash = blake3::hash(&bytes);
+    let src = MemorySource::new("http://example.test/img.raw", bytes.clone());
+    let object = store
+        .fetch(Arc::new(src), FetchOptions::default())
+        .await
+        .unwrap();
+    object.wait_complete().await.unwrap();
+    let hex = hash.to_hex().to_string();
+    for r in [
+        &hex[..],
+        &hex[..8],
+        &hex.to_uppercase()[..12],
+        "http://example.test/img.raw",
+        object.key(),
+    ] {
+        assert_eq!(store.resolve(r).unwrap(), object.key(), "{r}");
+    }
+    assert!(matches!(store.resolve("abc"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.resolve("http://example.test/other"),
+        Err(Error::NotFound(_))
+    ));
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, "complete");
+    assert_eq!(listed[0].info.blake3, Some(hash));
+    assert_eq!(listed[0].info.source, "http://example.test/img.raw");
+}
+
+#[tokio::test]
+async fn gc_evicts_least_recently_used_and_never_an_object_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..4u64 {
+        let file = dir.path().join(format!("f{i}"));
+        std::fs::write(&file, pattern(2 * MIB, i)).unwrap();
+        let o = store.import(&file, DEFAULT_CHUNK_SIZE).unwrap();
+        keys.push(o.key().to_owned());
+        drop(o);
+        // Distinct last-use times (mtime resolution).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Object 1 is being read; then 0, 2 and 3 are used, in that order:
+    // object 1 is the least recently used, but in use.
+    let in_use = store.open_ref(&keys[1]).unwrap();
+    for k in [0, 2, 3] {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(store.open_ref(&keys[k]).unwrap());
+    }
+
+    let report = store.gc(5 * MIB as u64).unwrap();
+    let evicted: Vec<_> = report.evicted.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        evicted,
+        vec![keys[0].clone(), keys[2].clone()],
+        "LRU order, skipping the busy one"
+    );
+    assert_eq!(report.skipped_busy, vec![keys[1].clone()]);
+    assert!(report.bytes_after <= 5 * MIB as u64);
+    assert!(store.open_ref(&keys[3]).is_ok());
+    assert!(store.open_ref(&keys[0]).is_err(), "evicted");
+    assert!(matches!(store.remove(&keys[1]), Err(Error::Busy { .. })));
+    drop(in_use);
+    store.remove(&keys[1]).unwrap();
+    assert!(store.open_ref(&keys[1]).is_err());
+}

@@ -1,0 +1,238 @@
+//! [`HttpSource`]: the HTTP(S) implementation of [`cache_core::Source`].
+//!
+//! # Model
+//!
+//! One `HttpSource` stands for one upstream URL. It owns a pooled hyper
+//! client (HTTP/1.1 and HTTP/2 via ALPN, rustls, proxies from the
+//! environment) shared by all its requests, so the filler's parallel range
+//! reads reuse connections.
+//!
+//! * [`Source::probe`] sends `GET` with `Range: bytes=0-0` (falls back to
+//!   `HEAD` when the origin answers oddly) and learns length, validator and
+//!   range support.
+//! * [`Source::read_range`] sends one single-range `GET` (never multi-range)
+//!   with `If-Range` when the validator is a strong ETag, validates the
+//!   response strictly (status, `Content-Range` exactly equal to the request,
+//!   validator, length), and returns a body stream. A broken body (reset,
+//!   stall, short) is resumed transparently from the last byte received by a
+//!   new request that is validated the same way.
+//! * Redirects are followed by hand (at most `max_redirects`, loops are
+//!   detected); the final URL is remembered and used by later range reads.
+//!   When it stops working (401/403/404/410 — typically an expired signed
+//!   URL) the source re-resolves once from the original URL.
+//! * Transient faults (connect errors, resets, time-outs, 5xx, 429, short
+//!   bodies, inconsistent `Content-Range`) are retried with bounded,
+//!   jittered exponential backoff; `Retry-After` is honoured.
+//!
+//! Invariant 2 of the design (no mixing of versions) is enforced here: every
+//! response's validator and total length must equal the `expect` given by
+//! the caller, else the read fails with [`cache_core::SourceErrorKind::Changed`].
+
+mod client;
+mod probe;
+mod read;
+mod request;
+mod retry;
+mod validate;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_core::{RangeBody, Source, SourceError, SourceInfo};
+use futures::future::BoxFuture;
+use http::Uri;
+
+pub use validate::{
+    is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
+};
+
+/// Where proxies come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProxyConfig {
+    /// `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY` (and their
+    /// lower-case forms), like curl.
+    #[default]
+    Env,
+    /// Always connect directly.
+    None,
+    /// Explicit proxy URLs (same syntax as the environment variables).
+    Explicit {
+        /// Proxy for `http://` URLs.
+        http: Option<String>,
+        /// Proxy for `https://` URLs (tunnelled with CONNECT).
+        https: Option<String>,
+        /// Comma-separated hosts/domains/CIDRs that bypass the proxy.
+        no_proxy: Option<String>,
+    },
+}
+
+/// Settings of an [`HttpSource`]. `Default` gives production values.
+#[derive(Clone, Debug)]
+pub struct HttpSourceConfig {
+    /// Extra trusted CA certificate(s), PEM, added to webpki and system roots.
+    pub extra_ca: Option<PathBuf>,
+    /// Proxy selection.
+    pub proxy: ProxyConfig,
+    /// Retries per logical request after the first attempt (default 8). The
+    /// count resets whenever body bytes arrive, so a long transfer survives
+    /// many spaced-out resets.
+    pub max_retries: u32,
+    /// First backoff step (default 200 ms); doubles per retry, with jitter.
+    pub retry_base: Duration,
+    /// Largest computed backoff step (default 30 s).
+    pub retry_cap: Duration,
+    /// Upper bound on a server's `Retry-After` (default 120 s).
+    pub max_retry_after: Duration,
+    /// Abort and retry (from the last byte received) when no response
+    /// header or body byte arrives for this long (default 30 s).
+    pub stall_timeout: Duration,
+    /// TCP connect time-out (default 30 s).
+    pub connect_timeout: Duration,
+    /// Maximum number of redirects followed per request (default 10).
+    pub max_redirects: usize,
+    /// Bandwidth limit in bytes/s shared by all requests of this source.
+    pub limit_rate: Option<u64>,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for HttpSourceConfig {
+    fn default() -> Self {
+        HttpSourceConfig {
+            extra_ca: None,
+            proxy: ProxyConfig::Env,
+            max_retries: 8,
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            max_redirects: 10,
+            limit_rate: None,
+            user_agent: concat!("blockcache/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// Why an [`HttpSource`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSourceError {
+    /// The URL does not parse or is not absolute http(s).
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The extra CA file could not be read or holds no usable certificate.
+    #[error("extra CA {path:?}: {reason}")]
+    ExtraCa {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// TLS set-up failed.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// An HTTP(S) URL as a [`Source`]. Cheap to share: clone the `Arc` you keep
+/// it in; all clones of the inner state share one connection pool.
+#[derive(Debug)]
+pub struct HttpSource {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the source and the body streams it hands out (the
+/// streams are `'static`, so they hold an `Arc` of this).
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) original: Uri,
+    /// The URL exactly as given, for [`Source::identity`].
+    pub(crate) original_str: String,
+    pub(crate) client: client::HttpClient,
+    pub(crate) matcher: Arc<hyper_util::client::proxy::matcher::Matcher>,
+    pub(crate) config: HttpSourceConfig,
+    /// Final URL after redirects, reused by range reads; `None` = original.
+    pub(crate) resolved: Mutex<Option<Uri>>,
+    pub(crate) limiter: Option<retry::RateLimiter>,
+}
+
+impl HttpSource {
+    /// Creates a source for `url` (absolute `http://` or `https://`).
+    pub fn new(url: &str, config: HttpSourceConfig) -> Result<HttpSource, HttpSourceError> {
+        let invalid = |reason: &str| HttpSourceError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let original: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+        match original.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err(invalid("scheme must be http or https")),
+        }
+        if original.host().is_none_or(str::is_empty) {
+            return Err(invalid("no host"));
+        }
+        let (client, matcher) = client::build(&config)?;
+        let limiter = config.limit_rate.map(retry::RateLimiter::new);
+        Ok(HttpSource {
+            inner: Arc::new(Inner {
+                original,
+                original_str: url.to_owned(),
+                client,
+                matcher,
+                config,
+                resolved: Mutex::new(None),
+                limiter,
+            }),
+        })
+    }
+
+    /// The URL range reads currently go to (the final URL of the last
+    /// redirect chain, or the original URL).
+    pub fn current_url(&self) -> String {
+        self.inner.current().to_string()
+    }
+}
+
+impl Inner {
+    /// The URL to send the next range read to.
+    pub(crate) fn current(&self) -> Uri {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.original.clone())
+    }
+
+    /// Remembers the final URL of a successful redirect chain (`None`
+    /// forgets it, forcing the next request to re-resolve).
+    pub(crate) fn set_resolved(&self, uri: Option<Uri>) {
+        let uri = uri.filter(|u| *u != self.original);
+        *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = uri;
+    }
+}
+
+impl Source for HttpSource {
+    fn identity(&self) -> String {
+        self.inner.original_str.clone()
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<SourceInfo, SourceError>> {
+        Box::pin(probe::probe(self.inner.clone()))
+    }
+
+    fn read_range<'a>(
+        &'a self,
+        range: Range<u64>,
+        expect: &'a SourceInfo,
+    ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
+        Box::pin(read::read_range(self.inner.clone(), range, expect.clone()))
+    }
+}
