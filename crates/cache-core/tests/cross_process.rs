@@ -96,6 +96,18 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
     // The follower reads the leader's first chunks while it fills.
     let head = bounded("head", object.read_at(0, 4096)).await.unwrap();
     assert!(head[..] == bytes[..4096]);
+    // A far read is demanded across processes: the leader fetches it out
+    // of order, long before its in-order fill gets there.
+    let far = (LEN - 1000) as u64;
+    let tail = bounded("far read", object.read_at(far, 1000))
+        .await
+        .unwrap();
+    assert!(tail[..] == bytes[LEN - 1000..]);
+    let p = object.progress();
+    assert!(
+        p.chunks_done < p.chunks_total / 2,
+        "the far chunk came with the in-order fill: {p:?}"
+    );
     assert!(
         leader.try_wait().unwrap().is_none(),
         "leader should still be filling"
@@ -105,7 +117,7 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
         0,
         "the follower fetched while the leader was alive"
     );
-    let before_kill = object.progress().chunks_done;
+    let before_kill = object.progress().bytes_done;
 
     leader.kill().unwrap(); // SIGKILL: the lock dies with it
     leader.wait().unwrap();
@@ -118,12 +130,72 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
     let fetched = src.bytes_delivered();
     assert!(fetched > 0, "the follower did not take over");
     assert!(
-        fetched <= (LEN as u64) - before_kill * CS as u64,
+        fetched <= (LEN as u64) - before_kill,
         "take-over refetched chunks the leader had committed ({fetched} bytes)"
     );
     let counts = src.chunk_request_counts(CS as u64);
     assert!(
         counts.iter().all(|&n| n <= 1),
         "a chunk was fetched twice: {counts:?}"
+    );
+}
+
+/// A process that only reads (it opened the object by reference, with no
+/// fetch of its own) still takes over a dead leader's fill, using the
+/// store's source factory, and its reader completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_takes_over_through_the_source_factory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let bytes = pattern(LEN, SEED);
+    let mut leader = child::spawn(
+        "cross_process_child_fill",
+        &store_dir,
+        &dir.path().join("leader.log"),
+    );
+    let started = Instant::now();
+    while !store_dir
+        .join("objects")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "leader never registered the object"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let src = MemorySource::new(URL, bytes.clone());
+    let factory_src = src.clone();
+    let factory: cache_core::SourceFactory = Arc::new(move |url: &str| {
+        assert_eq!(url, URL);
+        Ok(Arc::new(factory_src.clone()) as Arc<dyn cache_core::Source>)
+    });
+    let store = Store::open_with(
+        &store_dir,
+        StoreOptions {
+            source_factory: Some(factory),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let object = store.open_ref(URL).unwrap();
+    // Wait for the leader's first chunk, then kill it while the reader waits
+    // for the whole object.
+    bounded("head", object.read_at(0, 10)).await.unwrap();
+    let reader = {
+        let object = object.clone();
+        tokio::spawn(async move { object.read_at(0, LEN as u64).await })
+    };
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    let all = bounded("reader after take-over", reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(all[..] == bytes[..]);
+    assert!(
+        src.bytes_delivered() > 0,
+        "the reader's process did not take over"
     );
 }

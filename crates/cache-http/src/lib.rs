@@ -4,10 +4,11 @@
 //!   client implementing [`cache_core::Source`] (TLS, HTTP/2, proxies,
 //!   redirects, retries, validation of every response against the version
 //!   the fill started with).
-//! * [`endpoint`]: the local side — building blocks of the HTTP endpoint
-//!   that serves objects, partial ones included (Range parsing,
-//!   multipart/byteranges framing, safe mirror paths, ETags, Prometheus
-//!   metrics).
+//! * [`endpoint`]: the local side — the hyper server
+//!   ([`endpoint::Endpoint`]) that serves objects by BLAKE3 hash and as
+//!   pull-through mirrors, partial ones included, plus its building blocks
+//!   (Range parsing, multipart/byteranges framing, safe mirror paths,
+//!   ETags, Prometheus metrics).
 
 #![warn(missing_docs)]
 

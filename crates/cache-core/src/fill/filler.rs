@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use roaring::RoaringBitmap;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
@@ -14,8 +15,11 @@ use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
-use crate::object::{ObjectShared, Phase};
+use crate::object::{read_remote_demand, ObjectShared, Phase};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
+
+/// How often the filler looks for demands of readers in other processes.
+const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
@@ -23,6 +27,9 @@ pub(crate) struct FillCtx {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) info: SourceInfo,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
+    /// Chunks readers in other processes wait for: flushed at once when
+    /// committed, since those readers see only durable chunks.
+    remote_demand: Mutex<RoaringBitmap>,
     pending: Mutex<Pending>,
     durability: Durability,
     flush_wake: Notify,
@@ -57,6 +64,7 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
         source: plan.source,
         info: plan.info,
         cvs: Mutex::new(cvs),
+        remote_demand: Mutex::new(RoaringBitmap::new()),
         pending: Mutex::new(Pending {
             records: Vec::new(),
             bytes: 0,
@@ -117,11 +125,24 @@ async fn drive(
     }
     let connections = options.connections.max(1);
     let mut tasks: HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)> = HashMap::new();
-    let result = loop {
+    let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
+    remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut remote: Vec<u32> = Vec::new();
+    let result = 'fill: loop {
+        // Catch up with chunks committed since the last turn: readers see a
+        // chunk before its event is handled here, and a demand judged
+        // against a stale view would cut a request that is about to
+        // deliver it (refetching bytes already in flight).
+        while let Ok(ev) = events.try_recv() {
+            if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
+                break 'fill Err(e);
+            }
+        }
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
         loop {
-            let demanded = ctx.obj.state.lock().demand.oldest(64);
+            let mut demanded = ctx.obj.state.lock().demand.oldest(64);
+            demanded.extend_from_slice(&remote);
             let busy = tasks.len();
             let may_prefetch = busy < connections;
             if !(may_prefetch || (!demanded.is_empty() && busy < connections + 1)) {
@@ -156,26 +177,20 @@ async fn drive(
         }
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(Event::ChunkDone(c)) => sched.chunk_done(c),
-                Some(Event::WholeBody) => sched.set_single_stream(),
-                Some(Event::RunEnded { id, result }) => {
-                    tasks.remove(&id);
-                    sched.run_ended(id);
-                    match result {
-                        Ok(()) => {}
-                        Err(Error::Source { cause, .. })
-                            if cause.kind == SourceErrorKind::RangesUnsupported
-                                && !sched.single_stream() =>
-                        {
-                            tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
-                            sched.set_single_stream();
-                        }
-                        Err(e) => break Err(e),
+                Some(ev) => {
+                    if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
+                        break Err(e);
                     }
                 }
                 None => unreachable!("the context holds a sender"),
             },
             _ = ctx.obj.filler_wake.notified() => {}
+            _ = remote_tick.tick() => {
+                remote.clear();
+                read_remote_demand(&ctx.obj.dir, &mut remote);
+                remote.retain(|&c| c < header.chunk_count() && !sched.is_done(c));
+                *ctx.remote_demand.lock() = remote.iter().copied().collect();
+            }
         }
     };
     if result.is_err() {
@@ -191,6 +206,36 @@ async fn drive(
         }
     }
     result
+}
+
+/// Applies one filler event to the scheduler and the task table; an error
+/// ends the fill.
+fn apply_event(
+    ctx: &Arc<FillCtx>,
+    sched: &mut FillScheduler,
+    tasks: &mut HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)>,
+    ev: Event,
+) -> Result<()> {
+    match ev {
+        Event::ChunkDone(c) => sched.chunk_done(c),
+        Event::WholeBody => sched.set_single_stream(),
+        Event::RunEnded { id, result } => {
+            tasks.remove(&id);
+            sched.run_ended(id);
+            match result {
+                Ok(()) => {}
+                Err(Error::Source { cause, .. })
+                    if cause.kind == SourceErrorKind::RangesUnsupported
+                        && !sched.single_stream() =>
+                {
+                    tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
+                    sched.set_single_stream();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Flushes what was committed, then (when complete) records the root.
@@ -272,7 +317,7 @@ impl FillCtx {
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
             p.bytes += data.len() as u64;
-            if p.bytes >= obj.store.options.flush_bytes {
+            if p.bytes >= obj.store.options.flush_bytes || self.remote_demand.lock().contains(c) {
                 self.flush_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.

@@ -122,17 +122,20 @@ pub(crate) fn start_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> 
 
 /// Called by the follower: takes the fill over if the lock is free now.
 pub(crate) fn try_take_over(obj: &Arc<ObjectShared>) -> Result<()> {
-    let plan = {
+    let plan = match obj.state.lock().plan.clone() {
+        Some(plan) => plan,
+        None => factory_plan(obj)?,
+    };
+    {
         let mut st = obj.state.lock();
-        match (&st.phase, &st.plan) {
-            (Phase::Following | Phase::Idle, Some(plan)) => {
-                let plan = plan.clone();
+        match st.phase {
+            Phase::Following | Phase::Idle => {
+                st.plan = Some(plan.clone());
                 st.phase = Phase::Filling;
-                plan
             }
             _ => return Ok(()),
         }
-    };
+    }
     begin(obj, plan)
 }
 
@@ -177,27 +180,31 @@ pub(crate) fn ensure_fill(obj: &ObjectShared) -> Result<()> {
     };
     let plan = match plan {
         Some(p) => p,
-        None => {
-            let Some(factory) = obj.store.options.source_factory.clone() else {
-                return Err(Error::NoSource {
-                    key: obj.key.clone(),
-                    url: obj.header.source.clone(),
-                });
-            };
-            let source = factory(&obj.header.source).map_err(|cause| Error::Source {
-                url: obj.header.source.clone(),
-                cause,
-            })?;
-            FillPlan {
-                source,
-                info: SourceInfo {
-                    len: obj.header.len,
-                    validator: obj.header.validator.clone(),
-                    ranges: true,
-                },
-                options: FillOptions::default(),
-            }
-        }
+        None => factory_plan(&obj)?,
     };
     start_fill(&obj, plan)
+}
+
+/// A plan from the store's source factory and the object's header, for
+/// objects opened from disk (resume, repair, reads by hash).
+fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
+    let Some(factory) = obj.store.options.source_factory.clone() else {
+        return Err(Error::NoSource {
+            key: obj.key.clone(),
+            url: obj.header.source.clone(),
+        });
+    };
+    let source = factory(&obj.header.source).map_err(|cause| Error::Source {
+        url: obj.header.source.clone(),
+        cause,
+    })?;
+    Ok(FillPlan {
+        source,
+        info: SourceInfo {
+            len: obj.header.len,
+            validator: obj.header.validator.clone(),
+            ranges: true,
+        },
+        options: FillOptions::default(),
+    })
 }

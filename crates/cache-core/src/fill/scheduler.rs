@@ -87,6 +87,11 @@ impl FillScheduler {
         self.done.len() == u64::from(self.chunk_count)
     }
 
+    /// Whether chunk `c` is complete.
+    pub fn is_done(&self, c: u32) -> bool {
+        self.done.contains(c)
+    }
+
     /// Number of chunks currently claimed by running requests.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.len()

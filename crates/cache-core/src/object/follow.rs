@@ -76,7 +76,14 @@ impl ObjectShared {
                 }
                 tick = tick.wrapping_add(1);
                 if tick.is_multiple_of(TAKEOVER_EVERY) {
-                    let wanted = obj.state.lock().plan.is_some();
+                    // Take over when this process wants the object filled:
+                    // it fetched it (a plan), or readers wait and the
+                    // store can make a source for it.
+                    let wanted = {
+                        let st = obj.state.lock();
+                        st.plan.is_some()
+                            || (!st.demand.is_empty() && obj.store.options.source_factory.is_some())
+                    };
                     if wanted {
                         // Clears `watching` itself when it takes over.
                         if let Err(e) = crate::fill::try_take_over(&obj) {

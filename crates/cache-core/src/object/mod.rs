@@ -10,6 +10,7 @@
 mod demand;
 mod follow;
 mod read;
+mod remote_demand;
 mod verify;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
 pub use read::ObjectReader;
+pub(crate) use remote_demand::read_remote_demand;
 pub use verify::VerifyReport;
 
 /// What an object's fill is doing, as seen from this process.
@@ -123,6 +125,9 @@ pub(crate) struct ObjectShared {
     readers: AtomicUsize,
     /// This object itself, for tasks spawned from `&self` methods.
     pub(crate) me: std::sync::Weak<ObjectShared>,
+    /// Where this process publishes its readers' demands while another
+    /// process fills the object.
+    remote_demand: Mutex<Option<remote_demand::DemandFile>>,
 }
 
 /// A handle to an object of the store. Cheap to clone.
@@ -197,6 +202,7 @@ impl ObjectShared {
             store,
             handles: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
+            remote_demand: Mutex::new(None),
         })
     }
 

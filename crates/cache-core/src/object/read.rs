@@ -30,10 +30,13 @@ impl Drop for DemandGuard<'_> {
         if self.chunks.is_empty() {
             return;
         }
-        let mut st = self.obj.state.lock();
-        for &c in &self.chunks {
-            st.demand.remove(c);
+        {
+            let mut st = self.obj.state.lock();
+            for &c in &self.chunks {
+                st.demand.remove(c);
+            }
         }
+        self.obj.publish_remote_demand();
     }
 }
 
@@ -94,6 +97,7 @@ impl ObjectShared {
                     guard.chunks.push(c);
                     crate::fill::ensure_fill(self)?;
                     self.filler_wake.notify_one();
+                    self.publish_remote_demand();
                 }
                 // A dropped sender (phase change) just means: look again.
                 let _ = rx.await;

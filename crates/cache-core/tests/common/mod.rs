@@ -46,23 +46,49 @@ pub mod child {
     pub const STORE_ENV: &str = "BLOCKCACHE_TEST_CHILD_STORE";
     pub const LOG_ENV: &str = "BLOCKCACHE_TEST_CHILD_LOG";
 
+    /// A child process that is killed when dropped (a failing test must
+    /// not leave it running against a deleted temp dir).
+    pub struct KillOnDrop(pub Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    impl std::ops::Deref for KillOnDrop {
+        type Target = Child;
+        fn deref(&self) -> &Child {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for KillOnDrop {
+        fn deref_mut(&mut self) -> &mut Child {
+            &mut self.0
+        }
+    }
+
     /// Starts `test_name` of the current test binary as a child process.
-    pub fn spawn(test_name: &str, store: &Path, log: &Path) -> Child {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                test_name,
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(STORE_ENV, store)
-            .env(LOG_ENV, log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
+    pub fn spawn(test_name: &str, store: &Path, log: &Path) -> KillOnDrop {
+        KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    test_name,
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(STORE_ENV, store)
+                .env(LOG_ENV, log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// A source that appends every requested range to a log file before

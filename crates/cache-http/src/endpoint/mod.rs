@@ -11,9 +11,25 @@
 //!   ever escaping the base path.
 //! - [`etag`]: ETag generation and `If-None-Match` evaluation.
 //! - [`metrics`]: a dependency-free Prometheus text-format registry.
+//!
+//! and the server itself:
+//!
+//! - [`server`]: [`Endpoint`], [`EndpointConfig`], binding, the accept loop,
+//!   hardening and graceful shutdown.
+//! - `routes`, `serve_object`, `status`: the routes (see [`server`]'s docs
+//!   for the list), range serving of partial objects, `/status`.
 
 pub mod etag;
 pub mod metrics;
 pub mod mirror_path;
 pub mod multipart;
 pub mod range;
+pub mod server;
+
+mod metered;
+mod routes;
+mod serve_object;
+mod status;
+
+pub use serve_object::{Body, BodyError};
+pub use server::{BoundEndpoint, Endpoint, EndpointConfig, EndpointError, MirrorSourceFactory};

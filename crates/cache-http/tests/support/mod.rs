@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod endpoint;
 pub mod fault_origin;
 pub mod nginx;
 

@@ -1,0 +1,352 @@
+//! Request routing and the pull-through mirror logic.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET\|HEAD /blobs/{blake3-hex}` | an object by BLAKE3 hash: complete, or filling when its hash was given up front |
+//! | `GET\|HEAD /m/{mirror}/{path}` | pull-through mirror of `BASE/path` |
+//! | `GET /status` | JSON: every object, its progress and rate |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! Mirror objects are revalidated with the origin at most every
+//! [`EndpointConfig::revalidate`](super::server::EndpointConfig): the first
+//! request probes the origin (and starts or attaches to the fill), later
+//! requests inside the window reuse the known object without asking the
+//! origin. When the origin is unreachable a complete copy is served; when
+//! the origin says 404 the answer is 404.
+//!
+//! Representation metadata: cache-core stores neither `Content-Type` nor
+//! `Last-Modified`, and the [`Source`](cache_core::Source) trait does not
+//! report them, so objects are served as `application/octet-stream`
+//! (right for disk images and archives). `Last-Modified` is passed on when
+//! the origin's validator is its Last-Modified date (`lm:` validators of
+//! `HttpSource`, i.e. origins without a strong ETag). Mirrored objects get
+//! a strong ETag derived from (URL, upstream validator, length) that stays
+//! the same once the object completes, so `If-Range` resumes keep working;
+//! conditionals also accept the content hash tag once it is known.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::{Error, FetchOptions, FillState, Object, SourceErrorKind, Store};
+use http::{header, Method, Request, Response, StatusCode};
+use parking_lot::Mutex;
+use url::Url;
+
+use super::metrics::Metrics;
+use super::mirror_path::{join_mirror_path, split_mirror_name};
+use super::serve_object::{self, text, Body, ServeMeta};
+use super::server::{EndpointConfig, MirrorSourceFactory};
+use super::status::Tracker;
+
+/// How a request found its object, for the hit/miss/coalesced metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// Complete when requested.
+    Hit,
+    /// This request started the fill.
+    Miss,
+    /// Attached to a fill already running.
+    Coalesced,
+}
+
+/// What the endpoint remembers about one mirrored URL.
+#[derive(Default)]
+struct MirrorEntry {
+    /// Key of the object the last successful probe resolved to.
+    key: Option<String>,
+    /// When the origin was last asked.
+    probed: Option<Instant>,
+}
+
+/// Shared state of a running endpoint.
+pub(crate) struct App {
+    pub(crate) store: Store,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tracker: Tracker,
+    mirrors: HashMap<String, Url>,
+    factory: Option<MirrorSourceFactory>,
+    revalidate: Duration,
+    fetch: FetchOptions,
+    pub(crate) max_ranges: usize,
+    max_header_bytes: usize,
+    /// Per mirrored URL, serialised by its own async mutex so that two
+    /// first requests for one URL probe the origin once.
+    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
+}
+
+impl App {
+    pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
+        let metrics = Arc::new(Metrics::new());
+        let factory = config
+            .source_factory
+            .clone()
+            .map(|f| super::metered::metered_factory(f, metrics.clone(), config.fetch.chunk_size));
+        App {
+            store,
+            tracker: Tracker::default(),
+            metrics,
+            mirrors: config.mirrors.iter().cloned().collect(),
+            factory,
+            revalidate: config.revalidate,
+            fetch: config.fetch.clone(),
+            max_ranges: config.max_ranges,
+            max_header_bytes: config.max_header_bytes,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// Answers one request. Never fails: errors become error responses.
+    pub(crate) async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+        let (parts, _body) = req.into_parts();
+        // hyper bounds its read buffer, but a head that arrives in one read
+        // can exceed it: enforce the limit on the parsed head as well.
+        let head_bytes: usize = parts.uri.to_string().len()
+            + parts
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > self.max_header_bytes {
+            return text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("request head larger than {} bytes\n", self.max_header_bytes),
+            );
+        }
+        let path = parts.uri.path().to_owned();
+        let method = parts.method.clone();
+        let get_or_head = method == Method::GET || method == Method::HEAD;
+        if path == "/status" || path == "/metrics" {
+            if !get_or_head {
+                return method_not_allowed();
+            }
+            let (ct, body) = if path == "/status" {
+                ("application/json", self.status_json())
+            } else {
+                self.metrics
+                    .active_fills
+                    .set(self.tracker.active_fills(&self.store) as i64);
+                (super::metrics::CONTENT_TYPE, self.metrics.render())
+            };
+            let mut resp = text(StatusCode::OK, body);
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ct));
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            if method == Method::HEAD {
+                *resp.body_mut() = serve_object::empty();
+            }
+            return resp;
+        }
+        if let Some(hex) = path.strip_prefix("/blobs/") {
+            if !get_or_head {
+                return method_not_allowed();
+            }
+            return self.blob(hex, &parts).await;
+        }
+        if let Some(rest) = path.strip_prefix("/m/") {
+            if !get_or_head {
+                return method_not_allowed();
+            }
+            return self.mirror(rest, &parts).await;
+        }
+        text(StatusCode::NOT_FOUND, "not found\n".to_owned())
+    }
+
+    fn status_json(&self) -> String {
+        match super::status::render(self) {
+            Ok(s) => s,
+            Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
+        }
+    }
+
+    async fn blob(&self, hex: &str, parts: &http::request::Parts) -> Response<Body> {
+        let hash = if hex.len() == 64 {
+            blake3::Hash::from_hex(hex.to_ascii_lowercase()).ok()
+        } else {
+            None
+        };
+        let Some(hash) = hash else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected /blobs/ followed by 64 hex digits of a BLAKE3 hash\n".to_owned(),
+            );
+        };
+        let object = match self.store.get(&hash) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("no object with BLAKE3 {}\n", hash.to_hex()),
+                )
+            }
+            Err(e) => return store_error(&e),
+        };
+        let found = match object.progress().state {
+            FillState::Complete => Found::Hit,
+            FillState::Filling | FillState::Following => Found::Coalesced,
+            _ => Found::Miss,
+        };
+        self.count(found);
+        self.tracker.track(&object);
+        let meta = ServeMeta {
+            etag: super::etag::strong_etag(&hash),
+            alt_etag: None,
+            last_modified: None,
+            content_type: "application/octet-stream",
+            immutable: true,
+        };
+        serve_object::serve(self, parts, object, &meta)
+    }
+
+    async fn mirror(&self, rest: &str, parts: &http::request::Parts) -> Response<Body> {
+        let (name, rest) = match split_mirror_name(rest) {
+            Ok(x) => x,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad mirror path: {e}\n")),
+        };
+        let Some(base) = self.mirrors.get(name) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown mirror {name:?}: only configured mirrors are served\n"),
+            );
+        };
+        let url = match join_mirror_path(base, rest) {
+            Ok(u) => u,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("refused path: {e}\n")),
+        };
+        let (object, found) = match self.mirror_object(url.as_str()).await {
+            Ok(x) => x,
+            Err(resp) => return resp,
+        };
+        self.count(found);
+        self.tracker.track(&object);
+        let info = object.info();
+        let meta = ServeMeta {
+            // Stable across completion, so resumes with If-Range keep working.
+            etag: super::etag::derived_etag(&info.source, &info.validator, info.len),
+            alt_etag: object.blake3().map(|h| super::etag::strong_etag(&h)),
+            last_modified: info
+                .validator
+                .strip_prefix("lm:")
+                .and_then(|d| httpdate::parse_http_date(d).ok()),
+            content_type: "application/octet-stream",
+            immutable: false,
+        };
+        serve_object::serve(self, parts, object, &meta)
+    }
+
+    /// The object behind a mirrored URL: reuse the known one inside the
+    /// revalidation window, else probe the origin through `Store::fetch`.
+    #[allow(clippy::result_large_err)]
+    async fn mirror_object(&self, url: &str) -> Result<(Object, Found), Response<Body>> {
+        let entry = self
+            .entries
+            .lock()
+            .entry(url.to_owned())
+            .or_default()
+            .clone();
+        let mut e = entry.lock().await;
+        let known = e.key.as_deref().and_then(|k| self.store.open_ref(k).ok());
+        let known_state = known.as_ref().map(|o| o.progress().state);
+        let running = matches!(known_state, Some(FillState::Filling | FillState::Following));
+        let fresh = e.probed.is_some_and(|t| t.elapsed() < self.revalidate);
+        // A running fill checks every response against the validator it
+        // started with, so it needs no revalidation of its own.
+        if let Some(obj) = known.clone() {
+            if running {
+                return Ok((obj, Found::Coalesced));
+            }
+            if fresh && known_state == Some(FillState::Complete) {
+                return Ok((obj, Found::Hit));
+            }
+        }
+        let Some(factory) = &self.factory else {
+            return self.fallback(url, known, "no upstream source is configured");
+        };
+        let source = match factory(url) {
+            Ok(s) => s,
+            Err(err) if err.kind == SourceErrorKind::NotFound => {
+                return Err(text(StatusCode::NOT_FOUND, format!("{err}\n")))
+            }
+            Err(err) => return self.fallback(url, known, &err.to_string()),
+        };
+        match self.store.fetch(source, self.fetch.clone()).await {
+            Ok(obj) => {
+                let found = match obj.progress().state {
+                    FillState::Complete => Found::Hit,
+                    _ if known.as_ref().is_some_and(|k| k.key() == obj.key()) && running => {
+                        Found::Coalesced
+                    }
+                    _ => Found::Miss,
+                };
+                e.key = Some(obj.key().to_owned());
+                e.probed = Some(Instant::now());
+                Ok((obj, found))
+            }
+            Err(err) => {
+                let kind = err.source_error().map(|s| s.kind);
+                if kind == Some(SourceErrorKind::NotFound) {
+                    e.key = None;
+                    e.probed = None;
+                    drop(e);
+                    self.entries.lock().remove(url);
+                    return Err(text(
+                        StatusCode::NOT_FOUND,
+                        format!("origin has no {url}\n"),
+                    ));
+                }
+                tracing::warn!(%url, error = %err, "origin probe failed");
+                self.fallback(url, known, &err.to_string())
+            }
+        }
+    }
+
+    /// The origin cannot be asked: serve a complete copy if we have one.
+    #[allow(clippy::result_large_err)]
+    fn fallback(
+        &self,
+        url: &str,
+        known: Option<Object>,
+        why: &str,
+    ) -> Result<(Object, Found), Response<Body>> {
+        let complete = |o: &Object| o.progress().state == FillState::Complete;
+        if let Some(o) = known.filter(complete) {
+            return Ok((o, Found::Hit));
+        }
+        // Resolving by URL prefers a complete object.
+        if let Ok(o) = self.store.open_ref(url) {
+            if complete(&o) {
+                return Ok((o, Found::Hit));
+            }
+        }
+        Err(text(
+            StatusCode::BAD_GATEWAY,
+            format!("origin unavailable for {url} and no complete copy cached: {why}\n"),
+        ))
+    }
+
+    fn count(&self, found: Found) {
+        match found {
+            Found::Hit => self.metrics.hits_total.inc(),
+            Found::Miss => self.metrics.misses_total.inc(),
+            Found::Coalesced => self.metrics.coalesced_requests_total.inc(),
+        }
+    }
+}
+
+fn method_not_allowed() -> Response<Body> {
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "only GET and HEAD\n".to_owned(),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+fn store_error(e: &Error) -> Response<Body> {
+    tracing::warn!(error = %e, "store error");
+    text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+}
