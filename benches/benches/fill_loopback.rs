@@ -1,7 +1,13 @@
 //! End-to-end fill over loopback HTTP: an in-process hyper 1.x origin
-//! serving a 256 MiB in-memory body with Range support, filled through
-//! [`LoopbackSource`] (a minimal range source: no retries, redirects or
-//! TLS) with the default fill options, per chunk size. Time is
+//! serving a 256 MiB in-memory body with Range support, filled with the
+//! default fill options through
+//!
+//! * `http_source/<chunk size>`: the real `cache_http::HttpSource`
+//!   (proxies off), for every chunk size;
+//! * `minimal_source/1MiB`: [`LoopbackSource`], a minimal range source (no
+//!   retries, redirects, TLS or rate limiting), for reference.
+//!
+//! Time is
 //! `Store::fetch` → `wait_complete`; throughput = object bytes. With
 //! `BENCH_ROUNDS=N` an interleaved pass follows (N rounds; median, min).
 //!
@@ -15,6 +21,7 @@ use benches::origin::{LoopbackSource, Origin};
 use benches::{human, interleaved, pattern, rounds, runtime, size, tempdir, MEASURE, WARM_UP};
 use bytes::Bytes;
 use cache_core::{FetchOptions, Source, Store};
+use cache_http::{HttpSource, HttpSourceConfig, ProxyConfig};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 fn fill_loopback(c: &mut Criterion) {
@@ -34,10 +41,19 @@ fn fill_loopback(c: &mut Criterion) {
         .sample_size(10)
         .throughput(Throughput::Bytes(len));
     let sizes = [64u64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20];
-    let fill_once = |cs: u64| {
+    let url = origin.url("img");
+    let fill_once = |minimal: bool, cs: u64| {
         let dir = tempdir();
         let store = Store::open(dir.path()).unwrap();
-        let src: Arc<dyn Source> = Arc::new(LoopbackSource::new(&origin.url("img")));
+        let src: Arc<dyn Source> = if minimal {
+            Arc::new(LoopbackSource::new(&url))
+        } else {
+            let config = HttpSourceConfig {
+                proxy: ProxyConfig::None,
+                ..HttpSourceConfig::default()
+            };
+            Arc::new(HttpSource::new(&url, config).unwrap())
+        };
         let options = FetchOptions {
             chunk_size: cs as u32,
             ..FetchOptions::default()
@@ -51,20 +67,29 @@ fn fill_loopback(c: &mut Criterion) {
         assert_eq!(hash, expected);
         elapsed
     };
-    for cs in sizes {
-        g.bench_function(BenchmarkId::new("minimal_source", human(cs)), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| fill_once(cs)).sum())
+    // (source is minimal, chunk size)
+    let mut variants: Vec<(bool, u64)> = sizes.iter().map(|&cs| (false, cs)).collect();
+    variants.push((true, 1 << 20));
+    let name = |minimal: bool| {
+        if minimal {
+            "minimal_source"
+        } else {
+            "http_source"
+        }
+    };
+    for &(minimal, cs) in &variants {
+        g.bench_function(BenchmarkId::new(name(minimal), human(cs)), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| fill_once(minimal, cs)).sum())
         });
     }
     g.finish();
-    let labels: Vec<String> = sizes.iter().map(|&cs| human(cs)).collect();
-    interleaved(
-        "fill_loopback/minimal_source",
-        &labels,
-        len,
-        rounds(),
-        |i| fill_once(sizes[i]),
-    );
+    let labels: Vec<String> = variants
+        .iter()
+        .map(|&(minimal, cs)| format!("{}/{}", name(minimal), human(cs)))
+        .collect();
+    interleaved("fill_loopback", &labels, len, rounds(), |i| {
+        fill_once(variants[i].0, variants[i].1)
+    });
     drop(origin);
 }
 
