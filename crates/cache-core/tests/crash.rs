@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::testing::MemorySource;
-use cache_core::{FetchOptions, FillOptions, Store, StoreOptions};
-use common::child::{self, LoggingSource};
+use cache_core::{FetchOptions, FillOptions, Store};
+use common::child;
 use common::*;
 use rand::Rng;
 
@@ -36,32 +36,14 @@ fn options() -> FetchOptions {
 #[test]
 #[ignore = "run by crash tests as a child process"]
 fn crash_child_fill() {
-    let (Ok(store_dir), Ok(log)) = (
-        std::env::var(child::STORE_ENV),
-        std::env::var(child::LOG_ENV),
-    ) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::open_with(
-            &store_dir,
-            StoreOptions {
-                flush_interval: Duration::from_millis(30),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        // ~10 MB/s per connection: 16 KiB pieces every 1.5 ms.
-        let inner = MemorySource::new(URL, pattern(LEN, SEED))
-            .with_piece_size(16 * KIB)
-            .with_piece_delay_ms(2);
-        let src = child::arc(LoggingSource {
-            inner,
-            log: log.into(),
-        });
-        let object = store.fetch(src, options()).await.unwrap();
-        object.wait_complete().await.unwrap();
+    // ~8 MB/s per connection: 16 KiB pieces every 2 ms.
+    child::run_child_fill(child::ChildFill {
+        url: URL,
+        len: LEN,
+        seed: SEED,
+        piece_delay_ms: 2,
+        flush_ms: 30,
+        options: options(),
     });
 }
 

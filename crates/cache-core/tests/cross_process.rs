@@ -4,11 +4,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cache_core::testing::MemorySource;
 use cache_core::{FetchOptions, FillOptions, FillState, Store, StoreOptions};
-use common::child::{self, LoggingSource};
+use common::child;
 use common::*;
 
 const URL: &str = "mem://cross-process";
@@ -31,31 +30,13 @@ fn options() -> FetchOptions {
 #[test]
 #[ignore = "run by cross-process tests as a child process"]
 fn cross_process_child_fill() {
-    let (Ok(store_dir), Ok(log)) = (
-        std::env::var(child::STORE_ENV),
-        std::env::var(child::LOG_ENV),
-    ) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = Store::open_with(
-            &store_dir,
-            StoreOptions {
-                flush_interval: Duration::from_millis(20),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        let inner = MemorySource::new(URL, pattern(LEN, SEED))
-            .with_piece_size(16 * KIB)
-            .with_piece_delay_ms(3);
-        let src = child::arc(LoggingSource {
-            inner,
-            log: log.into(),
-        });
-        let object = store.fetch(src, options()).await.unwrap();
-        object.wait_complete().await.unwrap();
+    child::run_child_fill(child::ChildFill {
+        url: URL,
+        len: LEN,
+        seed: SEED,
+        piece_delay_ms: 3,
+        flush_ms: 20,
+        options: options(),
     });
 }
 
@@ -70,19 +51,7 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
         &dir.path().join("leader.log"),
     );
 
-    // Wait (bounded) until the leader has registered the object.
-    let started = Instant::now();
-    while !store_dir
-        .join("objects")
-        .read_dir()
-        .is_ok_and(|mut d| d.next().is_some())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "leader never registered the object"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    child::wait_for_registration(&store_dir).await;
 
     let store = Store::open(&store_dir).unwrap();
     let src = MemorySource::new(URL, bytes.clone());
@@ -153,18 +122,7 @@ async fn a_reader_takes_over_through_the_source_factory() {
         &store_dir,
         &dir.path().join("leader.log"),
     );
-    let started = Instant::now();
-    while !store_dir
-        .join("objects")
-        .read_dir()
-        .is_ok_and(|mut d| d.next().is_some())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "leader never registered the object"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    child::wait_for_registration(&store_dir).await;
     let src = MemorySource::new(URL, bytes.clone());
     let factory_src = src.clone();
     let factory: cache_core::SourceFactory = Arc::new(move |url: &str| {

@@ -135,7 +135,56 @@ pub mod child {
             .collect()
     }
 
-    pub fn arc(s: LoggingSource) -> Arc<dyn Source> {
-        Arc::new(s)
+    /// What a child fill does: the object it fills and how slowly.
+    pub struct ChildFill {
+        pub url: &'static str,
+        pub len: usize,
+        pub seed: u64,
+        /// Milliseconds between 16 KiB pieces of each body.
+        pub piece_delay_ms: u64,
+        /// The store's flush interval (how much a kill can lose).
+        pub flush_ms: u64,
+        pub options: cache_core::FetchOptions,
+    }
+
+    /// The body of a child test: when run as a child (the environment says
+    /// where), fills `fill` into the store until killed; otherwise returns.
+    pub fn run_child_fill(fill: ChildFill) {
+        let (Ok(store_dir), Ok(log)) = (std::env::var(STORE_ENV), std::env::var(LOG_ENV)) else {
+            return;
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let options = cache_core::StoreOptions {
+                flush_interval: std::time::Duration::from_millis(fill.flush_ms),
+                ..cache_core::StoreOptions::default()
+            };
+            let store = cache_core::Store::open_with(&store_dir, options).unwrap();
+            let inner = MemorySource::new(fill.url, super::pattern(fill.len, fill.seed))
+                .with_piece_size(16 * super::KIB)
+                .with_piece_delay_ms(fill.piece_delay_ms);
+            let src: Arc<dyn Source> = Arc::new(LoggingSource {
+                inner,
+                log: log.into(),
+            });
+            let object = store.fetch(src, fill.options).await.unwrap();
+            object.wait_complete().await.unwrap();
+        });
+    }
+
+    /// Waits (bounded) until a child has registered its object in the store.
+    pub async fn wait_for_registration(store_dir: &Path) {
+        let started = std::time::Instant::now();
+        while !store_dir
+            .join("objects")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the child never registered its object"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
