@@ -98,3 +98,56 @@ async fn gc_evicts_least_recently_used_and_never_an_object_in_use() {
     store.remove(&keys[1]).unwrap();
     assert!(store.open_ref(&keys[1]).is_err());
 }
+
+/// A partial object whose upstream has since published a new version can
+/// never resume: gc evicts it first, before any complete object.
+#[tokio::test]
+async fn gc_evicts_partial_objects_of_a_superseded_version_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let v1 = MemorySource::new("http://example.test/img", pattern(4 * MIB, 1));
+    let old = store.fetch(Arc::new(v1), lazy()).await.unwrap();
+    old.read_at(0, 10).await.unwrap();
+    let old_key = old.key().to_owned();
+    drop(old);
+    // Registration times have one-second resolution.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let v2 = MemorySource::new("http://example.test/img", pattern(4 * MIB, 2));
+    let new = store
+        .fetch(Arc::new(v2), FetchOptions::default())
+        .await
+        .unwrap();
+    new.wait_complete().await.unwrap();
+    let new_key = new.key().to_owned();
+    drop(new);
+    // Also an unrelated partial object, which must stay (it can resume).
+    let other = MemorySource::new("http://example.test/other", pattern(2 * MIB, 3));
+    let other = store.fetch(Arc::new(other), lazy()).await.unwrap();
+    other.read_at(0, 10).await.unwrap();
+    let other_key = other.key().to_owned();
+    drop(other);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await; // lazy fills pause
+
+    let report = store.gc(0).unwrap();
+    let evicted: Vec<_> = report.evicted.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        evicted,
+        vec![old_key, new_key],
+        "superseded partial first, then complete"
+    );
+    assert!(
+        store.open_ref(&other_key).is_ok(),
+        "a resumable partial object was evicted"
+    );
+}
+
+fn lazy() -> FetchOptions {
+    FetchOptions {
+        fill: cache_core::FillOptions {
+            policy: cache_core::FillPolicy::Lazy,
+            readahead_chunks: 0,
+            ..cache_core::FillOptions::default()
+        },
+        ..FetchOptions::default()
+    }
+}

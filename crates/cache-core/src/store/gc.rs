@@ -1,5 +1,11 @@
-//! Size-limited eviction: least recently used complete objects go first;
-//! an object being filled or read (in any process) is never evicted.
+//! Size-limited eviction. First to go are partial objects of an upstream
+//! version that has since been superseded (a newer object of the same URL
+//! exists: their fill can never resume, since bytes of two versions never
+//! mix); then complete objects, least recently used first. Other partial
+//! objects are kept (they resume), and an object being filled or read (in
+//! any process) is never evicted.
+
+use std::collections::HashMap;
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -17,8 +23,9 @@ pub struct GcReport {
 }
 
 impl Store {
-    /// Evicts least recently used complete objects until the objects take
-    /// at most `max_bytes` on disk (or nothing more can be evicted).
+    /// Evicts superseded partial objects, then least recently used complete
+    /// objects, until the objects take at most `max_bytes` on disk (or
+    /// nothing more can be evicted).
     pub fn gc(&self, max_bytes: u64) -> Result<GcReport> {
         let mut objects = self.list()?;
         let total: u64 = objects.iter().map(|o| o.disk_bytes).sum();
@@ -27,8 +34,20 @@ impl Store {
             bytes_after: total,
             ..GcReport::default()
         };
-        objects.retain(|o| o.state == "complete");
-        objects.sort_by_key(|o| o.last_used);
+        let mut newest: HashMap<String, u64> = HashMap::new();
+        for o in &objects {
+            let n = newest.entry(o.info.source.clone()).or_default();
+            *n = (*n).max(o.created_unix);
+        }
+        let superseded = |o: &super::ObjectSummary| {
+            o.state == "partial"
+                && newest
+                    .get(&o.info.source)
+                    .is_some_and(|&n| n > o.created_unix)
+        };
+        objects.retain(|o| o.state == "complete" || superseded(o));
+        // Superseded partials first (false < true), then least recently used.
+        objects.sort_by_key(|o| (!superseded(o), o.last_used));
         for o in objects {
             if report.bytes_after <= max_bytes {
                 break;

@@ -98,6 +98,7 @@ impl Store {
                     .and_then(|m| m.modified())
                     .ok(),
                 disk_bytes: disk_usage(&dir),
+                created_unix: header.created_unix,
                 info: info_of(&key, &header, root),
             });
         }

@@ -100,6 +100,8 @@ pub struct ObjectSummary {
     pub last_used: Option<SystemTime>,
     /// Bytes the object takes on disk.
     pub disk_bytes: u64,
+    /// When the object was registered (seconds since the Unix epoch).
+    pub created_unix: u64,
 }
 
 pub(crate) struct StoreShared {
