@@ -21,7 +21,8 @@
 # COMPARE_DIR (parent of the temp dir; default $TMPDIR or /tmp — keep it on
 # the disk you want to measure: file, downloads and stores all go there),
 # WRK_DURATION (seconds per wrk run, default 5), WRK_CONNECTIONS (default 16),
-# WRK_THREADS (default 2). Needs nginx, curl, aria2c, wrk, python3.
+# WRK_THREADS (default 2), NGINX_WORKERS (default: number of cores). Needs
+# nginx, curl, aria2c, wrk, python3 (and benches/compare-pace.py).
 set -euo pipefail
 
 SIZE_ARG=1GiB
@@ -32,6 +33,7 @@ PARENT=${COMPARE_DIR:-${TMPDIR:-/tmp}}
 WRK_DURATION=${WRK_DURATION:-5}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
 WRK_THREADS=${WRK_THREADS:-2}
+NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -74,6 +76,7 @@ SIZE=$(to_bytes "$SIZE_ARG")
 
 # ---------------------------------------------------------------- set-up
 WORK=$(mktemp -d "$PARENT/blockcache-compare.XXXXXX")
+chmod 755 "$WORK" # nginx workers may run as another user
 PIDS=()
 cleanup() {
     local pid
@@ -146,7 +149,7 @@ PORT=$(free_port)
 PORT_SLOW=$(free_port)
 while [ "$PORT_SLOW" = "$PORT" ]; do PORT_SLOW=$(free_port); done
 sed -e "s|@DIR@|$WORK|g" -e "s|@ROOT@|$ROOT|g" -e "s|@PORT@|$PORT|g" \
-    -e "s|@PORT_SLOW@|$PORT_SLOW|g" "$ROOT_DIR/benches/compare-nginx.conf.in" >"$WORK/nginx.conf"
+    -e "s|@PORT_SLOW@|$PORT_SLOW|g" -e "s|@WORKERS@|$NGINX_WORKERS|g" "$ROOT_DIR/benches/compare-nginx.conf.in" >"$WORK/nginx.conf"
 bg nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
 NGINX_PID=$LAST_PID
 ORIGIN=http://127.0.0.1:$PORT
@@ -155,7 +158,17 @@ URL=$ORIGIN/$FILE
 wait_http "$URL"
 wait_http "$SLOW/$FILE"
 kill -0 "$NGINX_PID" || die "nginx did not start (see $WORK/nginx-error.log)"
-log "nginx (pid $NGINX_PID) on $ORIGIN, throttled copy on $SLOW"
+log "nginx (pid $NGINX_PID, $NGINX_WORKERS workers) on $ORIGIN, limit_rate 50m copy on $SLOW"
+# The same origin through a proxy that paces every connection to 50 MiB/s
+# from its first byte (nginx's limit_rate lets the first MiBs of each
+# response out unthrottled; see benches/compare-pace.py).
+PORT_PACED=$(free_port)
+coproc PACE { exec python3 "$ROOT_DIR/benches/compare-pace.py" "$PORT_PACED" "$PORT" 52428800; }
+PIDS+=("$PACE_PID")
+read -r -t 10 ready <&"${PACE[0]}" || die "pacing proxy did not start"
+[ "$ready" = ready ] || die "pacing proxy: $ready"
+PACED=http://127.0.0.1:$PORT_PACED
+wait_http "$PACED/$FILE"
 
 ACCESS=$WORK/access.log
 # Origin body bytes logged after line $1 of the access log, on port $2,
@@ -301,6 +314,8 @@ MIRROR_STREAM=$(stream_mbs "$EP/m/origin/$FILE")
 stop "$SERVE_PID"
 
 # ------------------------------------------------ 4. far read, origin throttled
+# Two throttled origins: nginx limit_rate 50m (port $PORT_SLOW) and the
+# pacing proxy (50 MiB/s per connection from the first byte). For each:
 # a) blockcache cat --range of the last 64 KiB, fresh store, nothing running:
 #    process start + store + origin probe + the demanded chunk.
 # b) curl of the last 64 KiB through the endpoint's mirror route while the
@@ -308,40 +323,46 @@ stop "$SERVE_PID"
 #    the far read is issued 0.5 s later).
 A=$((SIZE - 65536))
 B=$((SIZE - 1))
-declare -a CAT4 EP4 EP4_DONE
-log "4. far 64 KiB read with the origin at 50 MiB/s per connection, $RUNS rounds"
-for r in $(seq "$RUNS"); do
-    LOADS+=("$(load1)")
-    st=$WORK/store-4a-$r
+declare -a CAT4_nginx EP4_nginx DONE4_nginx CAT4_paced EP4_paced DONE4_paced
+far_read_round() { # origin-base-url tag
+    local base=$1 tag=$2 st t0 t n p spid ms done_pct
+    local -n cat_ms="CAT4_$tag" ep_ms="EP4_$tag" done_at="DONE4_$tag"
+    st=$WORK/store-4a-$tag
     t0=$(now)
-    n=$(timeout 120 "$BIN" --store "$st" -q cat "$SLOW/$FILE" --range "$A-$B" | wc -c)
+    n=$(timeout 120 "$BIN" --store "$st" -q cat "$base/$FILE" --range "$A-$B" | wc -c)
     t=$(calc "$(now) - $t0")
     [ "$n" -eq 65536 ] || die "cat --range returned $n bytes"
-    CAT4+=("$(calc "round($t * 1000, 1)")")
-    # cat leaves a partial object; make sure nothing keeps downloading
-    drop_store "$st"
+    cat_ms+=("$(calc "round($t * 1000, 1)")")
+    drop_store "$st" # a partial object; nothing keeps downloading it
 
-    st=$WORK/store-4b-$r
+    st=$WORK/store-4b-$tag
     p=$(free_port)
-    bg "$BIN" --store "$st" -q serve --listen "127.0.0.1:$p" --mirror "slow=$SLOW/"
+    bg "$BIN" --store "$st" -q serve --listen "127.0.0.1:$p" --mirror "slow=$base/"
     spid=$LAST_PID
     wait_http "http://127.0.0.1:$p/status"
     curl -sS -o /dev/null --max-time 30 -r 0-0 "http://127.0.0.1:$p/m/slow/$FILE"
     sleep 0.5
-    EP4_DONE+=("$(curl -s --max-time 5 "http://127.0.0.1:$p/status" | python3 -c '
+    done_pct=$(curl -s --max-time 5 "http://127.0.0.1:$p/status" | python3 -c '
 import json, sys
 try:
     objs = json.load(sys.stdin).get("objects", [])
     print(",".join("%.1f%%" % (100.0 * o.get("bytes_done", 0) / max(o.get("length") or 1, 1)) for o in objs) or "?")
 except Exception:
-    print("?")')")
+    print("?")')
     ms=$(timeout 60 curl -sS -o /dev/null -w '%{size_download} %{time_total}\n' -r "$A-$B" \
         "http://127.0.0.1:$p/m/slow/$FILE" | awk '$1 != 65536 {exit 1} {printf "%.1f\n", $2 * 1000}') ||
         die "far read through the mirror failed"
-    EP4+=("$ms")
+    ep_ms+=("$ms")
+    done_at+=("$done_pct")
     stop "$spid"
     drop_store "$st"
-    log "  round $r: cat --range ${CAT4[-1]} ms; endpoint mirror ${EP4[-1]} ms (object ${EP4_DONE[-1]} done before the read) (load $(load1))"
+}
+log "4. far 64 KiB read with the origin at 50 MiB/s per connection, $RUNS rounds"
+for r in $(seq "$RUNS"); do
+    LOADS+=("$(load1)")
+    far_read_round "$SLOW" nginx
+    far_read_round "$PACED" paced
+    log "  round $r: nginx limit_rate: cat ${CAT4_nginx[-1]} ms, mirror ${EP4_nginx[-1]} ms (${DONE4_nginx[-1]} done); paced: cat ${CAT4_paced[-1]} ms, mirror ${EP4_paced[-1]} ms (${DONE4_paced[-1]} done) (load $(load1))"
 done
 
 # ------------------------------------------------ report
@@ -350,7 +371,8 @@ bc1=$(m "${BC1[@]}") curl1=$(m "${CURL1[@]}") aria1=$(m "${ARIA1[@]}")
 eps=$(m "${EPS[@]}") ngs=$(m "${NGS[@]}") epw=$(m "${EPW[@]}") ngw=$(m "${NGW[@]}")
 bc1w=$(m "${BC1_WALL[@]}") bc8w=$(m "${BC8_WALL[@]}")
 bc8b=$(m "${BC8_BYTES[@]}") bc1b=$(m "${BC1_BYTES[@]}")
-cat4=$(m "${CAT4[@]}") ep4=$(m "${EP4[@]}")
+cat4n=$(m "${CAT4_nginx[@]}") ep4n=$(m "${EP4_nginx[@]}")
+cat4p=$(m "${CAT4_paced[@]}") ep4p=$(m "${EP4_paced[@]}")
 # RTT: a HEAD to the throttled origin (median of 5)
 rtts=()
 for _ in 1 2 3 4 5; do rtts+=("$(curl -s -o /dev/null -I -w '%{time_total}' "$SLOW/$FILE")"); done
@@ -376,13 +398,19 @@ row "2. serve, one curl stream (/m/ mirror, 1 run)" "$(r "$MIRROR_STREAM" 0) MB/
 row "3. 8 concurrent fetches: origin bytes / size" "$bc8b B (+$(m "${BC8_PROBES[@]}") 1-B probes)" "size $SIZE B" "$(r "$bc8b / $SIZE" 3)x" "1.00x" "$(verdict "$bc8b" '==' "$SIZE")"
 row "3. 8 concurrent fetches: wall time vs 1 fetch" "$(r "$bc8w") s" "1 fetch $(r "$bc1w") s" "$(r "$bc8w / $bc1w")x" "-" "-"
 row "   (1 fetch: origin bytes / size)" "$bc1b B" "size $SIZE B" "$(r "$bc1b / $SIZE" 3)x" "1.00x" "$(verdict "$bc1b" '==' "$SIZE")"
-row "4. far 64 KiB, origin 50 MiB/s: cat --range (cold)" "$(r "$cat4" 1) ms" "bound $(r "$lim_ms" 1) ms" "$(r "$cat4 / ($lim_ms / 2)")x" "<=2x" "$(verdict "$cat4" '<=' "$lim_ms")"
-row "4. far 64 KiB, origin 50 MiB/s: endpoint mirror" "$(r "$ep4" 1) ms" "bound $(r "$lim_ms" 1) ms" "$(r "$ep4 / ($lim_ms / 2)")x" "<=2x" "$(verdict "$ep4" '<=' "$lim_ms")"
+row4() { # label value
+    row "$1" "$(r "$2" 1) ms" "bound $(r "$lim_ms" 1) ms" "$(r "$2 / ($lim_ms / 2)")x" "<=2x" "$(verdict "$2" '<=' "$lim_ms")"
+}
+row4 "4. far 64 KiB, nginx limit_rate 50m: cat (cold)" "$cat4n"
+row4 "4. far 64 KiB, nginx limit_rate 50m: mirror" "$ep4n"
+row4 "4. far 64 KiB, paced 50 MiB/s: cat (cold)" "$cat4p"
+row4 "4. far 64 KiB, paced 50 MiB/s: mirror" "$ep4p"
 echo
-echo "4: ratio = latency / (RTT $(r "$rtt_ms" 2) ms + 1 MiB at 50 MiB/s = 20 ms); mirror object done before the far read: ${EP4_DONE[*]}"
+echo "4: ratio = latency / (RTT $(r "$rtt_ms" 2) ms + 1 MiB at 50 MiB/s = 20 ms); mirror object done before the far read: nginx ${DONE4_nginx[*]}, paced ${DONE4_paced[*]}"
 echo "per-round values:"
 echo "  fetch MB/s: ${BC1[*]} | curl: ${CURL1[*]} | aria2c: ${ARIA1[*]}"
 echo "  8 fetches s: ${BC8_WALL[*]} (bytes ${BC8_BYTES[*]}) | 1 fetch s: ${BC1_WALL[*]} (bytes ${BC1_BYTES[*]})"
 echo "  stream endpoint MB/s: ${EPS[*]} | nginx: ${NGS[*]}"
 echo "  wrk endpoint req/s: ${EPW[*]} | nginx: ${NGW[*]}"
-echo "  far read cat ms: ${CAT4[*]} | mirror ms: ${EP4[*]}"
+echo "  far read, nginx limit_rate: cat ms ${CAT4_nginx[*]} | mirror ms ${EP4_nginx[*]}"
+echo "  far read, paced: cat ms ${CAT4_paced[*]} | mirror ms ${EP4_paced[*]}"
