@@ -196,11 +196,14 @@ bc_fetch() { # store url -> prints the hash
 # the mirror route /m/origin/$FILE finds it complete too.
 SERVE_STORE=$WORK/serve-store
 [ "$(bc_fetch "$SERVE_STORE" "$URL")" = "$HASH" ] || die "fetch for the serve store: wrong hash"
+# Write back what set-up wrote (2 GiB: the file, the serve store) now, not
+# during the first measured round.
+sync
 
 # ------------------------------------------------ 1. download to disk
 # blockcache stores (and fdatasyncs) the object in its store; curl and aria2c
 # write a plain file. All on the same disk; files removed between runs.
-declare -a BC1 CURL1 ARIA1 BC1_BYTES BC8_WALL BC8_BYTES BC8_PROBES BC1_WALL LOADS
+declare -a BC1 CURL1 ARIA1 BC1_BYTES BC8_WALL BC8_BYTES BC8_PROBES BC8_EACH BC1_WALL LOADS
 log "1+3. downloads, $RUNS interleaved rounds"
 for r in $(seq "$RUNS"); do
     LOADS+=("$(load1)")
@@ -243,7 +246,11 @@ for r in $(seq "$RUNS"); do
     t0=$(now)
     fpids=()
     for i in $(seq 8); do
-        timeout 600 "$BIN" --store "$st" -q fetch "$URL" >"$WORK/f8-$i.out" 2>"$WORK/f8-$i.err" &
+        (
+            s0=$(now)
+            timeout 600 "$BIN" --store "$st" -q fetch "$URL" >"$WORK/f8-$i.out" 2>"$WORK/f8-$i.err"
+            calc "round($(now) - $s0, 2)" >"$WORK/f8-$i.time"
+        ) &
         fpids+=("$!")
     done
     fail=0
@@ -253,6 +260,7 @@ for r in $(seq "$RUNS"); do
     for i in $(seq 8); do
         [ "$(tail -n 1 "$WORK/f8-$i.out")" = "$HASH" ] || die "concurrent fetch $i: wrong hash"
     done
+    BC8_EACH+=("$(cat "$WORK"/f8-*.time | sort -g | paste -sd/ -)")
     sleep 0.2
     BC8_BYTES+=("$(origin_bytes_since "$l0" "$PORT")")
     BC8_PROBES+=("$(origin_probes_since "$l0" "$PORT")")
@@ -409,7 +417,7 @@ echo
 echo "4: ratio = latency / (RTT $(r "$rtt_ms" 2) ms + 1 MiB at 50 MiB/s = 20 ms); mirror object done before the far read: nginx ${DONE4_nginx[*]}, paced ${DONE4_paced[*]}"
 echo "per-round values:"
 echo "  fetch MB/s: ${BC1[*]} | curl: ${CURL1[*]} | aria2c: ${ARIA1[*]}"
-echo "  8 fetches s: ${BC8_WALL[*]} (bytes ${BC8_BYTES[*]}) | 1 fetch s: ${BC1_WALL[*]} (bytes ${BC1_BYTES[*]})"
+echo "  8 fetches s: ${BC8_WALL[*]} (per process: ${BC8_EACH[*]}; bytes ${BC8_BYTES[*]}) | 1 fetch s: ${BC1_WALL[*]} (bytes ${BC1_BYTES[*]})"
 echo "  stream endpoint MB/s: ${EPS[*]} | nginx: ${NGS[*]}"
 echo "  wrk endpoint req/s: ${EPW[*]} | nginx: ${NGW[*]}"
 echo "  far read, nginx limit_rate: cat ms ${CAT4_nginx[*]} | mirror ms ${EP4_nginx[*]}"
