@@ -5,7 +5,9 @@
 #
 # One loopback nginx (benches/compare-nginx.conf.in) serves one generated
 # file of random bytes (default 1 GiB) at full speed and, on a second port,
-# throttled to 50 MiB/s per connection. Comparisons, each run --runs times
+# with limit_rate 50m; benches/compare-pace.py paces a third route to
+# 50 MiB/s per connection from the first byte (nginx's limit_rate lets the
+# first MiBs of a response through unthrottled). Comparisons, each run --runs times
 # (default 3) with the variants interleaved; medians are reported:
 #   1. download to disk: blockcache fetch (fresh store) vs curl -o vs aria2c -x4 -s4
 #   2. serving a complete object: blockcache serve vs nginx, one curl stream
