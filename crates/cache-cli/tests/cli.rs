@@ -198,6 +198,19 @@ fn settled_log(ng: &Nginx) -> Vec<LogLine> {
     }
 }
 
+/// An nginx origin (throttled per connection when `rate` is given) serving
+/// `disk.img`: `len` pattern bytes of `seed`; with the bytes and their
+/// BLAKE3 hex.
+fn origin(rate: Option<&str>, len: usize, seed: u64) -> (Nginx, Vec<u8>, String) {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: rate.map(str::to_owned),
+    });
+    let data = pattern(seed, len);
+    ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    (ng, data, want)
+}
+
 fn store_dir() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().expect("temp dir");
     let p = t.path().join("store");
@@ -239,13 +252,8 @@ fn two_fetch_processes_download_once() {
 
 #[test]
 fn killed_filler_is_taken_over_without_starting_over() {
-    let ng = Nginx::start_with(NginxOptions {
-        limit_rate: Some("2m".into()),
-    });
     let len = 32 * MIB;
-    let data = pattern(2, len);
-    ng.put("disk.img", &data);
-    let want = blake3::hash(&data).to_hex().to_string();
+    let (ng, _data, want) = origin(Some("2m"), len, 2);
     let (_t, store) = store_dir();
     let url = ng.url("disk.img");
     let mut a = bc(&store);
@@ -283,13 +291,8 @@ fn killed_filler_is_taken_over_without_starting_over() {
 
 #[test]
 fn interrupted_fetch_resumes_with_only_missing_bytes() {
-    let ng = Nginx::start_with(NginxOptions {
-        limit_rate: Some("2m".into()),
-    });
     let len = 20 * MIB + 777;
-    let data = pattern(3, len);
-    ng.put("disk.img", &data);
-    let want = blake3::hash(&data).to_hex().to_string();
+    let (ng, _data, want) = origin(Some("2m"), len, 3);
     let (_t, store) = store_dir();
     let url = ng.url("disk.img");
     let mut a = bc(&store);
@@ -621,13 +624,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 #[test]
 fn serve_mirror_range_and_blobs() {
-    let ng = Nginx::start_with(NginxOptions {
-        limit_rate: Some("2m".into()),
-    });
     let len = 12 * MIB + 99;
-    let data = pattern(7, len);
-    ng.put("disk.img", &data);
-    let want = blake3::hash(&data).to_hex().to_string();
+    let (ng, data, want) = origin(Some("2m"), len, 7);
     let (_t, store) = store_dir();
     let base = ng.url("");
     let mut c = bc(&store);
