@@ -23,8 +23,13 @@
 //!   and wait — woken by the very chunk they need — for the rest.
 //! * **One filler per object**: in one process, every request attaches to
 //!   the running fill; across processes, the filler holds an OS lock on the
-//!   object's index, other processes follow the index and take over when
-//!   the lock dies with its holder. No lock file ever needs cleaning.
+//!   object's index, other processes follow the index (and publish their
+//!   readers' demands to it) and take over when the lock dies with its
+//!   holder. No lock file ever needs cleaning.
+//! * **One version per object**: an object is keyed by its source's
+//!   identity, validator (ETag / Last-Modified) and length, and every
+//!   response must carry that validator; a new upstream version is a new
+//!   object, and a change mid-fill ends the fill ("source changed").
 //!
 //! ## Example: stream an object while it is still filling
 //!
