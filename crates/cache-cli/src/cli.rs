@@ -119,7 +119,9 @@ Example:
     Rm(RmArgs),
     /// Evict least recently used complete objects down to a size
     #[command(after_help = concat!("\
-Objects being downloaded or read (by any process) are never evicted.
+Partial downloads of an upstream version that has since been replaced go
+first (they can never resume); then complete objects, least recently used
+first. Objects being downloaded or read (by any process) are never evicted.
 Without --max-size nothing is evicted: gc reports the store's size.
 
 Example:
