@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache_core::testing::MemorySource;
-use cache_core::{FetchOptions, FillOptions, Store};
+use cache_core::Store;
 use common::child;
 use common::*;
 use rand::Rng;
@@ -19,18 +19,6 @@ const URL: &str = "mem://crash-test";
 const CS: usize = 64 * KIB;
 const LEN: usize = 48 * MIB + 12345;
 const SEED: u64 = 42;
-
-fn options() -> FetchOptions {
-    FetchOptions {
-        chunk_size: CS as u32,
-        fill: FillOptions {
-            connections: 2,
-            max_request_bytes: 1 << 20,
-            ..FillOptions::default()
-        },
-        ..FetchOptions::default()
-    }
-}
 
 /// The child: fills the object slowly until it is killed.
 #[test]
@@ -43,7 +31,7 @@ fn crash_child_fill() {
         seed: SEED,
         piece_delay_ms: 2,
         flush_ms: 30,
-        options: options(),
+        options: child::fill_options(),
     });
 }
 
@@ -128,7 +116,10 @@ fn sigkill_at_random_points_then_resume_refetches_only_what_was_lost() {
     rt.block_on(async {
         let store = Store::open(dir.path().join("store")).unwrap();
         let src = MemorySource::new(URL, bytes.clone());
-        let object = store.fetch(Arc::new(src.clone()), options()).await.unwrap();
+        let object = store
+            .fetch(Arc::new(src.clone()), child::fill_options())
+            .await
+            .unwrap();
         let root = bounded("resume", object.wait_complete()).await.unwrap();
         assert_eq!(root, blake3::hash(&bytes));
         let counts = src.chunk_request_counts(CS as u64);

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use cache_core::testing::MemorySource;
-use cache_core::{FetchOptions, FillOptions, FillState, Store, StoreOptions};
+use cache_core::{FillState, Store, StoreOptions};
 use common::child;
 use common::*;
 
@@ -14,18 +14,6 @@ const URL: &str = "mem://cross-process";
 const CS: usize = 64 * KIB;
 const LEN: usize = 24 * MIB + 99;
 const SEED: u64 = 7;
-
-fn options() -> FetchOptions {
-    FetchOptions {
-        chunk_size: CS as u32,
-        fill: FillOptions {
-            connections: 2,
-            max_request_bytes: 1 << 20,
-            ..FillOptions::default()
-        },
-        ..FetchOptions::default()
-    }
-}
 
 #[test]
 #[ignore = "run by cross-process tests as a child process"]
@@ -36,7 +24,7 @@ fn cross_process_child_fill() {
         seed: SEED,
         piece_delay_ms: 3,
         flush_ms: 20,
-        options: options(),
+        options: child::fill_options(),
     });
 }
 
@@ -55,7 +43,10 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
 
     let store = Store::open(&store_dir).unwrap();
     let src = MemorySource::new(URL, bytes.clone());
-    let object = store.fetch(Arc::new(src.clone()), options()).await.unwrap();
+    let object = store
+        .fetch(Arc::new(src.clone()), child::fill_options())
+        .await
+        .unwrap();
     assert_eq!(
         object.progress().state,
         FillState::Following,

@@ -135,6 +135,21 @@ pub mod child {
             .collect()
     }
 
+    /// How the child fills (and the parent resumes): 64 KiB chunks, two
+    /// connections, requests of at most 1 MiB — many small steps to kill
+    /// between.
+    pub fn fill_options() -> cache_core::FetchOptions {
+        cache_core::FetchOptions {
+            chunk_size: 64 * super::KIB as u32,
+            fill: cache_core::FillOptions {
+                connections: 2,
+                max_request_bytes: 1 << 20,
+                ..cache_core::FillOptions::default()
+            },
+            ..cache_core::FetchOptions::default()
+        }
+    }
+
     /// What a child fill does: the object it fills and how slowly.
     pub struct ChildFill {
         pub url: &'static str,
