@@ -365,11 +365,8 @@ fn cat_range_on_a_filling_object() {
 
 #[test]
 fn verify_repair_refetches_exactly_one_chunk() {
-    let ng = Nginx::start();
     let len = 5 * MIB + 4321;
-    let data = pattern(5, len);
-    ng.put("disk.img", &data);
-    let want = blake3::hash(&data).to_hex().to_string();
+    let (ng, _data, want) = origin(None, len, 5);
     let (_t, store) = store_dir();
     let mut f = bc(&store);
     f.args(["-q", "fetch", &ng.url("disk.img"), "--chunk-size", "256KiB"]);
@@ -554,19 +551,16 @@ fn errors_are_one_line_with_documented_exit_codes() {
 
 #[test]
 fn fetch_output_file_and_stdout() {
-    let ng = Nginx::start();
     let len = 3 * MIB + 5;
-    let data = pattern(6, len);
-    ng.put("d.img", &data);
-    let want = blake3::hash(&data).to_hex().to_string();
+    let (ng, data, want) = origin(None, len, 6);
     let (t, store) = store_dir();
     let out = t.path().join("copy.img");
     let mut c = bc(&store);
-    c.args(["-q", "fetch", &ng.url("d.img"), "-o"]).arg(&out);
+    c.args(["-q", "fetch", &ng.url("disk.img"), "-o"]).arg(&out);
     assert_eq!(last_line(&ok(&run(c)).into_bytes()), want);
     assert!(std::fs::read(&out).expect("written") == data);
     let mut c = bc(&store);
-    c.args(["-q", "fetch", &ng.url("d.img"), "-o", "-"]);
+    c.args(["-q", "fetch", &ng.url("disk.img"), "-o", "-"]);
     let o = run(c);
     ok(&o);
     assert!(o.stdout == data, "stdout is the data");
