@@ -222,17 +222,18 @@ impl ObjectShared {
 
     /// Marks chunk `c` complete and wakes the readers waiting for it.
     pub(crate) fn mark_done(&self, c: u32) {
-        let waiters = {
+        // One lock per commit: the progress is taken with the bit.
+        let (waiters, progress) = {
             let mut st = self.state.lock();
             if !st.done.insert(c) {
                 return;
             }
-            st.waiters.remove(&c)
+            (st.waiters.remove(&c), progress_of(&self.header, &st))
         };
         for w in waiters.into_iter().flatten() {
             let _ = w.send(());
         }
-        self.publish_progress();
+        self.progress.send_replace(progress);
     }
 
     /// Applies records another process committed to the index.
