@@ -1,6 +1,10 @@
 //! `blockcache`: the command-line front of the cache. Thin: parsing and
 //! printing; the cache logic lives in `cache-core` and `cache-http`.
 
+// clap renders these doc comments as `--help` text, where `<PATH>` is a
+// placeholder for the reader, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod cli;
 mod commands;
 mod demo;

@@ -1,13 +1,10 @@
-//! Writing a complete object out to a file: reflink (FICLONE) when the
-//! file system can share the blocks, else a copy (copy_file_range).
+//! Writing a complete object out to a file: a reflink when the file system
+//! can share the blocks (btrfs, XFS, APFS, ReFS), else a copy — through the
+//! `reflink-copy` crate, which knows each system's call.
 
-use std::fs::File;
 use std::path::Path;
 
 use crate::Failure;
-
-/// `_IOW(0x94, 9, int)`: share the source file's blocks (btrfs, XFS, ...).
-const FICLONE: libc::c_ulong = 0x4004_9409;
 
 /// How the object got to its destination.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,38 +13,33 @@ pub enum Method {
     Copy,
 }
 
-/// Writes `data` (a complete object's data file of `len` bytes) to `dest`,
-/// through a temporary file in the destination directory and a rename.
+/// Writes `data` (a complete object's data file of `len` bytes) to `dest`.
+///
+/// The bytes go to a new file in a private temporary directory beside
+/// `dest` and are renamed over it only when complete, so `dest` is never
+/// seen half-written and an old `dest` survives a failed copy.
 pub fn write_out(data: &Path, len: u64, dest: &Path) -> Result<Method, Failure> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let src = File::open(data).map_err(|e| Failure::io(data.display(), e))?;
-    let tmp = tempfile::Builder::new()
+    let staging = tempfile::Builder::new()
         .prefix(".blockcache-")
-        .tempfile_in(&dir)
-        .map_err(|e| Failure::io(format!("{}: create temporary file", dir.display()), e))?;
-    let method = if reflink(&src, tmp.as_file()) {
-        Method::Reflink
-    } else {
-        let mut from = &src;
-        let mut to = tmp.as_file();
-        std::io::copy(&mut from, &mut to).map_err(|e| Failure::io(dest.display(), e))?;
-        Method::Copy
+        .tempdir_in(&dir)
+        .map_err(|e| Failure::io(format!("{}: create temporary directory", dir.display()), e))?;
+    let tmp = staging.path().join("object");
+    let method = match reflink_copy::reflink_or_copy(data, &tmp) {
+        Ok(None) => Method::Reflink,
+        Ok(Some(_copied)) => Method::Copy,
+        Err(e) => return Err(Failure::io(dest.display(), e)),
     };
-    tmp.as_file()
-        .set_len(len)
+    // The data file may be longer than the object (its last chunk is
+    // allocated whole); the copy is cut to the object's length.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tmp)
+        .and_then(|f| f.set_len(len))
         .map_err(|e| Failure::io(dest.display(), e))?;
-    tmp.persist(dest)
-        .map_err(|e| Failure::io(dest.display(), e.error))?;
+    std::fs::rename(&tmp, dest).map_err(|e| Failure::io(dest.display(), e))?;
     Ok(method)
-}
-
-fn reflink(src: &File, dest: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: both descriptors are open for the duration of the call; the
-    // ioctl takes the source descriptor by value and touches no memory.
-    let rc = unsafe { libc::ioctl(dest.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
-    rc == 0
 }

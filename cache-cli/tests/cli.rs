@@ -559,6 +559,18 @@ fn fetch_output_file_and_stdout() {
     c.args(["-q", "fetch", &ng.url("disk.img"), "-o"]).arg(&out);
     assert_eq!(last_line(&ok(&run(c)).into_bytes()), want);
     assert!(std::fs::read(&out).expect("written") == data);
+    // A second -o replaces the file whole; no staging directory is left.
+    std::fs::write(&out, b"old contents, longer than nothing").expect("overwrite");
+    let mut c = bc(&store);
+    c.args(["-q", "fetch", &ng.url("disk.img"), "-o"]).arg(&out);
+    ok(&run(c));
+    assert!(std::fs::read(&out).expect("rewritten") == data);
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".blockcache-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
     let mut c = bc(&store);
     c.args(["-q", "fetch", &ng.url("disk.img"), "-o", "-"]);
     let o = run(c);

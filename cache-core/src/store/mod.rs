@@ -1,6 +1,6 @@
 //! The store: a directory of objects, found by key, BLAKE3 hash or URL.
 //!
-//! See [`layout`] for the files. In one process the store keeps one shared
+//! The files are documented in `store/layout.rs`. In one process the store keeps one shared
 //! state per open object (a registry of weak references), so every request
 //! for an object attaches to the same fill and the same waiting readers.
 
