@@ -16,6 +16,6 @@ pub mod endpoint;
 pub mod source;
 
 pub use source::{
-    parse_content_range, ContentRange, ContentRangeError, HttpSource, HttpSourceConfig,
-    HttpSourceError, ProxyConfig,
+    parse_content_range, source_factory, ContentRange, ContentRangeError, HttpSource,
+    HttpSourceConfig, HttpSourceError, ProxyConfig,
 };

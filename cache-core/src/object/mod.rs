@@ -29,7 +29,7 @@ use crate::index::{IndexHeader, Record};
 use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
-pub use read::ObjectReader;
+pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use verify::VerifyReport;
 

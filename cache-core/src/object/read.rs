@@ -127,6 +127,22 @@ impl Object {
         self.shared.read_range(offset, end).await
     }
 
+    /// The last `n` bytes of the object (all of it when it is shorter),
+    /// waiting for and demanding them like [`Object::read_at`]. Disk image
+    /// formats keep metadata at the end (VHD footers, zip directories);
+    /// this reads it first without offset arithmetic that could underflow.
+    pub async fn read_tail(&self, n: u64) -> Result<Bytes> {
+        let range = self.tail_range(n);
+        self.shared.read_range(range.start, range.end).await
+    }
+
+    /// The byte range of the last `n` bytes (`len - n .. len`), clamped to
+    /// the object: never underflows on a short object.
+    pub fn tail_range(&self, n: u64) -> Range<u64> {
+        let len = self.len();
+        len.saturating_sub(n)..len
+    }
+
     /// Like [`Object::read_at`] but never waits: fails with
     /// [`Error::NotPresent`] when a chunk of the range is missing.
     pub fn try_read_at(&self, offset: u64, len: u64) -> Result<Bytes> {
@@ -179,6 +195,42 @@ impl Object {
         }
     }
 }
+
+impl Object {
+    /// A blocking `std::io::Read + Seek` reader for synchronous code (a
+    /// format parser, `std::io::copy`), driving the async reader on
+    /// `runtime`. Use it from a plain thread or `spawn_blocking`, never
+    /// from inside an async task: blocking there would stall the runtime
+    /// (tokio panics to say so).
+    ///
+    /// ```
+    /// use std::io::{Read, Seek, SeekFrom};
+    /// use std::sync::Arc;
+    /// use cache_core::{testing::MemorySource, FetchOptions, Store};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rt = tokio::runtime::Runtime::new()?;
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    /// let source = Arc::new(MemorySource::new("mem://blocking", bytes.clone()));
+    /// let object = rt.block_on(store.fetch(source, FetchOptions::default()))?;
+    ///
+    /// let mut reader = object.blocking_reader(rt.handle().clone());
+    /// reader.seek(SeekFrom::End(-4))?;
+    /// let mut tail = Vec::new();
+    /// reader.read_to_end(&mut tail)?;
+    /// assert_eq!(tail, &bytes[bytes.len() - 4..]);
+    /// # Ok(()) }
+    /// ```
+    pub fn blocking_reader(&self, runtime: tokio::runtime::Handle) -> BlockingObjectReader {
+        tokio_util::io::SyncIoBridge::new_with_handle(self.reader(), runtime)
+    }
+}
+
+/// The blocking reader of [`Object::blocking_reader`]: `std::io::Read +
+/// Seek` over an [`ObjectReader`].
+pub type BlockingObjectReader = tokio_util::io::SyncIoBridge<ObjectReader>;
 
 /// A sequential reader over an object (see [`Object::reader`]). Reads wait
 /// for missing chunks and demand them; seeking is free.

@@ -136,6 +136,17 @@ pub fn check_chunk_size(size: u64) -> Result<u32> {
 }
 
 impl Store {
+    /// The conventional store directory: `$BLOCKCACHE_STORE`, else
+    /// `$XDG_CACHE_HOME/blockcache`, else `$HOME/.cache/blockcache` (empty
+    /// variables count as unset). `None` when none of them is set.
+    pub fn default_dir() -> Option<PathBuf> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        var("BLOCKCACHE_STORE")
+            .map(PathBuf::from)
+            .or_else(|| var("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("blockcache")))
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache").join("blockcache")))
+    }
+
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         Store::open_with(dir, StoreOptions::default())

@@ -29,6 +29,7 @@
 //! the caller, else the read fails with [`cache_core::SourceErrorKind::Changed`].
 
 mod client;
+mod factory;
 mod probe;
 mod read;
 mod request;
@@ -44,6 +45,7 @@ use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use futures::future::BoxFuture;
 use http::Uri;
 
+pub use factory::source_factory;
 pub use validate::{
     is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
 };
@@ -165,6 +167,18 @@ pub(crate) struct Inner {
 impl HttpSource {
     /// Creates a source for `url` (absolute `http://` or `https://`).
     pub fn new(url: &str, config: HttpSourceConfig) -> Result<HttpSource, HttpSourceError> {
+        let (client, matcher) = client::build(&config)?;
+        HttpSource::with_client(url, config, client, matcher)
+    }
+
+    /// A source on an already built client: sources made by one
+    /// [`source_factory`] share its connection pool and TLS roots.
+    fn with_client(
+        url: &str,
+        config: HttpSourceConfig,
+        client: client::HttpClient,
+        matcher: Arc<hyper_util::client::proxy::matcher::Matcher>,
+    ) -> Result<HttpSource, HttpSourceError> {
         let invalid = |reason: &str| HttpSourceError::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -179,7 +193,6 @@ impl HttpSource {
         if original.host().is_none_or(str::is_empty) {
             return Err(invalid("no host"));
         }
-        let (client, matcher) = client::build(&config)?;
         let limiter = config.limit_rate.map(retry::RateLimiter::new);
         Ok(HttpSource {
             inner: Arc::new(Inner {
