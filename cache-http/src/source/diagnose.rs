@@ -45,10 +45,10 @@ pub(crate) fn classify_send_error(e: &(dyn StdError + 'static), uri: &Uri) -> Fa
                     ),
                 )
             }
-            rustls::Error::InvalidCertificate(c) => Failure::fatal(
+            rustls::Error::InvalidCertificate(_) => Failure::fatal(
                 SourceErrorKind::Network,
                 format!(
-                    "TLS: invalid certificate for {host}: {c:?}; \
+                    "TLS: {tls} (from {host}); \
                      hint: check the URL's host name and the server's certificate"
                 ),
             ),

@@ -83,10 +83,19 @@ pub(crate) fn describe(
             msg.push_str(&format!(" bytes {}-{}", r.start, r.end - 1));
         }
     }
+    // The hint (see `diagnose`) stays last.
+    let (cause, hint) = match cause.split_once("; hint: ") {
+        Some((c, h)) => (c, Some(h)),
+        None => (cause, None),
+    };
     msg.push_str(": ");
     msg.push_str(cause);
     if attempts > 0 {
         msg.push_str(&format!(" (after {attempts} retries)"));
+    }
+    if let Some(h) = hint {
+        msg.push_str("; hint: ");
+        msg.push_str(h);
     }
     SourceError::new(kind, msg)
 }
