@@ -189,7 +189,7 @@ pub struct FetchArgs {
 
 /// Private and signed origins (issue 9): credentials, TLS trust, retries.
 /// Turned into an `HttpSourceConfig` by `upstream::config`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Private and signed origins")]
 pub struct OriginArgs {
     /// Send this request header (repeatable); its value is kept secret

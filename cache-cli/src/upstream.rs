@@ -142,6 +142,52 @@ mod tests {
     }
 
     #[test]
+    fn flags_reach_the_source_config() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "blockcache",
+            "fetch",
+            "https://h/x?sig=1",
+            "--retry",
+            "3",
+            "--connect-timeout",
+            "2s",
+            "--ignore-query",
+            "--cacert",
+            "/ca.pem",
+            "-H",
+            "X-A: 1",
+            "-H",
+            "X-A: 2",
+            "-u",
+            "bob",
+        ])
+        .unwrap();
+        let crate::cli::Command::Fetch(a) = cli.command else {
+            panic!("not fetch");
+        };
+        let c = config(HttpSourceConfig::default(), &a.origin).unwrap();
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert!(c.ignore_query);
+        assert_eq!(c.extra_ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(c.headers.len(), 2);
+        assert_eq!(c.basic_auth, Some(BasicAuth::parse("bob:")));
+        // Defaults stay as today.
+        let d = config(
+            HttpSourceConfig::default(),
+            &crate::cli::OriginArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(d.max_retries, HttpSourceConfig::default().max_retries);
+        assert_eq!(
+            d.connect_timeout,
+            HttpSourceConfig::default().connect_timeout
+        );
+        assert!(d.netrc.is_none() && d.basic_auth.is_none() && !d.ignore_query);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));

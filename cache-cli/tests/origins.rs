@@ -280,6 +280,23 @@ fn unhealable_failures_exit_3_at_once_with_a_hint() {
     }
 }
 
+#[test]
+fn retry_bounds_the_retries_of_what_may_heal() {
+    let ng = Nginx::start_configured(NginxOptions::default(), "location /busy/ { return 503; }");
+    let (_t, store) = store_dir();
+    for (retry, requests) in [("0", 1), ("2", 3)] {
+        let before = ng.access_log().len();
+        let mut c = bc(&store);
+        c.args(["fetch", &ng.url("busy/disk.img"), "--retry", retry]);
+        let o = run(c);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(err.contains("HTTP 503"), "{err}");
+        let log = ng.wait_log_lines(before + requests);
+        assert_eq!(log.len() - before, requests, "--retry {retry}: {log:#?}");
+    }
+}
+
 /// A test CA and a certificate for 127.0.0.1 signed by it, made with
 /// openssl: (CA cert, leaf cert, leaf key).
 fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

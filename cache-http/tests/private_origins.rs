@@ -148,6 +148,12 @@ async fn basic_auth_and_netrc_become_authorization() {
         seen[1].headers[AUTHORIZATION], "Basic YWxpY2U6cHc=",
         "alice:pw"
     );
+    // Credentials in the URL are credentials, not identity.
+    let with_userinfo = o.url("/c").replace("http://", "http://alice:pw@");
+    let src = HttpSource::new(&with_userinfo, fast_config()).unwrap();
+    assert_eq!(src.identity(), o.url("/c"));
+    probe(&src).await.unwrap();
+    assert_eq!(o.seen()[2].headers[AUTHORIZATION], "Basic YWxpY2U6cHc=");
 }
 
 #[tokio::test]

@@ -64,6 +64,45 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
+/// Splits credentials out of `scheme://user:password@host/...`: returns
+/// the URL without them (what is requested, keyed, shown) and the
+/// percent-decoded credentials. A URL without userinfo is returned as is.
+pub(crate) fn split_userinfo(url: &str) -> (String, Option<BasicAuth>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_owned(), None);
+    };
+    let rest = &url[scheme_end..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_len].rfind('@') else {
+        return (url.to_owned(), None);
+    };
+    let mut auth = BasicAuth::parse(&rest[..at]);
+    auth.user = percent_decode(&auth.user);
+    auth.password = percent_decode(&auth.password);
+    let stripped = format!("{}{}", &url[..scheme_end], &rest[at + 1..]);
+    (stripped, Some(auth))
+}
+
+/// Decodes `%XX` escapes (invalid ones are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One `machine` (or `default`) entry of a netrc file.
 #[derive(Clone, PartialEq, Eq)]
 struct NetrcEntry {
@@ -390,6 +429,23 @@ default login anon password guest
         assert_eq!(v, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
         assert!(v.is_sensitive());
         assert!(!format!("{:?}", BasicAuth::parse("u:pw")).contains("pw"));
+    }
+
+    #[test]
+    fn userinfo_is_split_out_of_urls() {
+        let (url, auth) = split_userinfo("https://al%40ce:p%3Aw%zz@h:8/x?a=b@c");
+        assert_eq!(url, "https://h:8/x?a=b@c");
+        assert_eq!(
+            auth,
+            Some(BasicAuth {
+                user: "al@ce".into(),
+                password: "p:w%zz".into()
+            })
+        );
+        let (url, auth) = split_userinfo("http://h/x?u=a@b");
+        assert_eq!((url.as_str(), auth), ("http://h/x?u=a@b", None));
+        assert_eq!(split_userinfo("http://u@h/").1.unwrap().password, "");
+        assert_eq!(percent_decode("%4"), "%4");
     }
 
     #[test]

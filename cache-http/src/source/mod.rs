@@ -200,6 +200,10 @@ pub(crate) struct Inner {
 impl HttpSource {
     /// Creates a source for `url` (absolute `http://` or `https://`).
     pub fn new(url: &str, config: HttpSourceConfig) -> Result<HttpSource, HttpSourceError> {
+        // `user:password@` in the URL is a credential like `--user` (which
+        // wins): it is sent as Basic auth, never keyed, stored or shown.
+        let (url, url_auth) = credentials::split_userinfo(url);
+        let url = url.as_str();
         let invalid = |reason: &str| HttpSourceError::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -219,7 +223,7 @@ impl HttpSource {
         let origin_headers = credentials::origin_headers(
             &original,
             &config.headers,
-            config.basic_auth.as_ref(),
+            config.basic_auth.as_ref().or(url_auth.as_ref()),
             config.netrc.as_deref(),
         );
         let identity = if config.ignore_query {
