@@ -432,6 +432,26 @@ default login anon password guest
     }
 
     #[test]
+    fn config_debug_shows_no_secret() {
+        let cfg = crate::HttpSourceConfig {
+            headers: vec![(
+                HeaderName::from_static("x-api-key"),
+                HeaderValue::from_static("k3y-not-marked-sensitive"),
+            )],
+            basic_auth: Some(BasicAuth::parse("u:pa55word")),
+            netrc: Some(std::sync::Arc::new(
+                Netrc::parse("machine h login l password n3trcpw").unwrap(),
+            )),
+            ..Default::default()
+        };
+        let shown = format!("{cfg:?}");
+        for secret in ["k3y-not-marked-sensitive", "pa55word", "n3trcpw"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("x-api-key"), "{shown}");
+    }
+
+    #[test]
     fn userinfo_is_split_out_of_urls() {
         let (url, auth) = split_userinfo("https://al%40ce:p%3Aw%zz@h:8/x?a=b@c");
         assert_eq!(url, "https://h:8/x?a=b@c");

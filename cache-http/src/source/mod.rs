@@ -83,7 +83,7 @@ pub enum ProxyConfig {
 }
 
 /// Settings of an [`HttpSource`]. `Default` gives production values.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpSourceConfig {
     /// Extra trusted CA certificate(s), PEM, added to webpki and system roots.
     pub extra_ca: Option<PathBuf>,
@@ -124,6 +124,31 @@ pub struct HttpSourceConfig {
     /// The object's identity is the URL without its query string, so a
     /// re-signed (presigned) URL resumes the same object (`--ignore-query`).
     pub ignore_query: bool,
+}
+
+/// Shows header names only: a caller may not have marked a value
+/// sensitive, and `Debug` output ends up in logs.
+impl std::fmt::Debug for HttpSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpSourceConfig")
+            .field("extra_ca", &self.extra_ca)
+            .field("proxy", &self.proxy)
+            .field("max_retries", &self.max_retries)
+            .field("retry_base", &self.retry_base)
+            .field("retry_cap", &self.retry_cap)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_redirects", &self.max_redirects)
+            .field("limit_rate", &self.limit_rate)
+            .field("user_agent", &self.user_agent)
+            .field("headers", &header_names)
+            .field("basic_auth", &self.basic_auth)
+            .field("netrc", &self.netrc)
+            .field("ignore_query", &self.ignore_query)
+            .finish()
+    }
 }
 
 impl Default for HttpSourceConfig {
