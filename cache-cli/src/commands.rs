@@ -134,8 +134,8 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     let chunk_size = check_chunk_size(a.chunk_size).map_err(|e| Failure::core("", e))?;
     let config = crate::upstream::config(http_config(Some(&a.http)), &a.origin)?;
     let source = http_source(&a.url, config.clone())?;
-    // How the URL appears in messages: without its query (a signature)
-    // when --ignore-query says the query is not part of the object.
+    // How the URL appears in messages: the source's identity, which has
+    // no `user:password@` and, with --ignore-query, no query (a signature).
     let url = &source.identity();
     let store = open_store_for(g, config)?;
     let options = FetchOptions {
