@@ -69,7 +69,17 @@ Examples:
   blockcache fetch https://example.com/images/disk.qcow2
   blockcache fetch https://example.com/disk.raw -o disk.raw --limit-rate 50MB/s
   blockcache fetch https://example.com/disk.raw -o - | qemu-img dd ...
-  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2", exit_line!()))]
+  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2
+
+Private and signed origins (secrets never reach the store, logs or messages):
+  blockcache fetch https://example.com/p/disk.raw -H \"Authorization: Bearer $TOKEN\"
+  blockcache fetch https://example.com/p/disk.raw --user alice:s3cret
+  blockcache fetch https://example.com/p/disk.raw --netrc-file ~/.netrc-images
+  blockcache fetch --ignore-query 'https://bucket.s3.amazonaws.com/disk.raw?X-Amz-Signature=...'
+  blockcache fetch https://lab.internal/disk.raw --cacert lab-ca.pem
+  blockcache fetch https://example.com/disk.raw --retry 20 --connect-timeout 5s
+Certificate errors, HTTP 4xx (but 408/429), unknown hosts and refused
+connections (twice) fail at once with a hint (exit 3).", exit_line!()))]
     Fetch(FetchArgs),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
@@ -173,6 +183,44 @@ pub struct FetchArgs {
     pub chunk_size: u64,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub origin: OriginArgs,
+}
+
+/// Private and signed origins (issue 9): credentials, TLS trust, retries.
+/// Turned into an `HttpSourceConfig` by `upstream::config`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Private and signed origins")]
+pub struct OriginArgs {
+    /// Send this request header (repeatable); its value is kept secret
+    /// (never stored or logged) and a redirect to another host drops
+    /// Authorization and Cookie
+    #[arg(short = 'H', long, value_name = "'Name: value'")]
+    pub header: Vec<String>,
+    /// HTTP Basic credentials; without `:PASSWORD` the password is empty
+    /// (no prompt)
+    #[arg(short, long, value_name = "USER[:PASSWORD]")]
+    pub user: Option<String>,
+    /// Take credentials for the URL's host from ~/.netrc (curl's rules,
+    /// `default` included)
+    #[arg(long)]
+    pub netrc: bool,
+    /// Like --netrc, from FILE
+    #[arg(long, value_name = "FILE", conflicts_with = "netrc")]
+    pub netrc_file: Option<PathBuf>,
+    /// The object's identity is the URL without its query string, so a
+    /// re-signed (presigned) URL resumes the same download
+    #[arg(long)]
+    pub ignore_query: bool,
+    /// Also trust the CA certificate(s) in FILE (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Retries of a failing request (network errors, 5xx, 408, 429) [default: 8]
+    #[arg(long, value_name = "N")]
+    pub retry: Option<u32>,
+    /// TCP connect time-out (DUR: 10, 2.5s, 500ms, 1m) [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = crate::upstream::parse_duration)]
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

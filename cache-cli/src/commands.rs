@@ -78,22 +78,34 @@ pub fn source_factory(config: HttpSourceConfig) -> SourceFactory {
 }
 
 pub fn open_store(g: &cli::Global, http: Option<&cli::HttpArgs>) -> Result<Store, Failure> {
+    open_store_for(g, http_config(http))
+}
+
+/// [`open_store`] whose sources use `config` (credentials included).
+pub fn open_store_for(g: &cli::Global, config: HttpSourceConfig) -> Result<Store, Failure> {
     let dir = store_dir(g)?;
     let options = StoreOptions {
-        source_factory: Some(source_factory(http_config(http))),
+        source_factory: Some(source_factory(config)),
         ..StoreOptions::default()
     };
     Store::open_with(&dir, options)
         .map_err(|e| Failure::core(&format!("store {}", dir.display()), e))
 }
 
-fn http_source(url: &str, http: &cli::HttpArgs) -> Result<Arc<dyn Source>, Failure> {
-    HttpSource::new(url, http_config(Some(http)))
+fn http_source(url: &str, config: HttpSourceConfig) -> Result<Arc<dyn Source>, Failure> {
+    HttpSource::new(url, config)
         .map(|s| Arc::new(s) as Arc<dyn Source>)
-        .map_err(|e| Failure::usage(e.to_string()))
+        .map_err(|e| match e {
+            cache_http::HttpSourceError::ExtraCa { path, reason } => {
+                Failure::usage(format!("--cacert {}: {reason}", path.display()))
+            }
+            e => Failure::usage(e.to_string()),
+        })
 }
 
 fn label_of(url: &str) -> String {
+    // The file name, never a query (it may carry a signature).
+    let url = cache_http::source::without_query(url);
     let name = url.rsplit('/').find(|s| !s.is_empty()).unwrap_or(url);
     let name: String = name.chars().take(24).collect();
     name
@@ -120,8 +132,12 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
         None => None,
     };
     let chunk_size = check_chunk_size(a.chunk_size).map_err(|e| Failure::core("", e))?;
-    let source = http_source(&a.url, &a.http)?;
-    let store = open_store(g, Some(&a.http))?;
+    let config = crate::upstream::config(http_config(Some(&a.http)), &a.origin)?;
+    let source = http_source(&a.url, config.clone())?;
+    // How the URL appears in messages: the source's identity, which has
+    // no `user:password@` and, with --ignore-query, no query (a signature).
+    let url = &source.identity();
+    let store = open_store_for(g, config)?;
     let options = FetchOptions {
         chunk_size,
         expected,
@@ -133,19 +149,19 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     let object = store
         .fetch(source, options)
         .await
-        .map_err(|e| Failure::core(&a.url, e))?;
+        .map_err(|e| Failure::core(url, e))?;
     let to_stdout = a.output.as_deref() == Some(std::path::Path::new("-"));
-    let reporter = Reporter::start(&object, label_of(&a.url), Mode::detect(g.quiet));
+    let reporter = Reporter::start(&object, label_of(url), Mode::detect(g.quiet));
     let hash = if to_stdout {
         let streamed = stream_to_stdout(&object, 0..object.len()).await;
         let hash = object.wait_complete().await;
         reporter.finish().await;
-        streamed.map_err(|f| Failure::new(f.code, format!("{}: {}", a.url, f.message)))?;
-        hash.map_err(|e| Failure::core(&a.url, e))?
+        streamed.map_err(|f| Failure::new(f.code, format!("{url}: {}", f.message)))?;
+        hash.map_err(|e| Failure::core(url, e))?
     } else {
         let hash = object.wait_complete().await;
         reporter.finish().await;
-        hash.map_err(|e| Failure::core(&a.url, e))?
+        hash.map_err(|e| Failure::core(url, e))?
     };
     match &a.output {
         Some(_) if to_stdout => {
@@ -354,7 +370,7 @@ async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
                 ..FetchOptions::default()
             };
             store
-                .fetch(http_source(r, &a.http)?, options)
+                .fetch(http_source(r, http_config(Some(&a.http)))?, options)
                 .await
                 .map_err(|e| Failure::core(r, e))?
         }

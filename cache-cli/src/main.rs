@@ -12,6 +12,7 @@ mod origin;
 mod output;
 mod progress;
 mod size;
+mod upstream;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

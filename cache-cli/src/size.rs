@@ -6,13 +6,18 @@
 //! `TB` are powers of 1000 (like bytesize / `ls -h` vs `df -H`). A RATE
 //! may end in `/s` (`10MB/s`, `200M/s`): it is bytes per second.
 
-/// Parses a SIZE (see the module docs).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// Splits `12.5MiB` into the number and the unit (either may be empty).
+pub fn split_unit(s: &str) -> (&str, &str) {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    t.split_at(split)
+}
+
+/// Parses a SIZE (see the module docs).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, unit) = split_unit(s);
     if num.is_empty() {
         return Err(format!(
             "{s:?}: expected a number with an optional unit, e.g. 64KiB or 1M"

@@ -15,6 +15,7 @@
 pub mod endpoint;
 pub mod source;
 
+pub use source::credentials::{BasicAuth, Netrc, NetrcError};
 pub use source::{
     parse_content_range, source_factory, ContentRange, ContentRangeError, HttpSource,
     HttpSourceConfig, HttpSourceError, ProxyConfig,

@@ -76,17 +76,21 @@ async fn https_with_extra_ca_uses_http2() {
 }
 
 #[tokio::test]
-async fn https_without_the_ca_fails_as_network_error() {
+async fn https_without_the_ca_fails_at_once_naming_cacert() {
     let (_, server) = test_pki();
     let o = FaultOrigin::start_tls(pattern(1, 10), "\"t1\"", server, |_, _| Action::Serve).await;
     let cfg = HttpSourceConfig {
-        max_retries: 1,
+        max_retries: 8,
         ..fast_config()
     };
     let src = HttpSource::new(&o.url("/img"), cfg).unwrap();
     let err = probe(&src).await.unwrap_err();
     assert_eq!(err.kind, SourceErrorKind::Network, "{err}");
     assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+    // It cannot heal: no retry, and the message names the option that fixes it.
+    assert!(err.message.contains("unknown issuer"), "{err}");
+    assert!(err.message.contains("--cacert"), "{err}");
+    assert!(!err.message.contains("retries"), "{err}");
 }
 
 #[test]

@@ -313,15 +313,21 @@ impl ObjectShared {
     }
 }
 
-fn progress_of(header: &IndexHeader, st: &State) -> Progress {
-    let total = u64::from(header.chunk_count());
-    let done = st.done.len();
+/// Bytes held by the chunks in `done` (the last chunk may be short).
+pub(crate) fn bytes_done(header: &IndexHeader, done: &RoaringBitmap) -> u64 {
     let cs = u64::from(header.chunk_size);
-    let mut bytes = done * cs;
-    if done > 0 && st.done.contains(header.chunk_count() - 1) {
+    let mut bytes = done.len() * cs;
+    if !done.is_empty() && done.contains(header.chunk_count() - 1) {
         let last = header.chunk_range(header.chunk_count() - 1);
         bytes -= cs - (last.end - last.start);
     }
+    bytes.min(header.len)
+}
+
+fn progress_of(header: &IndexHeader, st: &State) -> Progress {
+    let total = u64::from(header.chunk_count());
+    let done = st.done.len();
+    let bytes = bytes_done(header, &st.done);
     let state = match &st.phase {
         Phase::Idle => FillState::Idle,
         Phase::Filling => FillState::Filling,
@@ -334,7 +340,7 @@ fn progress_of(header: &IndexHeader, st: &State) -> Progress {
         chunk_size: header.chunk_size,
         chunks_done: done,
         chunks_total: total,
-        bytes_done: bytes.min(header.len),
+        bytes_done: bytes,
         state,
     }
 }

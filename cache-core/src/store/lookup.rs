@@ -91,8 +91,9 @@ impl Store {
             out.push(ObjectSummary {
                 chunks_done: done,
                 chunks_total: total,
+                // A short last chunk counts its own length, not a chunk's.
                 bytes_done: progress
-                    .unwrap_or_else(|| (done * u64::from(header.chunk_size)).min(header.len)),
+                    .unwrap_or_else(|| crate::object::bytes_done(&header, &state.done)),
                 state: state_name,
                 last_used: fs::metadata(dir.join(USED_FILE))
                     .and_then(|m| m.modified())

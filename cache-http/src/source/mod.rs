@@ -24,11 +24,23 @@
 //!   bodies, inconsistent `Content-Range`) are retried with bounded,
 //!   jittered exponential backoff; `Retry-After` is honoured.
 //!
+//! * Private origins: user headers, Basic auth and netrc credentials go
+//!   with every request to the URL's origin and lose `Authorization` and
+//!   `Cookie` on the way to another one (see [`credentials`]). Failures that
+//!   cannot heal (certificate errors, 4xx, no such host, a refused
+//!   connection twice) end at once with a hint (see `diagnose`).
+//! * Signed URLs: with [`HttpSourceConfig::ignore_query`] the source's
+//!   identity (the store's key for the object) is the URL without its query,
+//!   so a re-signed URL resumes the same object; requests still use the
+//!   whole URL, and messages show the query as `?…`.
+//!
 //! Invariant 2 of the design (no mixing of versions) is enforced here: every
 //! response's validator and total length must equal the `expect` given by
 //! the caller, else the read fails with [`cache_core::SourceErrorKind::Changed`].
 
 mod client;
+pub mod credentials;
+mod diagnose;
 mod factory;
 mod probe;
 mod read;
@@ -43,7 +55,9 @@ use std::time::Duration;
 
 use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use futures::future::BoxFuture;
-use http::Uri;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use credentials::{BasicAuth, Netrc};
 
 pub use factory::source_factory;
 pub use validate::{
@@ -71,7 +85,7 @@ pub enum ProxyConfig {
 }
 
 /// Settings of an [`HttpSource`]. `Default` gives production values.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpSourceConfig {
     /// Extra trusted CA certificate(s), PEM, added to webpki and system roots.
     pub extra_ca: Option<PathBuf>,
@@ -98,6 +112,45 @@ pub struct HttpSourceConfig {
     pub limit_rate: Option<u64>,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Headers sent with every request to the URL's origin (`--header`,
+    /// and per mirror), after the built-in ones: a user `Authorization`
+    /// replaces the one of `basic_auth`/`netrc`; repeated names are all sent.
+    /// Values are marked sensitive (never printed by `Debug`); `Authorization`
+    /// and `Cookie` are not sent to another origin after a redirect.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// HTTP Basic credentials (`--user`); win over `netrc`.
+    pub basic_auth: Option<BasicAuth>,
+    /// A parsed netrc file (`--netrc`, `--netrc-file`): its entry for the
+    /// URL's host (else its `default`) gives Basic credentials.
+    pub netrc: Option<Arc<Netrc>>,
+    /// The object's identity is the URL without its query string, so a
+    /// re-signed (presigned) URL resumes the same object (`--ignore-query`).
+    pub ignore_query: bool,
+}
+
+/// Shows header names only: a caller may not have marked a value
+/// sensitive, and `Debug` output ends up in logs.
+impl std::fmt::Debug for HttpSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpSourceConfig")
+            .field("extra_ca", &self.extra_ca)
+            .field("proxy", &self.proxy)
+            .field("max_retries", &self.max_retries)
+            .field("retry_base", &self.retry_base)
+            .field("retry_cap", &self.retry_cap)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_redirects", &self.max_redirects)
+            .field("limit_rate", &self.limit_rate)
+            .field("user_agent", &self.user_agent)
+            .field("headers", &header_names)
+            .field("basic_auth", &self.basic_auth)
+            .field("netrc", &self.netrc)
+            .field("ignore_query", &self.ignore_query)
+            .finish()
+    }
 }
 
 impl Default for HttpSourceConfig {
@@ -114,6 +167,10 @@ impl Default for HttpSourceConfig {
             max_redirects: 10,
             limit_rate: None,
             user_agent: concat!("blockcache/", env!("CARGO_PKG_VERSION")).to_owned(),
+            headers: Vec::new(),
+            basic_auth: None,
+            netrc: None,
+            ignore_query: false,
         }
     }
 }
@@ -154,8 +211,11 @@ pub struct HttpSource {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) original: Uri,
-    /// The URL exactly as given, for [`Source::identity`].
-    pub(crate) original_str: String,
+    /// [`Source::identity`]: the URL as given, without its query when
+    /// `config.ignore_query`.
+    pub(crate) identity: String,
+    /// User headers and credentials for the original origin, sensitive.
+    pub(crate) origin_headers: HeaderMap,
     pub(crate) client: client::HttpClient,
     pub(crate) matcher: Arc<hyper_util::client::proxy::matcher::Matcher>,
     pub(crate) config: HttpSourceConfig,
@@ -179,6 +239,10 @@ impl HttpSource {
         client: client::HttpClient,
         matcher: Arc<hyper_util::client::proxy::matcher::Matcher>,
     ) -> Result<HttpSource, HttpSourceError> {
+        // `user:password@` in the URL is a credential like `--user` (which
+        // wins): it is sent as Basic auth, never keyed, stored or shown.
+        let (url, url_auth) = credentials::split_userinfo(url);
+        let url = url.as_str();
         let invalid = |reason: &str| HttpSourceError::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -194,10 +258,22 @@ impl HttpSource {
             return Err(invalid("no host"));
         }
         let limiter = config.limit_rate.map(retry::RateLimiter::new);
+        let origin_headers = credentials::origin_headers(
+            &original,
+            &config.headers,
+            config.basic_auth.as_ref().or(url_auth.as_ref()),
+            config.netrc.as_deref(),
+        );
+        let identity = if config.ignore_query {
+            without_query(url).to_owned()
+        } else {
+            url.to_owned()
+        };
         Ok(HttpSource {
             inner: Arc::new(Inner {
                 original,
-                original_str: url.to_owned(),
+                identity,
+                origin_headers,
                 client,
                 matcher,
                 config,
@@ -214,7 +290,28 @@ impl HttpSource {
     }
 }
 
+/// `url` without its query string (and fragment).
+pub fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
 impl Inner {
+    /// How `uri` appears in messages and logs: with its query replaced by
+    /// `?…` when queries are not part of the identity (they carry
+    /// signatures then).
+    pub(crate) fn shown(&self, uri: &Uri) -> String {
+        let s = uri.to_string();
+        match (self.config.ignore_query, uri.query()) {
+            (true, Some(_)) => format!("{}?…", without_query(&s)),
+            _ => s,
+        }
+    }
+
+    /// [`Inner::shown`] of the original URL.
+    pub(crate) fn shown_original(&self) -> String {
+        self.shown(&self.original)
+    }
+
     /// The URL to send the next range read to.
     pub(crate) fn current(&self) -> Uri {
         self.resolved
@@ -234,7 +331,7 @@ impl Inner {
 
 impl Source for HttpSource {
     fn identity(&self) -> String {
-        self.inner.original_str.clone()
+        self.inner.identity.clone()
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<SourceInfo, SourceError>> {

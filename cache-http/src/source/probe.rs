@@ -43,12 +43,12 @@ pub(crate) async fn probe(inner: Arc<Inner>) -> Result<SourceInfo, SourceError> 
         let failure = match attempt {
             Ok(Step::Done(info)) => return Ok(info),
             Ok(Step::TryHead(reason)) => {
-                tracing::debug!(url = %inner.original, %reason, "ranged GET probe odd; trying HEAD");
+                tracing::debug!(url = %inner.shown_original(), %reason, "ranged GET probe odd; trying HEAD");
                 head_reason = reason;
                 method = Method::HEAD;
                 continue;
             }
-            Err(f) => f,
+            Err(f) => backoff.settle(f),
         };
         let attempts = backoff.attempts();
         let err = |kind, cause: &str| {
@@ -71,6 +71,7 @@ pub(crate) async fn probe(inner: Arc<Inner>) -> Result<SourceInfo, SourceError> 
             Failure::Final { kind, cause } | Failure::Stale { kind, cause } => {
                 return err(kind, &cause)
             }
+            Failure::Refused { cause } => return err(SourceErrorKind::Network, &cause),
             Failure::Transient {
                 kind,
                 cause,

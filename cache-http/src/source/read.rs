@@ -76,11 +76,12 @@ impl Reader {
     /// Handles a failed attempt: sleeps before the next one, or returns the
     /// final error.
     async fn wait_or_fail(&mut self, failure: Failure) -> Result<(), SourceError> {
-        match failure {
+        match self.backoff.settle(failure) {
+            Failure::Refused { cause } => Err(self.error(SourceErrorKind::Network, &cause)),
             Failure::Final { kind, cause } => Err(self.error(kind, &cause)),
             Failure::Stale { kind, cause } => {
                 if self.used != self.inner.original && !self.reresolved {
-                    tracing::info!(url = %self.used, %cause, "redirect target failed; re-resolving");
+                    tracing::info!(url = %self.inner.shown(&self.used), %cause, "redirect target failed; re-resolving");
                     self.reresolved = true;
                     self.inner.set_resolved(None);
                     Ok(())
@@ -94,7 +95,7 @@ impl Reader {
                 retry_after,
             } => match self.backoff.next_delay(retry_after) {
                 Some(d) => {
-                    tracing::debug!(url = %self.used, %cause, delay = ?d, "retrying");
+                    tracing::debug!(url = %self.inner.shown(&self.used), %cause, delay = ?d, "retrying");
                     tokio::time::sleep(d).await;
                     Ok(())
                 }

@@ -14,6 +14,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 
+use super::credentials::add_origin_headers;
+use super::diagnose::{classify_send_error, status_hint};
 use super::retry::retry_after;
 use super::validate::validator_of;
 use super::Inner;
@@ -33,6 +35,9 @@ pub(crate) enum Failure {
         kind: SourceErrorKind,
         cause: String,
     },
+    /// The connection was refused: retried once quickly, then final (see
+    /// `diagnose`).
+    Refused { cause: String },
     /// No point retrying.
     Final {
         kind: SourceErrorKind,
@@ -67,9 +72,9 @@ pub(crate) fn describe(
     cause: &str,
     attempts: u32,
 ) -> SourceError {
-    let mut msg = format!("{method} {}", inner.original_str);
+    let mut msg = format!("{method} {}", inner.shown_original());
     if *used != inner.original {
-        msg.push_str(&format!(" (redirected to {used})"));
+        msg.push_str(&format!(" (redirected to {})", inner.shown(used)));
     }
     if let Some(r) = range {
         if r.is_empty() {
@@ -78,10 +83,19 @@ pub(crate) fn describe(
             msg.push_str(&format!(" bytes {}-{}", r.start, r.end - 1));
         }
     }
+    // The hint (see `diagnose`) stays last.
+    let (cause, hint) = match cause.split_once("; hint: ") {
+        Some((c, h)) => (c, Some(h)),
+        None => (cause, None),
+    };
     msg.push_str(": ");
     msg.push_str(cause);
     if attempts > 0 {
         msg.push_str(&format!(" (after {attempts} retries)"));
+    }
+    if let Some(h) = hint {
+        msg.push_str("; hint: ");
+        msg.push_str(h);
     }
     SourceError::new(kind, msg)
 }
@@ -142,8 +156,8 @@ pub(crate) async fn send_following(
             ));
         };
         let show = |c: &[Uri], extra: &Uri| {
-            let mut s: Vec<String> = c.iter().map(ToString::to_string).collect();
-            s.push(extra.to_string());
+            let mut s: Vec<String> = c.iter().map(|u| inner.shown(u)).collect();
+            s.push(inner.shown(extra));
             s.join(" -> ")
         };
         if chain.contains(&next) {
@@ -180,9 +194,13 @@ async fn send_once(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
     let h = req.headers_mut();
-    h.extend(headers.clone());
     if let Ok(ua) = HeaderValue::from_str(&inner.config.user_agent) {
         h.insert(USER_AGENT, ua);
+    }
+    // User headers and credentials; a user `User-Agent` replaces ours.
+    add_origin_headers(h, &inner.origin_headers, &inner.original, uri);
+    for (name, value) in headers {
+        h.insert(name.clone(), value.clone());
     }
     // Compressed bodies would make byte ranges meaningless.
     h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
@@ -201,10 +219,7 @@ async fn send_once(
             SourceErrorKind::Network,
             format!("no response within {stall:?}"),
         )),
-        Ok(Err(e)) => Err(Failure::transient(
-            SourceErrorKind::Network,
-            error_chain(&e),
-        )),
+        Ok(Err(e)) => Err(classify_send_error(&e, uri)),
         Ok(Ok(resp)) => Ok(resp),
     }
 }
@@ -225,7 +240,10 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Turns a non-success status into a [`Failure`].
 pub(crate) fn classify_status(resp: &Response<Incoming>) -> Failure {
     let status = resp.status();
-    let cause = format!("HTTP {status}");
+    let cause = match status_hint(status) {
+        Some(hint) => format!("HTTP {status}; hint: {hint}"),
+        None => format!("HTTP {status}"),
+    };
     match status.as_u16() {
         404 | 410 => Failure::Stale {
             kind: SourceErrorKind::NotFound,

@@ -6,6 +6,11 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 use rand::Rng;
 
+use cache_core::SourceErrorKind;
+
+use super::diagnose::REFUSED_TRIES;
+use super::request::Failure;
+
 /// Backoff state of one logical request (a probe, or one `read_range` with
 /// all its resumptions).
 #[derive(Debug)]
@@ -15,6 +20,8 @@ pub(crate) struct Backoff {
     base: Duration,
     cap: Duration,
     max_retry_after: Duration,
+    /// Refused connections in a row.
+    refused: u32,
 }
 
 impl Backoff {
@@ -30,6 +37,23 @@ impl Backoff {
             base,
             cap,
             max_retry_after,
+            refused: 0,
+        }
+    }
+
+    /// Decides what a refused connection is: transient the first time,
+    /// final once refused [`REFUSED_TRIES`] times in a row. Other failures
+    /// pass through (and end a run of refusals).
+    pub(crate) fn settle(&mut self, failure: Failure) -> Failure {
+        let Failure::Refused { cause } = failure else {
+            self.refused = 0;
+            return failure;
+        };
+        self.refused += 1;
+        if self.refused >= REFUSED_TRIES {
+            Failure::fatal(SourceErrorKind::Network, cause)
+        } else {
+            Failure::transient(SourceErrorKind::Network, cause)
         }
     }
 
@@ -60,6 +84,7 @@ impl Backoff {
     /// fail because of a handful of resets spread over hours.
     pub(crate) fn reset(&mut self) {
         self.attempt = 0;
+        self.refused = 0;
     }
 
     /// Number of attempts used so far.

@@ -31,6 +31,9 @@ pub struct Seen {
     pub range: Option<String>,
     pub if_range: Option<String>,
     pub version: Version,
+    /// Every request header (credentials tests look for what must not be
+    /// there).
+    pub headers: http::HeaderMap,
 }
 
 /// What to answer to one request.
@@ -186,6 +189,7 @@ fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         range: get("range"),
         if_range: get("if-range"),
         version: req.version(),
+        headers: req.headers().clone(),
     };
     let n = {
         let mut s = st.seen.lock().unwrap();

@@ -48,6 +48,13 @@ impl Nginx {
     /// Starts nginx, retrying on port collisions; panics (test set-up
     /// failure) with nginx's error log when it cannot start.
     pub fn start_with(opts: NginxOptions) -> Nginx {
+        Self::start_configured(opts, "")
+    }
+
+    /// [`Nginx::start_with`], with `server_extra` (nginx directives, e.g.
+    /// `location` blocks) added to the `server` block. `@PORT@` in it is
+    /// replaced by the port.
+    pub fn start_configured(opts: NginxOptions, server_extra: &str) -> Nginx {
         let bin = std::env::var_os("NGINX_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"));
@@ -68,6 +75,7 @@ impl Nginx {
                 l.local_addr().expect("local addr").port()
             };
             let conf = TEMPLATE
+                .replace("@SERVER_EXTRA@", server_extra)
                 .replace("@DIR@", &dir.path().display().to_string())
                 .replace("@ROOT@", &root.display().to_string())
                 .replace("@PORT@", &port.to_string())
@@ -132,6 +140,11 @@ impl Nginx {
     /// Directory served at `/`.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The port nginx listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `http://127.0.0.1:PORT/NAME`.
