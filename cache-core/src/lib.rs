@@ -76,7 +76,9 @@ pub mod testing;
 pub use data::WriteFault;
 pub use error::{Error, ErrorClass, Result};
 pub use fill::{FillOptions, FillPolicy};
-pub use object::{FillState, Object, ObjectInfo, ObjectReader, Progress, VerifyReport};
+pub use object::{
+    ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader, Progress, VerifyReport,
+};
 pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 pub use store::{
     check_chunk_size, object_key, FetchOptions, GcReport, ObjectSummary, SourceFactory, Store,

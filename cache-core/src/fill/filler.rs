@@ -151,12 +151,14 @@ async fn drive(
             let run = sched.next_run(&demanded, may_prefetch);
             for (id, end) in sched.take_cuts() {
                 if let Some((_, limit)) = tasks.get(&id) {
-                    limit.store(end, Ordering::Release);
+                    let old_end = limit.swap(end, Ordering::AcqRel);
+                    ctx.obj.note_released(end..old_end);
                 }
             }
             let Some(Run { id, chunks }) = run else {
                 break;
             };
+            ctx.obj.note_in_flight(chunks.clone());
             let limit = Arc::new(AtomicU32::new(chunks.end));
             let (c, tx, l) = (ctx.clone(), ctx.events.clone(), limit.clone());
             let handle = tokio::spawn(async move {
@@ -221,7 +223,9 @@ fn apply_event(
         Event::WholeBody => sched.set_single_stream(),
         Event::RunEnded { id, result } => {
             tasks.remove(&id);
-            sched.run_ended(id);
+            if let Some(released) = sched.run_ended(id) {
+                ctx.obj.note_released(released);
+            }
             match result {
                 Ok(()) => {}
                 Err(Error::Source { cause, .. })
