@@ -158,6 +158,25 @@ impl Object {
     }
 }
 
+impl crate::Store {
+    /// The complete chunks of object `key` as recorded in its index,
+    /// without opening the object (no follower, no LRU touch): for status
+    /// pages showing objects nobody uses right now.
+    pub fn stored_chunk_map(&self, key: &str) -> crate::Result<ChunkMap> {
+        let path = self
+            .dir()
+            .join(crate::store::OBJECTS_DIR)
+            .join(key)
+            .join(crate::store::INDEX_FILE);
+        let (_, header, state) = crate::index::IndexReader::open(&path)?;
+        Ok(ChunkMap {
+            chunk_count: header.chunk_count(),
+            done: state.done,
+            ..ChunkMap::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

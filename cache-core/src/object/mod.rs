@@ -416,13 +416,17 @@ impl Object {
         self.shared.progress.subscribe()
     }
 
-    /// The pid of the process whose download this process follows
-    /// ([`FillState::Following`]), when known; `None` otherwise.
+    /// The pid of the other process that downloads this object (the one
+    /// this process follows), when recorded and still running; `None` when
+    /// this process fills it, it is complete, or nobody is known to.
     pub fn filler_pid(&self) -> Option<u32> {
-        if self.progress().state != FillState::Following {
+        if matches!(
+            self.progress().state,
+            FillState::Filling | FillState::Complete
+        ) {
             return None;
         }
-        crate::fill::filler_pid(&self.shared.dir)
+        crate::fill::filler_pid(&self.shared.dir).filter(|&p| p != std::process::id())
     }
 
     /// Number of readers currently streaming from this object in this
