@@ -365,8 +365,13 @@ impl FillCtx {
                 });
             }
         }
-        self.durability.finish(*root.as_bytes())?;
+        // The alias first: a process following this fill reports the
+        // object complete when it sees the root record, and its caller may
+        // look the object up by hash at once (the alias of a verified root
+        // is true before the record is; after a crash in between, the next
+        // fill finishes the object and rewrites it).
         obj.store.write_alias(&root, &obj.key)?;
+        self.durability.finish(*root.as_bytes())?;
         obj.state.lock().root = Some(*root.as_bytes());
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");
         Ok(())

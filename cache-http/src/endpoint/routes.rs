@@ -89,6 +89,8 @@ impl App {
                 .map(|(n, u)| (n.clone(), u.to_string()))
                 .collect(),
         ));
+        // Started here, not by the first request (see `Live::track`).
+        live.ensure_started();
         let factory = config
             .source_factory
             .clone()

@@ -206,6 +206,8 @@ pub(crate) struct Live {
     closed: tokio::sync::watch::Sender<bool>,
     /// Origin body bytes per source identity (URL).
     origin_bytes: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Objects to watch from the next tick on.
+    pending: Mutex<Vec<Object>>,
 }
 
 impl Live {
@@ -219,6 +221,7 @@ impl Live {
             started: AtomicBool::new(false),
             closed: tokio::sync::watch::channel(false).0,
             origin_bytes: Mutex::default(),
+            pending: Mutex::default(),
         }
     }
 
@@ -227,8 +230,27 @@ impl Live {
         self.closed.send_replace(true);
     }
 
-    /// Watches `object` (the endpoint is about to serve or fill it).
-    pub(crate) fn track(self: &Arc<Self>, object: &Object) {
+    /// Watches `object` (the endpoint is about to serve or fill it) from
+    /// the next tick on.
+    ///
+    /// Deliberately only a push: waking or spawning a task here would
+    /// reorder the runtime's queue on the request's path, and the fill
+    /// this request just started could then claim its first requests
+    /// before the request's reader has said which chunk it waits for
+    /// (wasting a cut request's bytes).
+    pub(crate) fn track(&self, object: &Object) {
+        self.pending.lock().push(object.clone());
+    }
+
+    /// Starts watching the objects [`Live::track`] queued.
+    fn watch_pending(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock());
+        for object in pending {
+            self.watch(&object);
+        }
+    }
+
+    fn watch(&self, object: &Object) {
         {
             let mut st = self.state.lock();
             let entry = st.objects.get(object.key());
@@ -255,8 +277,6 @@ impl Live {
                 },
             );
         }
-        self.ensure_started();
-        self.wake.notify_one();
     }
 
     /// Records an upstream error for `url` (shown under its mirror).
@@ -304,7 +324,8 @@ impl Live {
             .map(|c| c.load(Ordering::Relaxed))
     }
 
-    fn ensure_started(self: &Arc<Self>) {
+    /// Starts the hub's task (once; needs a tokio runtime).
+    pub(crate) fn ensure_started(self: &Arc<Self>) {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -312,6 +333,7 @@ impl Live {
         tokio::spawn(async move {
             let mut last_list: Option<Instant> = None;
             loop {
+                tokio::time::sleep(TICK).await;
                 let Some(live) = weak.upgrade() else { return };
                 if *live.closed.borrow() {
                     return;
@@ -328,8 +350,6 @@ impl Live {
                 if idle {
                     // Nobody watches: wait for a client or a new object.
                     let _ = tokio::time::timeout(LIST_EVERY, wake.notified()).await;
-                } else {
-                    tokio::time::sleep(TICK).await;
                 }
             }
         });
@@ -427,13 +447,14 @@ impl Live {
         }
         for key in to_watch {
             if let Ok(o) = self.store.open_ref(&key) {
-                self.track(&o);
+                self.watch(&o);
             }
         }
     }
 
     /// Folds what arrived since the last tick into one delta event.
     fn tick(&self) {
+        self.watch_pending();
         let mut st = self.state.lock();
         let now = Instant::now();
         let mut finished = Vec::new();
@@ -541,17 +562,6 @@ impl Live {
             FillState::Idle => "paused",
         };
         Record {
-            key: info.key.clone(),
-            blake3: info
-                .blake3
-                .filter(|_| info.verified)
-                .map(|h| h.to_hex().to_string()),
-            expected_blake3: info
-                .blake3
-                .filter(|_| !info.verified)
-                .map(|h| h.to_hex().to_string()),
-            length: info.len,
-            chunk_size: info.chunk_size,
             chunks_total: p.chunks_total,
             chunks_done: p.chunks_done,
             bytes_done: p.bytes_done,
@@ -565,43 +575,51 @@ impl Live {
             },
             bytes_per_second: if complete { 0.0 } else { rate.unwrap_or(0.0) },
             readers: o.readers(),
-            origin_bytes: self.origin_of(&info.source),
             filler_pid: if complete { None } else { o.filler_pid() },
-            url: info.source,
+            ..self.record_of_info(&info)
         }
     }
 
-    fn record_of_summary(&self, s: &ObjectSummary) -> Record {
-        let info = &s.info;
+    /// The record of an object nobody here uses, from its static facts.
+    fn record_of_info(&self, info: &cache_core::ObjectInfo) -> Record {
+        let hex = |verified: bool| {
+            info.blake3
+                .filter(|_| info.verified == verified)
+                .map(|h| h.to_hex().to_string())
+        };
         Record {
             key: info.key.clone(),
             url: info.source.clone(),
-            blake3: info
-                .blake3
-                .filter(|_| info.verified)
-                .map(|h| h.to_hex().to_string()),
-            expected_blake3: info
-                .blake3
-                .filter(|_| !info.verified)
-                .map(|h| h.to_hex().to_string()),
+            blake3: hex(true),
+            expected_blake3: hex(false),
             length: info.len,
             chunk_size: info.chunk_size,
-            chunks_total: s.chunks_total,
-            chunks_done: s.chunks_done,
-            bytes_done: s.bytes_done,
+            chunks_total: 0,
+            chunks_done: 0,
+            bytes_done: 0,
             in_flight_chunks: 0,
             demanded_chunks: 0,
             damaged_chunks: 0,
-            state: match s.state {
-                "complete" => "complete",
-                "filling" => "following",
-                _ => "paused",
-            },
+            state: "paused",
             error: None,
             bytes_per_second: 0.0,
             readers: 0,
             origin_bytes: self.origin_of(&info.source),
             filler_pid: None,
+        }
+    }
+
+    fn record_of_summary(&self, s: &ObjectSummary) -> Record {
+        Record {
+            chunks_total: s.chunks_total,
+            chunks_done: s.chunks_done,
+            bytes_done: s.bytes_done,
+            state: match s.state {
+                "complete" => "complete",
+                "filling" => "following",
+                _ => "paused",
+            },
+            ..self.record_of_info(&s.info)
         }
     }
 }
