@@ -287,6 +287,21 @@ fn ls_ref_is_accepted_rm_and_gc_name_what_they_remove_cat_guards_the_terminal() 
     let forced = cat(&format!("--force --range 0-9 {bin_ref}"));
     assert!(forced.iter().any(|l| l == "exit=0"), "{forced:?}");
 
+    // ls --watch redraws the table until Ctrl-C, which ends it quietly.
+    let watched = visible_lines(&on_pty(&format!(
+        "timeout --preserve-status -s INT 3 {} --store {} ls --watch; echo exit=$?",
+        quote(BIN),
+        quote(&store.display().to_string())
+    )));
+    let frames = watched.iter().filter(|l| l.starts_with("REF ")).count();
+    assert!(frames >= 2, "redrawn: {watched:?}");
+    assert!(watched.iter().any(|l| l.contains("RATE")), "{watched:?}");
+    assert_eq!(
+        watched.last().map(String::as_str),
+        Some("exit=0"),
+        "{watched:?}"
+    );
+
     // gc --dry-run names what would go and removes nothing.
     let (code, out, err) = bc_out(&store, &["gc", "--max-size", "0", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
