@@ -20,15 +20,6 @@ use cache_http::endpoint::{Endpoint, EndpointConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 async fn events(addr: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -39,8 +30,8 @@ async fn events(addr: std::net::SocketAddr) -> TcpStream {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let clients = arg("--clients", 100);
-    let size = arg("--size", 64) << 20;
+    let clients = benches::arg("--clients", 100);
+    let size = benches::arg("--size", 64) << 20;
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
     let url = "http://origin.invalid/x.img";
