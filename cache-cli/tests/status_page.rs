@@ -162,6 +162,14 @@ fn status_page_shows_the_chunk_map_filling_and_a_far_demand() {
         (rows.as_i64() == Some(1) && num(&m, "chunks") == chunks && num(&m, "complete") > 0)
             .then_some(m)
     });
+    // The CSP let exactly the inline style and script run: the script
+    // filled the table, and the style applies (body margin 0).
+    let margin = page.eval("getComputedStyle(document.body).margin");
+    assert_eq!(
+        margin.as_str(),
+        Some("0px"),
+        "the inline style applies under the CSP"
+    );
     let row = page.eval("document.querySelector('#rows tr').textContent");
     let row = row.as_str().unwrap_or_default();
     assert!(row.contains("disk.img"), "row names the file: {row}");
