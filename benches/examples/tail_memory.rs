@@ -19,15 +19,6 @@ use cache_core::testing::MemorySource;
 use cache_core::{FetchOptions, Store};
 use futures::StreamExt;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `VmHWM`, `RssAnon` and `RssFile` of this process, in MiB.
 fn memory() -> (u64, u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -89,8 +80,8 @@ async fn fill(bytes: bytes::Bytes, readers: usize) -> (f64, u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let size = arg("--size", 512) << 20;
-    let readers = arg("--readers", 64);
+    let size = benches::arg("--size", 512) << 20;
+    let readers = benches::arg("--readers", 64);
     let bytes = bytes::Bytes::from(
         (0..size)
             .map(|i| (i as u32).wrapping_mul(2654435761) as u8)

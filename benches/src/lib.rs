@@ -23,6 +23,17 @@ pub fn full_run() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// The value after command-line flag `name` (`--size 64`), else `default`
+/// (for the examples, which take a few numeric flags).
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `full` in a real run, `quick` in test mode.
 pub fn size(full: u64, quick: u64) -> u64 {
     if full_run() {

@@ -85,7 +85,8 @@ connections (twice) fail at once with a hint (exit 3).", exit_line!()))]
     #[command(after_help = concat!("\
 Routes: GET|HEAD /blobs/<BLAKE3 hex> (objects in the store), GET|HEAD
 /m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is fetched into the store on
-first use), /status (JSON), /metrics (Prometheus). Range requests of parts not
+first use), / (live status page with each object's chunk map), /events (its
+server-sent events), /status (JSON), /metrics (Prometheus). Range requests of parts not
 downloaded yet wait for them, and those parts are fetched first. The listen
 address is printed on stdout. Ctrl-C stops accepting and lets responses end.
 
@@ -94,10 +95,15 @@ Examples:
   blockcache serve --listen 0.0.0.0:8472 --mirror images=https://example.com/images/
   curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head", exit_line!()))]
     Serve(ServeArgs),
-    /// List objects: length, progress, state, hash, source
+    /// List objects: reference, state, progress, length, source
     #[command(after_help = concat!("\
+REF is what cat, verify and rm accept: the first 16 hex digits of the BLAKE3
+when the object is complete, else its object key. --watch redraws the table
+every second with each object's download rate (Ctrl-C stops it).
+
 Examples:
   blockcache ls
+  blockcache ls --watch
   blockcache ls --json | jq '.[] | select(.state == \"complete\") | .blake3'", exit_line!()))]
     Ls(LsArgs),
     /// Write an object's bytes (or a range) to stdout, waiting for missing ones
@@ -109,7 +115,8 @@ not downloaded yet are fetched first, then written.
 Examples:
   blockcache cat 6f1c > disk.raw
   blockcache cat https://example.com/disk.raw --range 0-511 | xxd | head
-  blockcache cat 6f1c --range -1048576 | wc -c     # the last MiB", exit_line!()))]
+  blockcache cat 6f1c --range -1048576 | wc -c     # the last MiB
+  blockcache cat 6f1c --force --range 0-63         # binary to the terminal anyway", exit_line!()))]
     Cat(CatArgs),
     /// Re-hash stored chunks; report damaged ones, --repair refetches them
     #[command(after_help = concat!("\
@@ -122,7 +129,8 @@ Examples:
     Verify(VerifyArgs),
     /// Remove an object from the store
     #[command(after_help = concat!("\
-Fails (exit 5) while the object is being downloaded or read.
+Prints the URL and BLAKE3 (or key) of what it removed. Fails (exit 5) while
+the object is being downloaded or read.
 
 Example:
   blockcache rm 6f1c", exit_line!()))]
@@ -132,9 +140,12 @@ Example:
 Partial downloads of an upstream version that has since been replaced go
 first (they can never resume); then complete objects, least recently used
 first. Objects being downloaded or read (by any process) are never evicted.
-Without --max-size nothing is evicted: gc reports the store's size.
+Without --max-size nothing is evicted: gc reports the store's size. Every
+evicted object is printed with its URL and BLAKE3 (or key); --dry-run prints
+what would go and removes nothing.
 
-Example:
+Examples:
+  blockcache gc --max-size 50G --dry-run
   blockcache gc --max-size 50G", exit_line!()))]
     Gc(GcArgs),
     /// Copy a local file into the store and print its BLAKE3
@@ -155,6 +166,26 @@ Examples:
   blockcache demo
   blockcache demo --size 256M --rate 50MB/s", exit_line!()))]
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout
+    #[command(after_help = concat!("\
+Examples:
+  blockcache completions bash > ~/.local/share/bash-completion/completions/blockcache
+  blockcache completions zsh > ~/.zfunc/_blockcache      # fpath+=(~/.zfunc)
+  blockcache completions fish > ~/.config/fish/completions/blockcache.fish", exit_line!()))]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout
+    #[command(after_help = concat!("\
+Examples:
+  blockcache man | man -l -
+  blockcache man > ~/.local/share/man/man1/blockcache.1", exit_line!()))]
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -241,8 +272,11 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct LsArgs {
     /// One JSON array on stdout
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw the table every second (with download rates) until Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +288,9 @@ pub struct CatArgs {
     /// the end, or -N for the last N bytes
     #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
     pub range: Option<String>,
+    /// Write binary data even when stdout is a terminal
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -281,6 +318,9 @@ pub struct GcArgs {
     /// Evict until the store takes at most SIZE on disk
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
+    /// Print what would be evicted; remove nothing
+    #[arg(long, requires = "max_size")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! The subcommands: each parses its arguments into library calls and
 //! prints the result.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Fetch(a) => fetch(g, a).await,
         Command::Serve(a) => serve(g, a).await,
-        Command::Ls(a) => ls(g, a),
+        Command::Ls(a) => crate::ls::run(g, a).await,
         Command::Cat(a) => cat(g, a).await,
         Command::Verify(a) => verify(g, a).await,
         Command::Rm(a) => {
@@ -31,16 +31,44 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let key = store
                 .resolve(&a.reference)
                 .map_err(|e| Failure::core(&a.reference, e))?;
+            let what = store
+                .list()
+                .ok()
+                .and_then(|l| l.into_iter().find(|o| o.info.key == key))
+                .map(|o| describe(&o));
             store
                 .remove(&key)
                 .map_err(|e| Failure::core(&a.reference, e))?;
-            println!("removed {key}");
+            println!("removed {}", what.unwrap_or(key));
             Ok(())
         }
         Command::Gc(a) => gc(g, a),
         Command::Import(a) => import(g, a).await,
         Command::Demo(a) => crate::demo::run(g, a).await,
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "blockcache", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(Failure::io("stdout", e))
+                }
+                _ => Ok(()),
+            }
+        }
     }
+}
+
+/// An object in one line for rm and gc: its URL and BLAKE3 (else key).
+fn describe(o: &cache_core::ObjectSummary) -> String {
+    let id = match o.info.blake3 {
+        Some(h) if o.info.verified => format!("BLAKE3 {}", h.to_hex()),
+        _ => format!("key {} (incomplete)", o.info.key),
+    };
+    format!("{} {id}", o.info.source)
 }
 
 /// The store directory: `--store`, `$BLOCKCACHE_STORE`, else the platform
@@ -151,7 +179,22 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::core(url, e))?;
     let to_stdout = a.output.as_deref() == Some(std::path::Path::new("-"));
-    let reporter = Reporter::start(&object, label_of(url), Mode::detect(g.quiet));
+    let p = object.progress();
+    let hit = p.state == cache_core::FillState::Complete;
+    if hit && !g.quiet {
+        // Short enough for 80 columns with a 20-character name.
+        let name: String = label_of(url).chars().take(20).collect();
+        eprintln!(
+            "{name}: already stored, {} verified chunks, not re-downloaded",
+            p.chunks_total
+        );
+    }
+    let mode = if hit {
+        Mode::Quiet
+    } else {
+        Mode::detect(g.quiet)
+    };
+    let reporter = Reporter::start(&object, label_of(url), mode);
     let hash = if to_stdout {
         let streamed = stream_to_stdout(&object, 0..object.len()).await;
         let hash = object.wait_complete().await;
@@ -249,9 +292,8 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
     // The address on stdout (the port is real when --listen asked for 0).
     println!("listening on http://{addr}/");
     if !g.quiet {
-        eprintln!(
-            "objects at http://{addr}/blobs/<BLAKE3>; status at /status, metrics at /metrics"
-        );
+        eprintln!("status page at http://{addr}/ (JSON at /status, metrics at /metrics)");
+        eprintln!("objects at http://{addr}/blobs/<BLAKE3>");
         for n in &names {
             eprintln!("mirror {n}");
         }
@@ -262,70 +304,6 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
         })
         .await
         .map_err(|e| Failure::io(format!("serve on {addr}"), e))
-}
-
-fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {
-    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-}
-
-fn ls(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
-    let objects = store.list().map_err(|e| Failure::core("list", e))?;
-    if a.json {
-        let arr: Vec<serde_json::Value> = objects
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "key": o.info.key,
-                    "blake3": o.info.blake3.map(|h| h.to_hex().to_string()),
-                    "verified": o.info.verified,
-                    "state": o.state,
-                    "len": o.info.len,
-                    "bytes_done": o.bytes_done,
-                    "chunks_done": o.chunks_done,
-                    "chunks_total": o.chunks_total,
-                    "chunk_size": o.info.chunk_size,
-                    "disk_bytes": o.disk_bytes,
-                    "last_used_unix": unix_secs(o.last_used),
-                    "source": o.info.source,
-                    "validator": o.info.validator,
-                })
-            })
-            .collect();
-        let text = serde_json::to_string_pretty(&arr)
-            .map_err(|e| Failure::new(exit::LOCAL_IO, format!("json: {e}")))?;
-        println!("{text}");
-        return Ok(());
-    }
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{:<16}  {:<8}  {:>6}  {:>10}  SOURCE",
-        "BLAKE3", "STATE", "DONE", "LENGTH"
-    );
-    for o in &objects {
-        let hash = match o.info.blake3 {
-            Some(h) if o.info.verified => h.to_hex()[..16].to_string(),
-            Some(h) => format!("{}?", &h.to_hex()[..15]),
-            None => "-".to_string(),
-        };
-        let pct = if o.info.len == 0 {
-            100.0
-        } else {
-            o.bytes_done as f64 * 100.0 / o.info.len as f64
-        };
-        let _ = writeln!(
-            out,
-            "{:<16}  {:<8}  {:>5.1}%  {:>10}  {}",
-            hash,
-            o.state,
-            pct,
-            human(o.info.len),
-            o.info.source
-        );
-    }
-    Ok(())
 }
 
 /// Parses `START-END` (inclusive), `START-` or `-N` against `len`.
@@ -380,9 +358,35 @@ async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
         Some(spec) => parse_range(spec, object.len()).map_err(Failure::usage)?,
         None => 0..object.len(),
     };
+    if !a.force && std::io::stdout().is_terminal() {
+        // Like curl: binary bytes on a terminal garble it. Look at the
+        // start of what would be written (waiting for it if needed).
+        let n = (range.end - range.start).min(4096);
+        let head = object
+            .read_at(range.start, n)
+            .await
+            .map_err(|e| Failure::core(r, e))?;
+        if looks_binary(&head) {
+            return Err(Failure::usage(format!(
+                "{r}: binary output would garble the terminal; redirect it (> FILE, | xxd) or pass --force"
+            )));
+        }
+    }
     stream_to_stdout(&object, range)
         .await
         .map_err(|f| Failure::new(f.code, format!("{r}: {}", f.message)))
+}
+
+/// NUL bytes or invalid UTF-8 (a cut multi-byte character at the end
+/// excepted): not text.
+fn looks_binary(b: &[u8]) -> bool {
+    if b.contains(&0) {
+        return true;
+    }
+    match std::str::from_utf8(b) {
+        Ok(_) => false,
+        Err(e) => e.error_len().is_some(),
+    }
 }
 
 async fn verify(g: &cli::Global, a: cli::VerifyArgs) -> Result<(), Failure> {
@@ -488,18 +492,32 @@ fn gc(g: &cli::Global, a: cli::GcArgs) -> Result<(), Failure> {
         );
         return Ok(());
     };
-    let report = store.gc(max).map_err(|e| Failure::core("gc", e))?;
+    let names: std::collections::HashMap<String, String> = store
+        .list()
+        .map_err(|e| Failure::core("list", e))?
+        .iter()
+        .map(|o| (o.info.key.clone(), describe(o)))
+        .collect();
+    let name = |key: &String| names.get(key).cloned().unwrap_or_else(|| key.clone());
+    let report = if a.dry_run {
+        store.gc_dry_run(max)
+    } else {
+        store.gc(max)
+    }
+    .map_err(|e| Failure::core("gc", e))?;
+    let verb = if a.dry_run { "would evict" } else { "evicted" };
     for (key, bytes) in &report.evicted {
-        println!("evicted {key} ({})", human(*bytes));
+        println!("{verb} {} ({})", name(key), human(*bytes));
     }
     for key in &report.skipped_busy {
-        println!("kept {key}: in use");
+        println!("kept {}: in use", name(key));
     }
     println!(
-        "{} -> {} on disk ({} evicted)",
+        "{} -> {} on disk ({} {verb}{})",
         human(report.bytes_before),
         human(report.bytes_after),
-        report.evicted.len()
+        report.evicted.len(),
+        if a.dry_run { "; nothing removed" } else { "" }
     );
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod ls;
 mod origin;
 mod output;
 mod progress;
@@ -110,16 +111,20 @@ fn main() -> ExitCode {
     // `serve` shuts down gracefully on Ctrl-C (exit 0); the others stop
     // at once and say how to resume.
     let serve = matches!(cli.command, cli::Command::Serve(_));
+    // `ls --watch` runs until Ctrl-C: that is its normal end.
+    let watch = matches!(&cli.command, cli::Command::Ls(a) if a.watch);
     let result = rt.block_on(async {
         if serve {
             return commands::run(cli).await;
         }
         tokio::select! {
             r = commands::run(cli) => r,
-            _ = tokio::signal::ctrl_c() => Err(Failure::new(
-                exit::INTERRUPTED,
-                "interrupted; what was downloaded is kept: run the same command again to resume",
-            )),
+            _ = tokio::signal::ctrl_c() => if watch {
+                Ok(())
+            } else {
+                // Erases the progress bar and says what was kept.
+                Err(Failure::new(exit::INTERRUPTED, progress::interrupted()))
+            },
         }
     });
     // Do not wait for fills still running in the background.

@@ -64,8 +64,18 @@ pub enum Error {
     #[error("object {key} is incomplete and no source is available to fill it ({url})")]
     NoSource { key: String, url: String },
     /// The fill this read was waiting on failed.
-    #[error("object {key}: fill failed: {cause}")]
+    #[error("object {key}: fill failed: {}", without_key(.key, .cause))]
     FillFailed { key: String, cause: Arc<Error> },
+}
+
+/// `cause`'s message without a leading `object KEY: ` (the fill-failed
+/// line names the object once).
+fn without_key(key: &str, cause: &Error) -> String {
+    let msg = cause.to_string();
+    match msg.strip_prefix(&format!("object {key}: ")) {
+        Some(rest) => rest.to_owned(),
+        None => msg,
+    }
 }
 
 /// Broad classes of [`Error`], for exit codes and retry decisions.

@@ -77,7 +77,8 @@ pub use data::WriteFault;
 pub use error::{Error, ErrorClass, Result};
 pub use fill::{FillOptions, FillPolicy};
 pub use object::{
-    BlockingObjectReader, FillState, Object, ObjectInfo, ObjectReader, Progress, VerifyReport,
+    BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
+    Progress, VerifyReport,
 };
 pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 pub use store::{

@@ -151,12 +151,14 @@ async fn drive(
             let run = sched.next_run(&demanded, may_prefetch);
             for (id, end) in sched.take_cuts() {
                 if let Some((_, limit)) = tasks.get(&id) {
-                    limit.store(end, Ordering::Release);
+                    let old_end = limit.swap(end, Ordering::AcqRel);
+                    ctx.obj.note_released(end..old_end);
                 }
             }
             let Some(Run { id, chunks }) = run else {
                 break;
             };
+            ctx.obj.note_in_flight(chunks.clone());
             let limit = Arc::new(AtomicU32::new(chunks.end));
             let (c, tx, l) = (ctx.clone(), ctx.events.clone(), limit.clone());
             let handle = tokio::spawn(async move {
@@ -221,7 +223,9 @@ fn apply_event(
         Event::WholeBody => sched.set_single_stream(),
         Event::RunEnded { id, result } => {
             tasks.remove(&id);
-            sched.run_ended(id);
+            if let Some(released) = sched.run_ended(id) {
+                ctx.obj.note_released(released);
+            }
             match result {
                 Ok(()) => {}
                 Err(Error::Source { cause, .. })
@@ -361,8 +365,13 @@ impl FillCtx {
                 });
             }
         }
-        self.durability.finish(*root.as_bytes())?;
+        // The alias first: a process following this fill reports the
+        // object complete when it sees the root record, and its caller may
+        // look the object up by hash at once (the alias of a verified root
+        // is true before the record is; after a crash in between, the next
+        // fill finishes the object and rewrites it).
         obj.store.write_alias(&root, &obj.key)?;
+        self.durability.finish(*root.as_bytes())?;
         obj.state.lock().root = Some(*root.as_bytes());
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");
         Ok(())

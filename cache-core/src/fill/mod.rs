@@ -85,6 +85,7 @@ pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
         Err(TryLockError::WouldBlock) => return Ok(None),
         Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock index", e)),
     }
+    write_filler_pid(obj);
     let (writer, _header, state, recovery) = IndexWriter::open(&path)?;
     if recovery.dropped_bytes > 0 {
         tracing::warn!(
@@ -105,6 +106,33 @@ pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
         writer,
         cvs,
     }))
+}
+
+/// Name of the file (next to the index) holding the pid of the process
+/// that holds the index lock, so followers can say whose download they
+/// follow. Informational only: the lock, not this file, decides who fills.
+pub(crate) const FILLER_PID_FILE: &str = "filler.pid";
+
+/// Records this process as the lock holder (best effort: a follower
+/// without it just cannot name the pid).
+fn write_filler_pid(obj: &ObjectShared) {
+    let path = obj.dir.join(FILLER_PID_FILE);
+    if let Err(e) = std::fs::write(&path, format!("{}\n", std::process::id())) {
+        tracing::debug!(object = %obj.key, "cannot record the filler pid: {e}");
+    }
+}
+
+/// The pid of the process that holds the index lock of the object in
+/// `dir`, when recorded and that process still runs.
+pub(crate) fn filler_pid(dir: &std::path::Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(FILLER_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
 }
 
 /// Starts filling `obj` with `plan`, or attaches to the fill that runs.

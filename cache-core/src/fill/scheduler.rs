@@ -160,11 +160,12 @@ impl FillScheduler {
     }
 
     /// Request `id` ended (finished, failed or cut short): its chunks that
-    /// did not complete become missing again.
-    pub fn run_ended(&mut self, id: RunId) {
-        if let Some(range) = self.runs.remove(&id) {
-            self.in_flight.remove_range(range);
-        }
+    /// did not complete become missing again. Returns the chunks it still
+    /// owned (its range, minus a cut-off tail).
+    pub fn run_ended(&mut self, id: RunId) -> Option<Range<u32>> {
+        let range = self.runs.remove(&id)?;
+        self.in_flight.remove_range(range.clone());
+        Some(range)
     }
 
     fn is_missing(&self, c: u32) -> bool {

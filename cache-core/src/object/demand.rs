@@ -16,26 +16,37 @@ pub(crate) struct DemandQueue {
 }
 
 impl DemandQueue {
-    pub(crate) fn add(&mut self, chunk: u32) {
+    /// Adds a reader's demand; true when `chunk` was not demanded before.
+    pub(crate) fn add(&mut self, chunk: u32) -> bool {
         if let Some((_, count)) = self.chunks.get_mut(&chunk) {
             *count += 1;
-            return;
+            return false;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.insert(seq, chunk);
         self.chunks.insert(chunk, (seq, 1));
+        true
     }
 
-    pub(crate) fn remove(&mut self, chunk: u32) {
+    /// Withdraws a reader's demand; true when no reader demands `chunk`
+    /// any more.
+    pub(crate) fn remove(&mut self, chunk: u32) -> bool {
         if let Some((seq, count)) = self.chunks.get_mut(&chunk) {
             *count -= 1;
             if *count == 0 {
                 let seq = *seq;
                 self.chunks.remove(&chunk);
                 self.order.remove(&seq);
+                return true;
             }
         }
+        false
+    }
+
+    /// Every demanded chunk, in no particular order.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks.keys().copied()
     }
 
     /// Up to `max` demanded chunks, oldest first.

@@ -8,6 +8,7 @@
 //! the chunk wakes exactly those readers (no polling, no timer).
 
 mod demand;
+mod feed;
 mod follow;
 mod read;
 mod remote_demand;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 
 use crate::data::DataFile;
 use crate::error::{Error, Result};
@@ -29,6 +30,7 @@ use crate::index::{IndexHeader, Record};
 use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
+pub use feed::{ranges, ChunkChange, ChunkMap, FEED_CAPACITY};
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use verify::VerifyReport;
@@ -108,6 +110,11 @@ pub(crate) struct State {
     pub(crate) plan: Option<FillPlan>,
     /// A follower task is watching the index for another process's commits.
     pub(crate) watching: bool,
+    /// Chunks requested from the source by this process's filler (for the
+    /// change feed; the scheduler keeps its own bookkeeping).
+    pub(crate) in_flight: RoaringBitmap,
+    /// Chunks verification cleared as damaged, until refetched.
+    pub(crate) damaged: RoaringBitmap,
     waiters: HashMap<u32, Vec<oneshot::Sender<()>>>,
 }
 
@@ -118,6 +125,8 @@ pub(crate) struct ObjectShared {
     pub(crate) data: DataFile,
     pub(crate) state: Mutex<State>,
     pub(crate) progress: watch::Sender<Progress>,
+    /// Changes of the chunk map, for live status ([`Object::chunk_feed`]).
+    pub(crate) feed: broadcast::Sender<ChunkChange>,
     /// Wakes the filler: a demand arrived or the last handle went away.
     pub(crate) filler_wake: Notify,
     pub(crate) store: Arc<StoreShared>,
@@ -187,6 +196,8 @@ impl ObjectShared {
             demand: DemandQueue::default(),
             plan: None,
             watching: false,
+            in_flight: RoaringBitmap::new(),
+            damaged: RoaringBitmap::new(),
             waiters: HashMap::new(),
         };
         let (progress, _) = watch::channel(progress_of(&header, &state));
@@ -198,6 +209,7 @@ impl ObjectShared {
             data,
             state: Mutex::new(state),
             progress,
+            feed: broadcast::channel(FEED_CAPACITY).0,
             filler_wake: Notify::new(),
             store,
             handles: AtomicUsize::new(0),
@@ -228,6 +240,9 @@ impl ObjectShared {
             if !st.done.insert(c) {
                 return;
             }
+            st.in_flight.remove(c);
+            st.damaged.remove(c);
+            self.send_change(ChunkChange::Done(c..c + 1));
             (st.waiters.remove(&c), progress_of(&self.header, &st))
         };
         for w in waiters.into_iter().flatten() {
@@ -245,6 +260,8 @@ impl ObjectShared {
                 match *r {
                     Record::Chunk { index, .. } => {
                         if st.done.insert(index) {
+                            st.damaged.remove(index);
+                            self.send_change(ChunkChange::Done(index..index + 1));
                             if let Some(w) = st.waiters.remove(&index) {
                                 woken.extend(w);
                             }
@@ -252,6 +269,8 @@ impl ObjectShared {
                     }
                     Record::Clear { index } => {
                         st.done.remove(index);
+                        st.damaged.insert(index);
+                        self.send_change(ChunkChange::Damaged(index));
                         st.root = None;
                     }
                     Record::Root { hash } => {
@@ -275,7 +294,11 @@ impl ObjectShared {
     pub(crate) fn set_phase(&self, phase: Phase) {
         let waiters = {
             let mut st = self.state.lock();
+            if !matches!(phase, Phase::Filling) {
+                self.release_all_in_flight(&mut st);
+            }
             st.phase = phase;
+            self.send_change(ChunkChange::State);
             std::mem::take(&mut st.waiters)
         };
         drop(waiters);
@@ -397,6 +420,19 @@ impl Object {
     /// A receiver that sees every progress change (for progress bars).
     pub fn watch_progress(&self) -> watch::Receiver<Progress> {
         self.shared.progress.subscribe()
+    }
+
+    /// The pid of the other process that downloads this object (the one
+    /// this process follows), when recorded and still running; `None` when
+    /// this process fills it, it is complete, or nobody is known to.
+    pub fn filler_pid(&self) -> Option<u32> {
+        if matches!(
+            self.progress().state,
+            FillState::Filling | FillState::Complete
+        ) {
+            return None;
+        }
+        crate::fill::filler_pid(&self.shared.dir).filter(|&p| p != std::process::id())
     }
 
     /// Number of readers currently streaming from this object in this

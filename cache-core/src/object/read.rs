@@ -33,7 +33,9 @@ impl Drop for DemandGuard<'_> {
         {
             let mut st = self.obj.state.lock();
             for &c in &self.chunks {
-                st.demand.remove(c);
+                if st.demand.remove(c) {
+                    self.obj.send_change(super::ChunkChange::Undemanded(c));
+                }
             }
         }
         self.obj.publish_remote_demand();
@@ -93,7 +95,12 @@ impl ObjectShared {
             loop {
                 let Some(rx) = self.waiter(c)? else { break };
                 if !guard.chunks.contains(&c) {
-                    self.state.lock().demand.add(c);
+                    {
+                        let mut st = self.state.lock();
+                        if st.demand.add(c) {
+                            self.send_change(super::ChunkChange::Demanded(c));
+                        }
+                    }
                     guard.chunks.push(c);
                     crate::fill::ensure_fill(self)?;
                     self.filler_wake.notify_one();

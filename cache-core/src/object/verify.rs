@@ -73,6 +73,8 @@ fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
             let mut st = obj.state.lock();
             for &c in &report.damaged {
                 st.done.remove(c);
+                st.damaged.insert(c);
+                obj.send_change(crate::object::ChunkChange::Damaged(c));
             }
             st.root = None;
         }

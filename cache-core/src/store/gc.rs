@@ -27,6 +27,17 @@ impl Store {
     /// objects, until the objects take at most `max_bytes` on disk (or
     /// nothing more can be evicted).
     pub fn gc(&self, max_bytes: u64) -> Result<GcReport> {
+        self.gc_inner(max_bytes, false)
+    }
+
+    /// What [`Store::gc`] would evict now, without evicting anything.
+    /// Objects some process fills are reported in `skipped_busy`; an
+    /// object that is only being read when the real gc runs is kept then.
+    pub fn gc_dry_run(&self, max_bytes: u64) -> Result<GcReport> {
+        self.gc_inner(max_bytes, true)
+    }
+
+    fn gc_inner(&self, max_bytes: u64, dry_run: bool) -> Result<GcReport> {
         let mut objects = self.list()?;
         let total: u64 = objects.iter().map(|o| o.disk_bytes).sum();
         let mut report = GcReport {
@@ -52,7 +63,19 @@ impl Store {
             if report.bytes_after <= max_bytes {
                 break;
             }
-            match self.shared.remove_key(&o.info.key) {
+            let removed = if dry_run {
+                if o.state == "filling" {
+                    Err(Error::Busy {
+                        key: o.info.key.clone(),
+                        what: "it is being filled",
+                    })
+                } else {
+                    Ok(())
+                }
+            } else {
+                self.shared.remove_key(&o.info.key)
+            };
+            match removed {
                 Ok(()) => {
                     report.bytes_after -= o.disk_bytes;
                     report.evicted.push((o.info.key, o.disk_bytes));

@@ -29,6 +29,8 @@ pub use layout::object_key;
 use layout::*;
 
 pub(crate) const INDEX_FILE: &str = "index";
+/// Directory of the objects inside the store directory.
+pub(crate) const OBJECTS_DIR: &str = layout::OBJECTS;
 
 /// Default chunk size (see BENCHMARKS.md for the measurement behind it).
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;

@@ -16,8 +16,10 @@
 //!
 //! - [`server`]: [`Endpoint`], [`EndpointConfig`], binding, the accept loop,
 //!   hardening and graceful shutdown.
-//! - `routes`, `serve_object`, `status`: the routes (see [`server`]'s docs
-//!   for the list), range serving of partial objects, `/status`.
+//! - `routes`, `serve_object`: the routes (see [`server`]'s docs for the
+//!   list), range serving of partial objects.
+//! - [`live`]: the status page `/`, its event stream `/events` and
+//!   `/status` (schema in its docs).
 
 pub mod etag;
 pub mod metrics;
@@ -26,6 +28,7 @@ pub mod multipart;
 pub mod range;
 pub mod server;
 
+pub mod live;
 mod metered;
 mod routes;
 mod serve_object;

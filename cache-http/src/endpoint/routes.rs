@@ -4,7 +4,9 @@
 //! | --- | --- |
 //! | `GET\|HEAD /blobs/{blake3-hex}` | an object by BLAKE3 hash: complete, or filling when its hash was given up front |
 //! | `GET\|HEAD /m/{mirror}/{path}` | pull-through mirror of `BASE/path` |
-//! | `GET /status` | JSON: every object, its progress and rate |
+//! | `GET /` | live status page: objects and the chunk map ([`live`](super::live)) |
+//! | `GET /events` | server-sent events: a snapshot, then chunk-map deltas |
+//! | `GET /status` | JSON: the store, its mirrors, every object with progress and rate |
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! Mirror objects are revalidated with the origin at most every
@@ -64,6 +66,7 @@ pub(crate) struct App {
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) tracker: Tracker,
+    pub(crate) live: Arc<super::live::Live>,
     mirrors: HashMap<String, Url>,
     factory: Option<MirrorSourceFactory>,
     revalidate: Duration,
@@ -78,13 +81,25 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
         let metrics = Arc::new(Metrics::new());
+        let live = Arc::new(super::live::Live::new(
+            store.clone(),
+            config
+                .mirrors
+                .iter()
+                .map(|(n, u)| (n.clone(), u.to_string()))
+                .collect(),
+        ));
+        // Started here, not by the first request (see `Live::track`).
+        live.ensure_started();
         let factory = config
             .source_factory
             .clone()
-            .map(|f| super::metered::metered_factory(f, metrics.clone(), config.fetch.chunk_size));
+            .map(|f| super::metered::metered_factory(f, metrics.clone(), config.fetch.chunk_size))
+            .map(|f| super::live::counting_factory(f, live.clone()));
         App {
             store,
             tracker: Tracker::default(),
+            live,
             metrics,
             mirrors: config.mirrors.iter().cloned().collect(),
             factory,
@@ -116,12 +131,22 @@ impl App {
         let path = parts.uri.path().to_owned();
         let method = parts.method.clone();
         let get_or_head = method == Method::GET || method == Method::HEAD;
+        if path == "/" || path == "/events" {
+            if !get_or_head {
+                return method_not_allowed();
+            }
+            return if path == "/" {
+                super::live::page::page_response(method == Method::HEAD)
+            } else {
+                super::live::events_response(&self.live).await
+            };
+        }
         if path == "/status" || path == "/metrics" {
             if !get_or_head {
                 return method_not_allowed();
             }
             let (ct, body) = if path == "/status" {
-                ("application/json", self.status_json())
+                ("application/json", self.live.status_json().await)
             } else {
                 self.metrics
                     .active_fills
@@ -155,13 +180,6 @@ impl App {
         text(StatusCode::NOT_FOUND, "not found\n".to_owned())
     }
 
-    fn status_json(&self) -> String {
-        match super::status::render(self) {
-            Ok(s) => s,
-            Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
-        }
-    }
-
     async fn blob(&self, hex: &str, parts: &http::request::Parts) -> Response<Body> {
         let hash = if hex.len() == 64 {
             blake3::Hash::from_hex(hex.to_ascii_lowercase()).ok()
@@ -191,6 +209,7 @@ impl App {
         };
         self.count(found);
         self.tracker.track(&object);
+        self.live.track(&object);
         let meta = ServeMeta {
             etag: super::etag::strong_etag(&hash),
             alt_etag: None,
@@ -222,6 +241,7 @@ impl App {
         };
         self.count(found);
         self.tracker.track(&object);
+        self.live.track(&object);
         let info = object.info();
         let meta = ServeMeta {
             // Stable across completion, so resumes with If-Range keep working.
@@ -270,7 +290,10 @@ impl App {
             Err(err) if err.kind == SourceErrorKind::NotFound => {
                 return Err(text(StatusCode::NOT_FOUND, format!("{err}\n")))
             }
-            Err(err) => return self.fallback(url, known, &err.to_string()),
+            Err(err) => {
+                self.live.upstream_error(url, &err.to_string());
+                return self.fallback(url, known, &err.to_string());
+            }
         };
         match self.store.fetch(source, self.fetch.clone()).await {
             Ok(obj) => {
@@ -298,6 +321,7 @@ impl App {
                     ));
                 }
                 tracing::warn!(%url, error = %err, "origin probe failed");
+                self.live.upstream_error(url, &err.to_string());
                 self.fallback(url, known, &err.to_string())
             }
         }

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Routes: `GET|HEAD /blobs/{blake3-hex}`, `GET|HEAD /m/{mirror}/{path}`
-//! (pull-through mirror), `GET /status` (JSON), `GET /metrics` (Prometheus).
+//! (pull-through mirror), `GET /` (live status page), `GET /events`
+//! (its server-sent events), `GET /status` (JSON), `GET /metrics`
+//! (Prometheus).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -279,6 +281,7 @@ impl BoundEndpoint {
         }
         drop(listener);
         tracing::info!("endpoint shutting down");
+        app.live.close(); // event streams never end by themselves
         if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
             .await
             .is_err()
