@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cat(a) => cat(g, a).await,
         Command::Verify(a) => verify(g, a).await,
         Command::Rm(a) => {
-            let store = open_store(g, None)?;
+            let store = open_existing_store(g, None)?;
             let key = store
                 .resolve(&a.reference)
                 .map_err(|e| Failure::core(&a.reference, e))?;
@@ -79,15 +79,28 @@ pub fn source_factory(config: HttpSourceConfig) -> SourceFactory {
 
 pub fn open_store(g: &cli::Global, http: Option<&cli::HttpArgs>) -> Result<Store, Failure> {
     let dir = store_dir(g)?;
-    let options = StoreOptions {
-        source_factory: Some(source_factory(http_config(http))),
-        ..StoreOptions::default()
-    };
-    Store::open_with(&dir, options)
+    Store::open_with(&dir, store_options(http))
         .map_err(|e| Failure::core(&format!("store {}", dir.display()), e))
 }
 
-fn http_source(url: &str, http: &cli::HttpArgs) -> Result<Arc<dyn Source>, Failure> {
+/// Opens the store for a command that only reads: where there is no store
+/// it fails with "no store at PATH" (exit 2) and creates nothing.
+pub fn open_existing_store(
+    g: &cli::Global,
+    http: Option<&cli::HttpArgs>,
+) -> Result<Store, Failure> {
+    let dir = store_dir(g)?;
+    Store::open_existing_with(&dir, store_options(http)).map_err(|e| Failure::core("", e))
+}
+
+fn store_options(http: Option<&cli::HttpArgs>) -> StoreOptions {
+    StoreOptions {
+        source_factory: Some(source_factory(http_config(http))),
+        ..StoreOptions::default()
+    }
+}
+
+pub fn http_source(url: &str, http: &cli::HttpArgs) -> Result<Arc<dyn Source>, Failure> {
     HttpSource::new(url, http_config(Some(http)))
         .map(|s| Arc::new(s) as Arc<dyn Source>)
         .map_err(|e| Failure::usage(e.to_string()))
@@ -112,19 +125,14 @@ fn name_of(o: &Object) -> String {
 }
 
 async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
-    let expected = match &a.blake3 {
-        Some(h) => Some(
-            blake3::Hash::from_hex(h.trim())
-                .map_err(|e| Failure::usage(format!("--blake3 {h:?}: {e}")))?,
-        ),
-        None => None,
-    };
     let chunk_size = check_chunk_size(a.chunk_size).map_err(|e| Failure::core("", e))?;
     let source = http_source(&a.url, &a.http)?;
+    let expected = crate::checksums::expected(&a.expect, &a.url, &a.http).await?;
     let store = open_store(g, Some(&a.http))?;
     let options = FetchOptions {
         chunk_size,
-        expected,
+        expected: expected.clone(),
+        revalidate: a.expect.revalidate,
         fill: FillOptions {
             connections: usize::from(a.http.connections),
             ..FillOptions::default()
@@ -136,17 +144,25 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::core(&a.url, e))?;
     let to_stdout = a.output.as_deref() == Some(std::path::Path::new("-"));
     let reporter = Reporter::start(&object, label_of(&a.url), Mode::detect(g.quiet));
-    let hash = if to_stdout {
+    if to_stdout {
         let streamed = stream_to_stdout(&object, 0..object.len()).await;
-        let hash = object.wait_complete().await;
-        reporter.finish().await;
-        streamed.map_err(|f| Failure::new(f.code, format!("{}: {}", a.url, f.message)))?;
-        hash.map_err(|e| Failure::core(&a.url, e))?
-    } else {
-        let hash = object.wait_complete().await;
-        reporter.finish().await;
-        hash.map_err(|e| Failure::core(&a.url, e))?
-    };
+        match streamed {
+            Ok(Streamed::All) => {}
+            Ok(Streamed::Closed) => {
+                // The reader went away (`| head`): stop, keep what arrived.
+                object.release().await;
+                reporter.finish().await;
+                return Ok(());
+            }
+            Err(f) => {
+                reporter.finish().await;
+                return Err(Failure::new(f.code, format!("{}: {}", a.url, f.message)));
+            }
+        }
+    }
+    let hash = object.wait_verified(&expected).await;
+    reporter.finish().await;
+    let hash = hash.map_err(|e| Failure::core(&a.url, e))?;
     match &a.output {
         Some(_) if to_stdout => {
             let _ = writeln!(std::io::stderr(), "{}", hash.to_hex());
@@ -166,22 +182,33 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How a stream to stdout ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Streamed {
+    All,
+    /// Stdout was closed by its reader (e.g. `| head`).
+    Closed,
+}
+
 /// Streams `range` of `object` to stdout as its chunks arrive. A closed
 /// stdout (e.g. `| head`) ends the stream quietly.
-async fn stream_to_stdout(object: &Object, range: std::ops::Range<u64>) -> Result<(), Failure> {
+async fn stream_to_stdout(
+    object: &Object,
+    range: std::ops::Range<u64>,
+) -> Result<Streamed, Failure> {
     let mut out = tokio::io::stdout();
     let mut stream = Box::pin(object.stream(range));
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| Failure::core("", e))?;
         match out.write_all(&piece).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Streamed::Closed),
             Err(e) => return Err(Failure::io("stdout", e)),
         }
     }
     match out.flush().await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Ok(()) => Ok(Streamed::All),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Streamed::Closed),
         Err(e) => Err(Failure::io("stdout", e)),
     }
 }
@@ -254,7 +281,7 @@ fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {
 }
 
 fn ls(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let objects = store.list().map_err(|e| Failure::core("list", e))?;
     if a.json {
         let arr: Vec<serde_json::Value> = objects
@@ -263,6 +290,7 @@ fn ls(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
                 serde_json::json!({
                     "key": o.info.key,
                     "blake3": o.info.blake3.map(|h| h.to_hex().to_string()),
+                    "digests": digests_json(o),
                     "verified": o.info.verified,
                     "state": o.state,
                     "len": o.info.len,
@@ -340,9 +368,26 @@ pub fn parse_range(spec: &str, len: u64) -> Result<std::ops::Range<u64>, String>
     Ok(range)
 }
 
+/// Every known digest of a listed object, `{"blake3": HEX, "sha256": HEX}`.
+fn digests_json(o: &cache_core::ObjectSummary) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if let Some(h) = o.info.blake3 {
+        m.insert("blake3".into(), h.to_hex().to_string().into());
+    }
+    for d in &o.digests {
+        m.insert(d.algo.name().into(), d.hex().into());
+    }
+    serde_json::Value::Object(m)
+}
+
 async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
-    let store = open_store(g, Some(&a.http))?;
     let r = &a.reference;
+    // Only a URL (fetched when missing) may create the store.
+    let store = if r.contains("://") {
+        open_store(g, Some(&a.http))?
+    } else {
+        open_existing_store(g, Some(&a.http))?
+    };
     let object = match store.open_ref(r) {
         Ok(o) => o,
         Err(Error::NotFound(_)) if r.contains("://") => {
@@ -366,11 +411,12 @@ async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
     };
     stream_to_stdout(&object, range)
         .await
+        .map(|_| ())
         .map_err(|f| Failure::new(f.code, format!("{r}: {}", f.message)))
 }
 
 async fn verify(g: &cli::Global, a: cli::VerifyArgs) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let objects: Vec<Object> = match &a.reference {
         Some(r) => vec![store.open_ref(r).map_err(|e| Failure::core(r, e))?],
         None => {
@@ -461,7 +507,7 @@ async fn verify(g: &cli::Global, a: cli::VerifyArgs) -> Result<(), Failure> {
 }
 
 fn gc(g: &cli::Global, a: cli::GcArgs) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let Some(max) = a.max_size else {
         let objects = store.list().map_err(|e| Failure::core("list", e))?;
         let total: u64 = objects.iter().map(|o| o.disk_bytes).sum();

@@ -1,6 +1,7 @@
 //! `blockcache`: the command-line front of the cache. Thin: parsing and
 //! printing; the cache logic lives in `cache-core` and `cache-http`.
 
+mod checksums;
 mod cli;
 mod commands;
 mod demo;

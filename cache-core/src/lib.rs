@@ -64,6 +64,7 @@
 //! ```
 
 mod data;
+pub mod digest;
 pub mod error;
 pub mod fill;
 pub mod hash;
@@ -74,6 +75,7 @@ pub mod store;
 pub mod testing;
 
 pub use data::WriteFault;
+pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
 pub use fill::{FillOptions, FillPolicy};
 pub use object::{FillState, Object, ObjectInfo, ObjectReader, Progress, VerifyReport};
