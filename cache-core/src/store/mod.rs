@@ -461,6 +461,10 @@ impl StoreShared {
             Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock", e)),
         }
         let digests = names::read_digests(&dir, &header);
+        if let Some(e) = header.expected {
+            // An alias an older build wrote for an expected hash.
+            self.remove_alias(&Digest::blake3(&blake3::Hash::from_bytes(e)), key);
+        }
         let mut names_left = false;
         if let Some(root) = state.root {
             let by_root = Digest::blake3(&blake3::Hash::from_bytes(root));

@@ -107,7 +107,8 @@ impl StoreShared {
     }
 
     /// The key an alias names, when the alias exists and its object is
-    /// still there. A stale alias (its object vanished) is re-pointed to
+    /// still there with that name. A stale alias (its object vanished, or
+    /// an older build wrote an expected hash as an alias) is re-pointed to
     /// another complete object with that name, if there is one.
     pub(crate) fn read_alias(&self, algo: Algo, hex: &str) -> Result<Option<String>> {
         let path = self.alias_path(algo, hex);
@@ -117,13 +118,13 @@ impl StoreShared {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, "read alias", e)),
         };
-        if self.dir.join(OBJECTS).join(&key).join(INDEX_FILE).exists() {
-            return Ok(Some(key));
-        }
-        let _ = fs::remove_file(&path);
         let Ok(digest) = Digest::from_hex(algo, hex) else {
             return Ok(None);
         };
+        if self.has_name(&key, &digest) {
+            return Ok(Some(key));
+        }
+        let _ = fs::remove_file(&path);
         let other = self.find_complete(&digest, &key)?;
         if let Some((other, _)) = &other {
             self.write_alias(algo, hex, other)?;
@@ -178,6 +179,33 @@ impl StoreShared {
         )
     }
 
+    /// Whether object `key` is complete and has `digest` (its root, or a
+    /// stored digest); an object whose index cannot be read counts as
+    /// having it.
+    fn has_name(&self, key: &str, digest: &Digest) -> bool {
+        if let Some(obj) = self.live(key) {
+            let root = obj.state.lock().root;
+            if let (Algo::Blake3, Some(root)) = (digest.algo, root) {
+                return root[..] == digest.bytes[..];
+            }
+        }
+        let dir = self.dir.join(OBJECTS).join(key);
+        match IndexReader::open(&dir.join(INDEX_FILE)) {
+            Ok((_, header, state)) => Self::names_match(&dir, &header, state.root, digest),
+            // Unreadable (damaged) is not "renamed": keep the alias, so
+            // opening it reports the damage instead of "not found".
+            Err(_) => dir.join(INDEX_FILE).exists(),
+        }
+    }
+
+    fn names_match(dir: &Path, header: &IndexHeader, root: Option<[u8; 32]>, d: &Digest) -> bool {
+        match (root, d.algo) {
+            (None, _) => false,
+            (Some(root), Algo::Blake3) => root[..] == d.bytes[..],
+            (Some(_), _) => read_digests(dir, header).contains(d),
+        }
+    }
+
     /// A complete object other than `except` that has `digest` (by its
     /// BLAKE3 root, or its stored digests): (key, root).
     fn find_complete(&self, digest: &Digest, except: &str) -> Result<Option<(String, [u8; 32])>> {
@@ -189,12 +217,10 @@ impl StoreShared {
             let Ok((_, header, state)) = IndexReader::open(&dir.join(INDEX_FILE)) else {
                 continue;
             };
-            let Some(root) = state.root else { continue };
-            let found = match digest.algo {
-                Algo::Blake3 => root[..] == digest.bytes[..],
-                _ => read_digests(&dir, &header).contains(digest),
-            };
-            if found {
+            if let (true, Some(root)) = (
+                Self::names_match(&dir, &header, state.root, digest),
+                state.root,
+            ) {
                 return Ok(Some((key, root)));
             }
         }
