@@ -131,11 +131,14 @@ fn one_chunk_plus_one() {
 fn multi_chunk_filled_out_of_order() {
     let len = 200 * CHUNK + 4321;
     let (ng, data, want) = origin(Some("512k"), len, 41);
-    let (sha256, _) = coreutils_sums(&ng.root().join("disk.img"));
+    let (sha256, sha512) = coreutils_sums(&ng.root().join("disk.img"));
     let (_t, store) = store_dir();
     let url = ng.url("disk.img");
     let mut f = bc(&store);
-    f.args(["-q", "fetch", &url, "--chunk-size", "64KiB"]);
+    // SHA-512 expected up front: both SHA-2 digests follow the prefix.
+    let expect512 = format!("sha512={sha512}");
+    f.args(["-q", "fetch", &url, "--chunk-size", "64KiB"])
+        .args(["--checksum", &expect512]);
     let mut filler = Bg(spawn(f));
     wait_bytes_done(&store, 1);
     // A far demand read first (another process): those chunks jump ahead.
@@ -156,6 +159,7 @@ fn multi_chunk_filled_out_of_order() {
     filler.kill();
     let d = listed(&store, &url)["digests"].clone();
     assert_eq!(d["sha256"].as_str(), Some(sha256.as_str()));
+    assert_eq!(d["sha512"].as_str(), Some(sha512.as_str()));
     assert_eq!(d["blake3"].as_str(), Some(want.as_str()));
 }
 

@@ -267,3 +267,21 @@ fn a_closed_stdout_leaves_the_fill_to_another_consumer() {
     assert_eq!(last_line(&ok(&o).into_bytes()), want);
     piped.kill();
 }
+
+#[test]
+fn fetch_help_lists_the_expectation_flags() {
+    let o = std::process::Command::new(BIN)
+        .args(["fetch", "--help"])
+        .output()
+        .expect("help");
+    let text = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--blake3",
+        "--sha256",
+        "--checksum",
+        "--checksums-file",
+        "--revalidate",
+    ] {
+        assert!(text.contains(flag), "{flag} in {text}");
+    }
+}
