@@ -179,9 +179,12 @@ impl StoreShared {
         )
     }
 
-    /// Whether object `key` is complete and has `digest` (its root, or a
-    /// stored digest); an object whose index cannot be read counts as
-    /// having it.
+    /// Whether object `key` still carries the name `digest`: its root (or
+    /// stored digest) is that value. An object whose damaged chunks were
+    /// cleared (incomplete until repaired) keeps its names, except a BLAKE3
+    /// an older build recorded as the request's expectation. An object
+    /// whose index cannot be read counts as having it, so opening it
+    /// reports the damage rather than "not found".
     fn has_name(&self, key: &str, digest: &Digest) -> bool {
         if let Some(obj) = self.live(key) {
             let root = obj.state.lock().root;
@@ -190,11 +193,13 @@ impl StoreShared {
             }
         }
         let dir = self.dir.join(OBJECTS).join(key);
-        match IndexReader::open(&dir.join(INDEX_FILE)) {
-            Ok((_, header, state)) => Self::names_match(&dir, &header, state.root, digest),
-            // Unreadable (damaged) is not "renamed": keep the alias, so
-            // opening it reports the damage instead of "not found".
-            Err(_) => dir.join(INDEX_FILE).exists(),
+        let Ok((_, header, state)) = IndexReader::open(&dir.join(INDEX_FILE)) else {
+            return dir.join(INDEX_FILE).exists();
+        };
+        match (digest.algo, state.root) {
+            (Algo::Blake3, Some(root)) => root[..] == digest.bytes[..],
+            (Algo::Blake3, None) => header.expected.is_none_or(|e| e[..] != digest.bytes[..]),
+            _ => read_digests(&dir, &header).contains(digest),
         }
     }
 
