@@ -432,15 +432,16 @@ impl FillCtx {
             out
         };
         let root = crate::hash::root_from_cvs(&cvs, header.chunk_size, header.len);
-        // Digests are durable before the root record: a complete object
-        // always has them (unless it was filled by an older build).
+        // Digests, the shared data file and the names all come before the
+        // root record: whoever sees the object complete (here or in a
+        // process following the index) finds it by every name at once.
         let digests = self.finish_digests();
         obj.store.store_digests(&obj.dir, header, &digests)?;
-        self.durability.finish(*root.as_bytes())?;
         obj.store.share_data(&obj.key, header, &root);
         for d in std::iter::once(Digest::blake3(&root)).chain(digests) {
             obj.store.name_object(&d, &obj.key)?;
         }
+        self.durability.finish(*root.as_bytes())?;
         obj.state.lock().root = Some(*root.as_bytes());
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");
         Ok(())

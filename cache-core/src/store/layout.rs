@@ -32,7 +32,12 @@
 //! while any object holds them. Disk usage counts a shared file in equal
 //! parts per link. An alias names one of the copies; removing that copy
 //! re-points the alias (and hands over the digests) to another complete
-//! copy, so every name stays resolvable while any copy exists.
+//! copy, so every name stays resolvable while any copy exists. The "in
+//! use" lock lives on the data file, so while one copy is being read the
+//! other cannot be removed either (`rm`/`gc` report it busy): the bytes
+//! are the same, and a removal never has to guess whether they are needed.
+//! A process that had the replaced copy open keeps reading it (same bytes)
+//! until it closes it; then its blocks are freed.
 //!
 //! **`digests` file** (written atomically once the object completes):
 //! magic `b"BCDIGST\x01"` (8), version `1` (u16 LE), entry count (u16 LE),
