@@ -18,7 +18,8 @@ Exit codes:
   0  success
   2  usage: bad arguments, unknown or ambiguous reference
   3  network or origin failure (after retries)
-  4  verification failure: BLAKE3 mismatch, damaged chunks, source changed
+  4  verification failure: digest mismatch (BLAKE3, SHA-256, SHA-512), damaged
+     chunks, source changed
   5  local I/O failure (disk, store, object busy)
   130 interrupted (Ctrl-C); run the same command again to resume
 
@@ -70,6 +71,15 @@ Examples:
   blockcache fetch https://example.com/disk.raw -o disk.raw --limit-rate 50MB/s
   blockcache fetch https://example.com/disk.raw -o - | qemu-img dd ...
   blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2
+  blockcache fetch https://example.com/disk.iso --sha256 9a3f...01
+  blockcache fetch https://example.com/disk.iso --checksum sha512=77c1...9e
+  blockcache fetch https://example.com/disk.iso --checksums-file https://example.com/SHA256SUMS
+
+An expected digest (--blake3, --sha256, --checksum, --checksums-file) is
+checked when the download completes: a mismatch exits 4 naming both values and
+keeps the object under its URL and real hash. When the store already has a
+complete object with that digest, it is used without asking the origin
+(unless --revalidate).
 
 Private and signed origins (secrets never reach the store, logs or messages):
   blockcache fetch https://example.com/p/disk.raw -H \"Authorization: Bearer $TOKEN\"
@@ -83,7 +93,9 @@ connections (twice) fail at once with a hint (exit 3).", exit_line!()))]
     Fetch(FetchArgs),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
-Routes: GET|HEAD /blobs/<BLAKE3 hex> (objects in the store), GET|HEAD
+Routes: GET|HEAD /blobs/<BLAKE3 hex> and /blobs/sha256/<hex> (complete
+objects in the store; responses carry Repr-Digest with the known SHA-256 and
+SHA-512), GET|HEAD
 /m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is fetched into the store on
 first use), / (live status page with each object's chunk map), /events (its
 server-sent events), /status (JSON), /metrics (Prometheus). Range requests of parts not
@@ -104,11 +116,13 @@ every second with each object's download rate (Ctrl-C stops it).
 Examples:
   blockcache ls
   blockcache ls --watch
-  blockcache ls --json | jq '.[] | select(.state == \"complete\") | .blake3'", exit_line!()))]
+  blockcache ls --json | jq '.[] | select(.state == \"complete\") | .blake3'
+  blockcache ls --json | jq -r '.[].digests.sha256 // empty'    # SHA-256 of complete objects", exit_line!()))]
     Ls(LsArgs),
     /// Write an object's bytes (or a range) to stdout, waiting for missing ones
     #[command(after_help = concat!("\
-REF is a BLAKE3 hex hash, a unique prefix of one (at least 4 digits), an
+REF is a BLAKE3 hex hash, a unique prefix of one (at least 4 digits),
+sha256:HEX (or a unique prefix of at least 8 digits; sha512: likewise), an
 object key, or a source URL (a URL not in the store yet is fetched). Bytes
 not downloaded yet are fetched first, then written.
 
@@ -206,9 +220,8 @@ pub struct FetchArgs {
     /// it to stdout while it downloads
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Expected BLAKE3 hex: the download fails (exit 4) if it differs
-    #[arg(long, value_name = "HEX")]
-    pub blake3: Option<String>,
+    #[command(flatten)]
+    pub expect: ExpectArgs,
     /// Chunk size of a new object (power of two, 64KiB..64MiB)
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub chunk_size: u64,
@@ -254,6 +267,31 @@ pub struct OriginArgs {
     pub connect_timeout: Option<std::time::Duration>,
 }
 
+/// What one fetch expects of the bytes. An expectation belongs to this
+/// request only: a mismatch fails it (exit 4, both values named) and the
+/// object stays in the store under its URL and real hash.
+#[derive(Debug, Args)]
+pub struct ExpectArgs {
+    /// Expected BLAKE3 hex (short for --checksum blake3=HEX)
+    #[arg(long, value_name = "HEX")]
+    pub blake3: Option<String>,
+    /// Expected SHA-256 hex (short for --checksum sha256=HEX)
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Expected digest, ALGO one of sha256, sha512, blake3 (repeatable)
+    #[arg(long, value_name = "ALGO=HEX")]
+    pub checksum: Vec<String>,
+    /// Take the expected digest from a SHA256SUMS/SHA512SUMS-style file
+    /// (`HEX  NAME` or `SHA256 (NAME) = HEX`), the line for the URL's file
+    /// name
+    #[arg(long, value_name = "PATH|URL")]
+    pub checksums_file: Option<String>,
+    /// Ask the origin even when an expected digest names an object the
+    /// store already has (by default that copy is used without a request)
+    #[arg(long)]
+    pub revalidate: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on
@@ -281,7 +319,7 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
-    /// BLAKE3 hex, unique prefix, object key or URL
+    /// BLAKE3 hex, unique prefix, sha256:HEX, object key or URL
     #[arg(value_name = "REF")]
     pub reference: String,
     /// Byte range START-END (inclusive, like HTTP and curl -r), START- to

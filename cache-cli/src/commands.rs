@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cache_core::{
-    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, SourceError,
-    SourceErrorKind, SourceFactory, Store, StoreOptions,
+    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, Store, StoreOptions,
 };
 use cache_http::{HttpSource, HttpSourceConfig};
 use futures::StreamExt;
@@ -27,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cat(a) => cat(g, a).await,
         Command::Verify(a) => verify(g, a).await,
         Command::Rm(a) => {
-            let store = open_store(g, None)?;
+            let store = open_existing_store(g, None)?;
             let key = store
                 .resolve(&a.reference)
                 .map_err(|e| Failure::core(&a.reference, e))?;
@@ -74,18 +73,13 @@ fn describe(o: &cache_core::ObjectSummary) -> String {
 /// The store directory: `--store`, `$BLOCKCACHE_STORE`, else the platform
 /// cache directory.
 pub fn store_dir(g: &cli::Global) -> Result<PathBuf, Failure> {
-    if let Some(d) = &g.store {
-        return Ok(d.clone());
-    }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(x).join("blockcache"));
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return Ok(PathBuf::from(h).join(".cache").join("blockcache"));
-    }
-    Err(Failure::usage(
-        "no store directory: pass --store DIR or set BLOCKCACHE_STORE, XDG_CACHE_HOME or HOME",
-    ))
+    // `--store` (clap also reads BLOCKCACHE_STORE into it), else the
+    // library's convention.
+    g.store.clone().or_else(Store::default_dir).ok_or_else(|| {
+        Failure::usage(
+            "no store directory: pass --store DIR or set BLOCKCACHE_STORE, XDG_CACHE_HOME or HOME",
+        )
+    })
 }
 
 pub fn http_config(a: Option<&cli::HttpArgs>) -> HttpSourceConfig {
@@ -95,16 +89,6 @@ pub fn http_config(a: Option<&cli::HttpArgs>) -> HttpSourceConfig {
     }
 }
 
-/// Builds HTTP sources for the URLs recorded in objects (resume, repair,
-/// reads of incomplete objects opened by reference).
-pub fn source_factory(config: HttpSourceConfig) -> SourceFactory {
-    Arc::new(move |url: &str| {
-        HttpSource::new(url, config.clone())
-            .map(|s| Arc::new(s) as Arc<dyn Source>)
-            .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))
-    })
-}
-
 pub fn open_store(g: &cli::Global, http: Option<&cli::HttpArgs>) -> Result<Store, Failure> {
     open_store_for(g, http_config(http))
 }
@@ -112,23 +96,43 @@ pub fn open_store(g: &cli::Global, http: Option<&cli::HttpArgs>) -> Result<Store
 /// [`open_store`] whose sources use `config` (credentials included).
 pub fn open_store_for(g: &cli::Global, config: HttpSourceConfig) -> Result<Store, Failure> {
     let dir = store_dir(g)?;
-    let options = StoreOptions {
-        source_factory: Some(source_factory(config)),
-        ..StoreOptions::default()
-    };
-    Store::open_with(&dir, options)
+    Store::open_with(&dir, store_options(config)?)
         .map_err(|e| Failure::core(&format!("store {}", dir.display()), e))
 }
 
-fn http_source(url: &str, config: HttpSourceConfig) -> Result<Arc<dyn Source>, Failure> {
+/// Opens the store for a command that only reads: where there is no store
+/// it fails with "no store at PATH" (exit 2) and creates nothing.
+pub fn open_existing_store(
+    g: &cli::Global,
+    http: Option<&cli::HttpArgs>,
+) -> Result<Store, Failure> {
+    let dir = store_dir(g)?;
+    Store::open_existing_with(&dir, store_options(http_config(http))?)
+        .map_err(|e| Failure::core("", e))
+}
+
+/// The store's sources for the URLs recorded in objects (resume, repair,
+/// reads of incomplete objects opened by reference) share one client.
+fn store_options(config: HttpSourceConfig) -> Result<StoreOptions, Failure> {
+    Ok(StoreOptions {
+        source_factory: Some(cache_http::source_factory(config).map_err(source_failure)?),
+        ..StoreOptions::default()
+    })
+}
+
+pub fn http_source(url: &str, config: HttpSourceConfig) -> Result<Arc<dyn Source>, Failure> {
     HttpSource::new(url, config)
         .map(|s| Arc::new(s) as Arc<dyn Source>)
-        .map_err(|e| match e {
-            cache_http::HttpSourceError::ExtraCa { path, reason } => {
-                Failure::usage(format!("--cacert {}: {reason}", path.display()))
-            }
-            e => Failure::usage(e.to_string()),
-        })
+        .map_err(source_failure)
+}
+
+fn source_failure(e: cache_http::HttpSourceError) -> Failure {
+    match e {
+        cache_http::HttpSourceError::ExtraCa { path, reason } => {
+            Failure::usage(format!("--cacert {}: {reason}", path.display()))
+        }
+        e => Failure::usage(e.to_string()),
+    }
 }
 
 fn label_of(url: &str) -> String {
@@ -152,23 +156,18 @@ fn name_of(o: &Object) -> String {
 }
 
 async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
-    let expected = match &a.blake3 {
-        Some(h) => Some(
-            blake3::Hash::from_hex(h.trim())
-                .map_err(|e| Failure::usage(format!("--blake3 {h:?}: {e}")))?,
-        ),
-        None => None,
-    };
     let chunk_size = check_chunk_size(a.chunk_size).map_err(|e| Failure::core("", e))?;
     let config = crate::upstream::config(http_config(Some(&a.http)), &a.origin)?;
     let source = http_source(&a.url, config.clone())?;
     // How the URL appears in messages: the source's identity, which has
     // no `user:password@` and, with --ignore-query, no query (a signature).
     let url = &source.identity();
+    let expected = crate::checksums::expected(&a.expect, url, config.clone()).await?;
     let store = open_store_for(g, config)?;
     let options = FetchOptions {
         chunk_size,
-        expected,
+        expected: expected.clone(),
+        revalidate: a.expect.revalidate,
         fill: FillOptions {
             connections: usize::from(a.http.connections),
             ..FillOptions::default()
@@ -195,17 +194,25 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
         Mode::detect(g.quiet)
     };
     let reporter = Reporter::start(&object, label_of(url), mode);
-    let hash = if to_stdout {
+    if to_stdout {
         let streamed = stream_to_stdout(&object, 0..object.len()).await;
-        let hash = object.wait_complete().await;
-        reporter.finish().await;
-        streamed.map_err(|f| Failure::new(f.code, format!("{url}: {}", f.message)))?;
-        hash.map_err(|e| Failure::core(url, e))?
-    } else {
-        let hash = object.wait_complete().await;
-        reporter.finish().await;
-        hash.map_err(|e| Failure::core(url, e))?
-    };
+        match streamed {
+            Ok(Streamed::All) => {}
+            Ok(Streamed::Closed) => {
+                // The reader went away (`| head`): stop, keep what arrived.
+                object.release().await;
+                reporter.finish().await;
+                return Ok(());
+            }
+            Err(f) => {
+                reporter.finish().await;
+                return Err(Failure::new(f.code, format!("{url}: {}", f.message)));
+            }
+        }
+    }
+    let hash = object.wait_verified(&expected).await;
+    reporter.finish().await;
+    let hash = hash.map_err(|e| Failure::core(url, e))?;
     match &a.output {
         Some(_) if to_stdout => {
             let _ = writeln!(std::io::stderr(), "{}", hash.to_hex());
@@ -225,22 +232,33 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How a stream to stdout ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Streamed {
+    All,
+    /// Stdout was closed by its reader (e.g. `| head`).
+    Closed,
+}
+
 /// Streams `range` of `object` to stdout as its chunks arrive. A closed
 /// stdout (e.g. `| head`) ends the stream quietly.
-async fn stream_to_stdout(object: &Object, range: std::ops::Range<u64>) -> Result<(), Failure> {
+async fn stream_to_stdout(
+    object: &Object,
+    range: std::ops::Range<u64>,
+) -> Result<Streamed, Failure> {
     let mut out = tokio::io::stdout();
     let mut stream = Box::pin(object.stream(range));
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| Failure::core("", e))?;
         match out.write_all(&piece).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Streamed::Closed),
             Err(e) => return Err(Failure::io("stdout", e)),
         }
     }
     match out.flush().await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Ok(()) => Ok(Streamed::All),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Streamed::Closed),
         Err(e) => Err(Failure::io("stdout", e)),
     }
 }
@@ -265,7 +283,9 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
     let config = EndpointConfig {
         listen,
         mirrors,
-        source_factory: Some(source_factory(http_config(Some(&a.http)))),
+        source_factory: Some(
+            cache_http::source_factory(http_config(Some(&a.http))).map_err(source_failure)?,
+        ),
         revalidate: a
             .revalidate
             .map(std::time::Duration::from_secs)
@@ -334,9 +354,15 @@ pub fn parse_range(spec: &str, len: u64) -> Result<std::ops::Range<u64>, String>
     Ok(range)
 }
 
+/// Every known digest of a listed object, `{"blake3": HEX, "sha256": HEX}`.
 async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
-    let store = open_store(g, Some(&a.http))?;
     let r = &a.reference;
+    // Only a URL (fetched when missing) may create the store.
+    let store = if r.contains("://") {
+        open_store(g, Some(&a.http))?
+    } else {
+        open_existing_store(g, Some(&a.http))?
+    };
     let object = match store.open_ref(r) {
         Ok(o) => o,
         Err(Error::NotFound(_)) if r.contains("://") => {
@@ -374,6 +400,7 @@ async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
     }
     stream_to_stdout(&object, range)
         .await
+        .map(|_| ())
         .map_err(|f| Failure::new(f.code, format!("{r}: {}", f.message)))
 }
 
@@ -390,7 +417,7 @@ fn looks_binary(b: &[u8]) -> bool {
 }
 
 async fn verify(g: &cli::Global, a: cli::VerifyArgs) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let objects: Vec<Object> = match &a.reference {
         Some(r) => vec![store.open_ref(r).map_err(|e| Failure::core(r, e))?],
         None => {
@@ -481,7 +508,7 @@ async fn verify(g: &cli::Global, a: cli::VerifyArgs) -> Result<(), Failure> {
 }
 
 fn gc(g: &cli::Global, a: cli::GcArgs) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let Some(max) = a.max_size else {
         let objects = store.list().map_err(|e| Failure::core("list", e))?;
         let total: u64 = objects.iter().map(|o| o.disk_bytes).sum();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cache_core::ObjectSummary;
 
 use crate::cli;
-use crate::commands::open_store;
+use crate::commands::open_existing_store;
 use crate::size::human;
 use crate::{exit, Failure};
 
@@ -31,7 +31,7 @@ pub async fn run(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
     if a.watch {
         return watch(g).await;
     }
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let objects = store.list().map_err(|e| Failure::core("list", e))?;
     if a.json {
         let arr: Vec<serde_json::Value> = objects
@@ -40,6 +40,7 @@ pub async fn run(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
                 serde_json::json!({
                     "key": o.info.key,
                     "blake3": o.info.blake3.map(|h| h.to_hex().to_string()),
+                    "digests": digests_json(o),
                     "verified": o.info.verified,
                     "state": o.state,
                     "len": o.info.len,
@@ -62,6 +63,18 @@ pub async fn run(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(table(&objects, None).as_bytes());
     Ok(())
+}
+
+/// Every known digest of an object, by algorithm name.
+fn digests_json(o: &cache_core::ObjectSummary) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if let Some(h) = o.info.blake3 {
+        m.insert("blake3".into(), h.to_hex().to_string().into());
+    }
+    for d in &o.digests {
+        m.insert(d.algo.name().into(), d.hex().into());
+    }
+    serde_json::Value::Object(m)
 }
 
 fn pct(o: &ObjectSummary) -> f64 {
@@ -114,7 +127,7 @@ fn table(objects: &[ObjectSummary], rates: Option<&HashMap<String, f64>>) -> Str
 
 /// Redraws the table every second until Ctrl-C.
 async fn watch(g: &cli::Global) -> Result<(), Failure> {
-    let store = open_store(g, None)?;
+    let store = open_existing_store(g, None)?;
     let tty = std::io::stdout().is_terminal();
     let mut last: HashMap<String, (Instant, u64)> = HashMap::new();
     let mut rates: HashMap<String, f64> = HashMap::new();

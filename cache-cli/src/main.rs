@@ -5,6 +5,7 @@
 // placeholder for the reader, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]
 
+mod checksums;
 mod cli;
 mod commands;
 mod demo;

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -296,7 +295,13 @@ fn demo_runs_and_checks_itself() {
 
 #[test]
 fn errors_are_one_line_with_documented_exit_codes() {
-    let (_t, store) = store_dir();
+    let (t, store) = store_dir();
+    // A store with one object, so the reference below is what is unknown.
+    let file = t.path().join("one.img");
+    std::fs::write(&file, b"one").expect("write");
+    let mut c = bc(&store);
+    c.arg("import").arg(&file);
+    ok(&run(c));
     let mut c = bc(&store);
     c.args(["cat", "abcdef12"]);
     let o = run(c);
@@ -368,79 +373,14 @@ fn fetch_output_file_and_stdout() {
     assert_eq!(last_line(&o.stderr), want, "the hash goes to stderr");
 }
 
-/// A minimal HTTP/1.1 GET: (status, headers, body).
-fn http_get(addr: &str, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to serve");
-    s.set_read_timeout(Some(STEP)).expect("timeout");
-    let range = range
-        .map(|r| format!("Range: bytes={r}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{range}Connection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read response");
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of head");
-    let head = String::from_utf8_lossy(&resp[..split]).to_string();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let mut body = resp[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, head, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16)
-            .expect("hex chunk size");
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
-        b = &b[eol + 4 + size..];
-    }
-}
-
 #[test]
 fn serve_mirror_range_and_blobs() {
     let len = 12 * MIB + 99;
     let (ng, data, want) = origin(Some("2m"), len, 7);
     let (_t, store) = store_dir();
     let base = ng.url("");
-    let mut c = bc(&store);
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--mirror",
-        &format!("img={base}"),
-    ]);
-    let mut server = Bg(spawn(c));
-    let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .and_then(|a| a.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("listen line: {line:?}"))
-        .to_string();
+    let mirror = format!("img={base}");
+    let (_server, addr) = start_serve(&store, &["--mirror", &mirror]);
     // A far range through the mirror, while the object fills.
     let (s, e) = (len - 5000, len - 1);
     let (status, head, body) = http_get(&addr, "/m/img/disk.img", Some(&format!("{s}-{e}")));

@@ -29,13 +29,18 @@ pub enum Error {
     /// The source failed (after its own retries).
     #[error("{url}: {cause}")]
     Source { url: String, cause: SourceError },
-    /// The bytes do not hash to the BLAKE3 the caller expected.
-    #[error("object {key}: BLAKE3 mismatch: expected {expected}, got {actual}; not served under the expected hash")]
+    /// The bytes do not hash to the digest the request expected. The
+    /// object is kept, under its computed names only.
+    #[error("object {key}: {} mismatch: expected {expected}, got {actual}; the object is kept under its URL and real hash, never named by the expected value", algo.name().to_uppercase())]
     HashMismatch {
         key: String,
+        algo: crate::digest::Algo,
         expected: String,
         actual: String,
     },
+    /// A command that only reads found no store where it looked.
+    #[error("no store at {}", .0.display())]
+    NoStore(PathBuf),
     /// A non-waiting read asked for bytes that are not downloaded yet.
     #[error("object {key}: bytes {start}..{end} are not present yet")]
     NotPresent { key: String, start: u64, end: u64 },
@@ -113,7 +118,8 @@ impl Error {
             | Error::OutOfBounds { .. }
             | Error::NotFound(_)
             | Error::Ambiguous { .. }
-            | Error::InvalidChunkSize(_) => ErrorClass::Usage,
+            | Error::InvalidChunkSize(_)
+            | Error::NoStore(_) => ErrorClass::Usage,
             Error::NoSource { .. } => ErrorClass::Network,
             Error::FillFailed { cause, .. } => cause.class(),
         }

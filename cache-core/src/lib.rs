@@ -26,6 +26,12 @@
 //!   object's index, other processes follow the index (and publish their
 //!   readers' demands to it) and take over when the lock dies with its
 //!   holder. No lock file ever needs cleaning.
+//! * **Names are computed, never expected**: a complete object is found by
+//!   its BLAKE3 root and by the SHA-256 (and SHA-512) its fill computed
+//!   over the completed prefix ([`digest`]); a digest a request expects is
+//!   checked against those ([`Object::wait_verified`]) and never names,
+//!   renames or hides the object. Objects with the same bytes share one
+//!   data file, and every name stays resolvable while any copy exists.
 //! * **One version per object**: an object is keyed by its source's
 //!   identity, validator (ETag / Last-Modified) and length, and every
 //!   response must carry that validator; a new upstream version is a new
@@ -64,6 +70,7 @@
 //! ```
 
 mod data;
+pub mod digest;
 pub mod error;
 pub mod fill;
 pub mod hash;
@@ -74,6 +81,7 @@ pub mod store;
 pub mod testing;
 
 pub use data::WriteFault;
+pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
 pub use fill::{FillOptions, FillPolicy};
 pub use object::{

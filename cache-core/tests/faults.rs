@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cache_core::testing::MemorySource;
 use cache_core::{
-    Error, ErrorClass, FetchOptions, FillOptions, RangeBody, Source, SourceError, SourceErrorKind,
-    SourceInfo, Store, StoreOptions,
+    Digest, Error, ErrorClass, FetchOptions, FillOptions, RangeBody, Source, SourceError,
+    SourceErrorKind, SourceInfo, Store, StoreOptions,
 };
 use common::*;
 use futures::future::BoxFuture;
@@ -182,49 +182,59 @@ async fn a_write_error_ends_the_fill_and_commits_nothing_past_it() {
 }
 
 #[tokio::test]
-async fn an_expected_hash_addresses_the_object_from_the_start() {
+async fn an_expected_hash_belongs_to_the_request_not_the_object() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let bytes = pattern(12 * CS, 400);
     let hash = blake3::hash(&bytes);
     let src = MemorySource::new("mem://expected", bytes.clone()).with_piece_delay_ms(2);
     let options = FetchOptions {
-        expected: Some(hash),
+        expected: vec![Digest::blake3(&hash)],
         ..one_connection()
     };
     let object = store.fetch(Arc::new(src), options).await.unwrap();
-    let by_hash = store
-        .get(&hash)
-        .unwrap()
-        .expect("addressable while filling");
-    assert!(object.blake3().is_none(), "not verified yet");
-    let tail = bounded("read by hash", by_hash.read_at(11 * CS as u64, 100))
+    assert!(
+        store.get(&hash).unwrap().is_none(),
+        "an expectation is not a name while the bytes are unverified"
+    );
+    let got = bounded("fill", object.wait_verified(&[Digest::blake3(&hash)]))
         .await
         .unwrap();
-    assert_eq!(&tail[..], &bytes[11 * CS..11 * CS + 100]);
-    assert_eq!(bounded("fill", object.wait_complete()).await.unwrap(), hash);
+    assert_eq!(got, hash);
+    assert!(store.get(&hash).unwrap().is_some(), "named once computed");
 }
 
 #[tokio::test]
-async fn a_wrong_expected_hash_fails_and_is_not_served_under_it() {
+async fn a_wrong_expected_hash_fails_the_request_and_keeps_the_object() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let bytes = pattern(5 * CS + 1, 500);
+    let right = blake3::hash(&bytes);
     let wrong = blake3::hash(b"something else");
-    let src = MemorySource::new("mem://wrong", bytes.clone());
+    let src = Arc::new(MemorySource::new("mem://wrong", bytes.clone()));
     let options = FetchOptions {
-        expected: Some(wrong),
+        expected: vec![Digest::blake3(&wrong)],
         ..one_connection()
     };
-    let object = store.fetch(Arc::new(src), options).await.unwrap();
-    let err = bounded("fill", object.wait_complete()).await.unwrap_err();
-    assert!(err.to_string().contains("BLAKE3 mismatch"), "{err}");
+    let object = store.fetch(src.clone(), options.clone()).await.unwrap();
+    let err = bounded("fill", object.wait_verified(&options.expected))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("BLAKE3 mismatch"), "{msg}");
+    assert!(msg.contains(wrong.to_hex().as_str()) && msg.contains(right.to_hex().as_str()));
     assert_eq!(err.class(), ErrorClass::Verification);
+    assert_eq!(object.blake3(), Some(right), "the object is complete");
     drop(object);
-    assert!(
-        store.get(&wrong).unwrap().is_none(),
-        "served under the wrong hash"
-    );
+    assert!(store.get(&wrong).unwrap().is_none(), "never named by it");
+    assert!(store.get(&right).unwrap().is_some(), "named by its bytes");
+    // The same expectation fails at once; none succeeds at once.
+    let again = store.fetch(src.clone(), options).await.unwrap_err();
+    assert!(matches!(again, cache_core::Error::HashMismatch { .. }));
+    let requests = src.requests().len();
+    let plain = store.fetch(src.clone(), one_connection()).await.unwrap();
+    assert_eq!(plain.blake3(), Some(right));
+    assert_eq!(src.requests().len(), requests, "nothing fetched again");
 }
 
 #[tokio::test]

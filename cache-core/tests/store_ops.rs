@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use cache_core::testing::MemorySource;
-use cache_core::{Error, FetchOptions, Store, DEFAULT_CHUNK_SIZE};
+use cache_core::{Algo, Error, FetchOptions, Store, DEFAULT_CHUNK_SIZE};
 use common::*;
 
 #[tokio::test]
@@ -150,4 +150,102 @@ fn lazy() -> FetchOptions {
         },
         ..FetchOptions::default()
     }
+}
+
+#[tokio::test]
+async fn same_bytes_share_one_data_file_and_every_name_survives_a_removal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = pattern(2 * MIB + 3, 77);
+    let hash = blake3::hash(&bytes);
+    let mut objects = Vec::new();
+    for url in ["http://a.test/x.img", "http://b.test/y.img"] {
+        let src = MemorySource::new(url, bytes.clone());
+        let o = store
+            .fetch(Arc::new(src), FetchOptions::default())
+            .await
+            .unwrap();
+        bounded("fill", o.wait_complete()).await.unwrap();
+        objects.push(o);
+    }
+    let sha = objects[0]
+        .digests()
+        .into_iter()
+        .find(|d| d.algo == Algo::Sha256)
+        .expect("SHA-256 computed by the fill");
+    let inode = |o: &cache_core::Object| std::fs::metadata(o.data_path()).unwrap().ino();
+    assert_eq!(inode(&objects[0]), inode(&objects[1]), "stored once");
+    let listed: u64 = store.list().unwrap().iter().map(|o| o.disk_bytes).sum();
+    assert!(
+        listed < 3 * bytes.len() as u64 / 2,
+        "counted once: {listed}"
+    );
+    let keys: Vec<String> = objects.iter().map(|o| o.key().to_owned()).collect();
+    drop(objects);
+    // Remove whichever copy the names point at: they move to the other.
+    let named = store.resolve(&hash.to_hex()).unwrap();
+    store.remove(&named).unwrap();
+    let other = keys.iter().find(|k| **k != named).unwrap();
+    for r in [hash.to_hex().to_string(), format!("sha256:{}", sha.hex())] {
+        assert_eq!(&store.resolve(&r).unwrap(), other, "{r}");
+    }
+    let o = store.get_digest(&sha).unwrap().expect("by SHA-256");
+    assert!(o.read_at(0, bytes.len() as u64).await.unwrap()[..] == bytes[..]);
+    drop(o);
+    store.remove(other).unwrap();
+    assert!(store.get(&hash).unwrap().is_none());
+    assert!(store.get_digest(&sha).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_released_fill_stops_and_keeps_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = pattern(64 * MIB, 78);
+    let src = Arc::new(MemorySource::new("mem://released", bytes.clone()).with_piece_delay_ms(5));
+    let object = store
+        .fetch(src.clone(), FetchOptions::default())
+        .await
+        .unwrap();
+    bounded("first chunk", object.read_at(0, 10)).await.unwrap();
+    bounded("release", object.release()).await;
+    let sent = src.bytes_delivered();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(src.bytes_delivered(), sent, "nothing more fetched");
+    let o = store.open_ref("mem://released").unwrap();
+    assert!(o.blake3().is_none());
+    assert!(o.progress().chunks_done > 0, "what arrived is kept");
+}
+
+#[tokio::test]
+async fn a_store_is_created_only_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("none");
+    let err = Store::open_existing_with(&path, Default::default()).unwrap_err();
+    assert_eq!(err.to_string(), format!("no store at {}", path.display()));
+    assert!(!path.exists());
+    Store::open(&path).unwrap();
+    Store::open_existing_with(&path, Default::default()).unwrap();
+}
+
+#[tokio::test]
+async fn an_alias_whose_object_has_another_hash_names_nothing() {
+    // What an older build left behind: `blake3/<expected>` pointing at an
+    // object whose bytes hash otherwise.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = pattern(MIB + 1, 79);
+    let src = MemorySource::new("http://old.test/x.img", bytes.clone());
+    let o = store
+        .fetch(Arc::new(src), FetchOptions::default())
+        .await
+        .unwrap();
+    bounded("fill", o.wait_complete()).await.unwrap();
+    let wrong = blake3::hash(b"an expectation").to_hex().to_string();
+    std::fs::write(dir.path().join("blake3").join(&wrong), o.key()).unwrap();
+    drop(o);
+    assert!(matches!(store.resolve(&wrong), Err(Error::NotFound(_))));
+    assert!(!dir.path().join("blake3").join(&wrong).exists(), "dropped");
+    assert!(store.get(&blake3::hash(&bytes)).unwrap().is_some());
 }

@@ -132,10 +132,16 @@ pub fn b3sum_of(path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `ls --json` of `store`: empty while no store exists yet (a fetch that
+/// was just started creates it).
 pub fn ls_json(store: &Path) -> Vec<serde_json::Value> {
     let mut c = bc(store);
     c.args(["ls", "--json"]);
-    let out = ok(&run(c));
+    let o = run(c);
+    if o.status.code() == Some(2) && String::from_utf8_lossy(&o.stderr).contains("no store at") {
+        return Vec::new();
+    }
+    let out = ok(&o);
     serde_json::from_str::<serde_json::Value>(&out)
         .expect("ls --json parses")
         .as_array()
@@ -228,4 +234,119 @@ pub fn store_dir() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().expect("temp dir");
     let p = t.path().join("store");
     (t, p)
+}
+/// A minimal HTTP/1.1 GET: (status, headers, body).
+pub fn http_get(addr: &str, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to serve");
+    s.set_read_timeout(Some(STEP)).expect("timeout");
+    let range = range
+        .map(|r| format!("Range: bytes={r}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{range}Connection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read response");
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head");
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = resp[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+}
+
+/// Output of a digest tool (`sha256sum`, `sha512sum`) for `path`.
+pub fn sum_of(tool: &str, path: &Path) -> String {
+    let out = Command::new(tool).arg(path).output().expect("run sum tool");
+    assert!(out.status.success(), "{tool} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+/// Standard base64 (RFC 4648, padded) of the bytes a hex string spells.
+pub fn hex_to_base64(hex: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `blockcache serve` on a free port: the running server and its address.
+pub fn start_serve(store: &Path, extra: &[&str]) -> (Bg, String) {
+    let mut c = bc(store);
+    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+    let mut server = Bg(spawn(c));
+    let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("listen line: {line:?}"))
+        .to_string();
+    (server, addr)
+}
+
+/// The one object of `store` whose source is `url`, from `ls --json`.
+pub fn listed(store: &Path, url: &str) -> serde_json::Value {
+    ls_json(store)
+        .into_iter()
+        .find(|o| o["source"].as_str() == Some(url))
+        .unwrap_or_else(|| panic!("{url} not listed"))
+}
+
+/// Exit code and stderr of a finished command.
+pub fn code_and_err(o: &Output) -> (Option<i32>, String) {
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }

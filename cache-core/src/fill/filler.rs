@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::durability::{Durability, Pending};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
+use crate::digest::{Digest, PrefixHasher};
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
 use crate::object::{read_remote_demand, ObjectShared, Phase};
@@ -34,6 +35,17 @@ pub(crate) struct FillCtx {
     durability: Durability,
     flush_wake: Notify,
     events: mpsc::UnboundedSender<Event>,
+    /// Sequential digests over the completed prefix (see `crate::digest`).
+    prefix: Mutex<Prefix>,
+    prefix_wake: Notify,
+}
+
+/// The sequential hashers and the first chunk they have not seen.
+struct Prefix {
+    hasher: PrefixHasher,
+    next: u32,
+    /// Whether the prefix found on disk at the start (a resume) was hashed.
+    resumed: bool,
 }
 
 enum Event {
@@ -73,13 +85,21 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
         durability: Durability::new(writer, state),
         flush_wake: Notify::new(),
         events,
+        prefix: Mutex::new(Prefix {
+            hasher: PrefixHasher::new(&plan.digests),
+            next: 0,
+            resumed: false,
+        }),
+        prefix_wake: Notify::new(),
     });
     let options = plan.options;
     tokio::spawn(async move {
         let lock = _lock; // held for the whole fill
         let flusher = tokio::spawn(flush_loop(ctx.clone()));
+        let hasher = tokio::spawn(prefix_loop(ctx.clone()));
         let result = drive(&ctx, &options, rx).await;
         flusher.abort();
+        hasher.abort();
         let result = finish(&ctx, result).await;
         // Release the lock before announcing the end, so whoever acts on
         // the announcement (verify, another fill) finds it free.
@@ -169,6 +189,14 @@ async fn drive(
         }
         if sched.is_complete() && tasks.is_empty() {
             break Ok(Outcome::Complete);
+        }
+        if ctx.obj.released.load(Ordering::Acquire)
+            && ctx.obj.handles() == 0
+            && ctx.obj.state.lock().demand.is_empty()
+        {
+            // The last consumer gave up: stop, keeping what arrived.
+            ctx.pending.lock().stopped = true;
+            break Ok(Outcome::Paused);
         }
         if tasks.is_empty()
             && options.policy == FillPolicy::Lazy
@@ -260,6 +288,21 @@ async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> 
     }
 }
 
+/// Feeds the sequential hashers the completed prefix as it grows, off the
+/// commit path (woken by commits).
+async fn prefix_loop(ctx: Arc<FillCtx>) {
+    loop {
+        let c = ctx.clone();
+        if tokio::task::spawn_blocking(move || c.advance_prefix())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        ctx.prefix_wake.notified().await;
+    }
+}
+
 /// Flushes by bytes (woken by commits) or by time.
 async fn flush_loop(ctx: Arc<FillCtx>) {
     loop {
@@ -328,11 +371,50 @@ impl FillCtx {
             obj.mark_done(c);
         }
         let _ = self.events.send(Event::ChunkDone(c));
+        self.prefix_wake.notify_one();
         Ok(())
     }
 
+    /// Hashes the chunks that extend the contiguous completed prefix
+    /// (blocking). They were just written, so they come from the page
+    /// cache; after a resume the prefix found on disk is read back once.
+    fn advance_prefix(&self) {
+        let obj = &self.obj;
+        let header = &obj.header;
+        let mut p = self.prefix.lock();
+        let started = std::time::Instant::now();
+        let from = p.hasher.pos;
+        while p.next < header.chunk_count() && obj.is_done(p.next) {
+            let range = header.chunk_range(p.next);
+            p.hasher.update(&obj.data.bytes(range));
+            p.next += 1;
+        }
+        if !p.resumed {
+            p.resumed = true;
+            let bytes = p.hasher.pos - from;
+            if bytes > 0 {
+                tracing::info!(
+                    object = %obj.key,
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "re-hashed the prefix found on disk (SHA-2 state is not persisted)"
+                );
+            }
+        }
+    }
+
+    /// Finishes the sequential digests: every chunk is present.
+    fn finish_digests(&self) -> Vec<Digest> {
+        self.advance_prefix();
+        let mut p = self.prefix.lock();
+        let hasher = std::mem::replace(&mut p.hasher, PrefixHasher::new(&[]));
+        hasher.finish()
+    }
+
     /// Every chunk is committed and flushed: compute the root from the
-    /// chunk CVs (no re-read), check it, record it (blocking).
+    /// chunk CVs (no re-read), record it with the sequential digests, share
+    /// the data file with a complete copy of the same bytes, and name the
+    /// object by what was computed (blocking).
     fn complete(&self) -> Result<()> {
         let obj = &self.obj;
         let header = &obj.header;
@@ -354,23 +436,15 @@ impl FillCtx {
             out
         };
         let root = crate::hash::root_from_cvs(&cvs, header.chunk_size, header.len);
-        if let Some(expected) = header.expected {
-            if expected != *root.as_bytes() {
-                let expected = blake3::Hash::from_bytes(expected);
-                obj.store.remove_alias(&expected, &obj.key);
-                return Err(Error::HashMismatch {
-                    key: obj.key.clone(),
-                    expected: expected.to_hex().to_string(),
-                    actual: root.to_hex().to_string(),
-                });
-            }
+        // Digests, the shared data file and the names all come before the
+        // root record: whoever sees the object complete (here or in a
+        // process following the index) finds it by every name at once.
+        let digests = self.finish_digests();
+        obj.store.store_digests(&obj.dir, header, &digests)?;
+        obj.store.share_data(&obj.key, header, &root);
+        for d in std::iter::once(Digest::blake3(&root)).chain(digests) {
+            obj.store.name_object(&d, &obj.key)?;
         }
-        // The alias first: a process following this fill reports the
-        // object complete when it sees the root record, and its caller may
-        // look the object up by hash at once (the alias of a verified root
-        // is true before the record is; after a crash in between, the next
-        // fill finishes the object and rewrites it).
-        obj.store.write_alias(&root, &obj.key)?;
         self.durability.finish(*root.as_bytes())?;
         obj.state.lock().root = Some(*root.as_bytes());
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");

@@ -63,6 +63,9 @@ pub(crate) struct FillPlan {
     pub(crate) source: Arc<dyn Source>,
     pub(crate) info: SourceInfo,
     pub(crate) options: FillOptions,
+    /// Sequential digests computed over the completed prefix as it grows
+    /// (SHA-256 always; SHA-512 when a request expects it).
+    pub(crate) digests: Vec<crate::digest::Algo>,
 }
 
 /// What the process that fills holds: the lock and the index writer.
@@ -140,6 +143,9 @@ pub(crate) fn start_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> 
     {
         let mut st = obj.state.lock();
         st.plan = Some(plan.clone());
+        // Someone wants the object filled again.
+        obj.released
+            .store(false, std::sync::atomic::Ordering::Release);
         match st.phase {
             Phase::Filling | Phase::Complete => return Ok(()),
             Phase::Idle | Phase::Following | Phase::Failed(_) => st.phase = Phase::Filling,
@@ -234,5 +240,6 @@ fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
             ranges: true,
         },
         options: FillOptions::default(),
+        digests: vec![crate::digest::Algo::Sha256],
     })
 }

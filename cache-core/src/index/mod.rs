@@ -28,7 +28,7 @@
 //! | 28 | 4 | reserved, `0` |
 //! | 32 | 16 | `data_id` (random; names the data file) |
 //! | 48 | 8 | created, seconds since the Unix epoch |
-//! | 56 | 1 | `1` if an expected hash is given, else `0` |
+//! | 56 | 1 | `1` if an expected hash is given (legacy, see `IndexHeader::expected`), else `0` |
 //! | 57 | 7 | reserved, `0` |
 //! | 64 | 32 | expected BLAKE3 hash (zeros if none) |
 //! | 96 | 4 | source length `S` (<= 64 KiB) |
@@ -143,7 +143,11 @@ pub struct IndexHeader {
     pub source: String,
     /// Source validator (ETag / Last-Modified+len) the data belongs to.
     pub validator: String,
-    /// BLAKE3 hash the caller expects, given up front.
+    /// Legacy: older builds stored a request's expected BLAKE3 here and
+    /// named the object by it. An expectation belongs to one request
+    /// (`crate::digest`), so new objects leave this `None` and readers
+    /// ignore it (the store only removes aliases older builds wrote for
+    /// it). Kept so the header format stays the same.
     pub expected: Option<[u8; 32]>,
     /// Seconds since the Unix epoch when the object was registered.
     pub created_unix: u64,

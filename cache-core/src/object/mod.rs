@@ -8,6 +8,7 @@
 //! the chunk wakes exactly those readers (no polling, no timer).
 
 mod demand;
+mod digests;
 mod feed;
 mod follow;
 mod read;
@@ -16,7 +17,7 @@ mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -85,10 +86,10 @@ pub struct ObjectInfo {
     pub validator: String,
     pub len: u64,
     pub chunk_size: u32,
-    /// The object's BLAKE3 hash when known (complete), else the expected
-    /// hash when one was given up front.
+    /// The object's BLAKE3 hash, known once it is complete (computed from
+    /// its bytes: an expected hash is never shown here).
     pub blake3: Option<blake3::Hash>,
-    /// Whether `blake3` is verified (the object is complete).
+    /// Whether `blake3` is known (the object is complete).
     pub verified: bool,
 }
 
@@ -132,6 +133,9 @@ pub(crate) struct ObjectShared {
     pub(crate) store: Arc<StoreShared>,
     handles: AtomicUsize,
     readers: AtomicUsize,
+    /// A consumer gave up ([`Object::release`]): the fill stops once no
+    /// handle and no reader wants the object any more.
+    pub(crate) released: AtomicBool,
     /// This object itself, for tasks spawned from `&self` methods.
     pub(crate) me: std::sync::Weak<ObjectShared>,
     /// Where this process publishes its readers' demands while another
@@ -214,6 +218,7 @@ impl ObjectShared {
             store,
             handles: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
+            released: AtomicBool::new(false),
             remote_demand: Mutex::new(None),
         })
     }
@@ -441,6 +446,33 @@ impl Object {
         self.shared.readers.load(Ordering::Relaxed)
     }
 
+    /// Gives this handle up because its consumer no longer wants the bytes
+    /// (say, the pipe it wrote to closed). When no other handle or reader
+    /// in this process wants the object, the fill this process runs stops,
+    /// after making every chunk that arrived durable (a later fetch resumes
+    /// from there; a follower in another process takes the fill over).
+    /// Returns once the fill stopped, or at once when it goes on for
+    /// someone else.
+    pub async fn release(self) {
+        let shared = self.shared.clone();
+        let mut rx = self.watch_progress();
+        shared.released.store(true, Ordering::Release);
+        drop(self);
+        loop {
+            {
+                let st = shared.state.lock();
+                let filling = matches!(st.phase, Phase::Filling);
+                if !filling || shared.handles() > 0 {
+                    return;
+                }
+            }
+            shared.filler_wake.notify_one();
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits until the object is complete and returns its BLAKE3 hash, or
     /// the error that ended its fill.
     pub async fn wait_complete(&self) -> Result<blake3::Hash> {
@@ -481,7 +513,7 @@ pub(crate) fn info_of(key: &str, header: &IndexHeader, root: Option<[u8; 32]>) -
         validator: header.validator.clone(),
         len: header.len,
         chunk_size: header.chunk_size,
-        blake3: root.or(header.expected).map(blake3::Hash::from_bytes),
+        blake3: root.map(blake3::Hash::from_bytes),
         verified: root.is_some(),
     }
 }

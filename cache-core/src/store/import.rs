@@ -7,6 +7,7 @@ use std::path::Path;
 use super::layout::*;
 use super::{check_chunk_size, unix_now, Store, INDEX_FILE};
 use crate::data::DataFile;
+use crate::digest::{Algo, Digest, PrefixHasher};
 use crate::error::{Error, Result};
 use crate::index::{IndexHeader, IndexState, IndexWriter, Record};
 use crate::object::Object;
@@ -53,12 +54,14 @@ impl Store {
             let mut cvs = Vec::with_capacity(header.chunk_count() as usize);
             let mut records = Vec::with_capacity(cvs.capacity() + 1);
             let mut state = IndexState::default();
+            let mut sha = PrefixHasher::new(&[Algo::Sha256]);
             for c in 0..header.chunk_count() {
                 let r = header.chunk_range(c);
                 let n = (r.end - r.start) as usize;
                 file.read_exact(&mut buf[..n])
                     .map_err(|e| Error::io(path, "read", e))?;
                 let cv = crate::hash::chunk_cv(&buf[..n], c, chunk_size, len);
+                sha.update(&buf[..n]);
                 data.write_at(r.start, &buf[..n])?;
                 cvs.push(cv);
                 records.push(Record::Chunk { index: c, cv });
@@ -70,12 +73,14 @@ impl Store {
             });
             state.root = Some(*root.as_bytes());
             data.sync()?;
+            let digests = sha.finish();
+            s.store_digests(&tmp, &header, &digests)?;
             writer.append(&records)?;
             writer.snapshot(&state)?;
             sync_dir(&tmp)?;
-            Ok::<_, Error>(root)
+            Ok::<_, Error>((root, digests))
         })();
-        let root = match result {
+        let (root, digests) = match result {
             Ok(root) => root,
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
@@ -90,8 +95,11 @@ impl Store {
         } else {
             fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, "register object", e))?;
             sync_dir(&s.dir.join(OBJECTS))?;
+            s.share_data(&key, &header, &root);
         }
-        s.write_alias(&root, &key)?;
+        for d in std::iter::once(Digest::blake3(&root)).chain(digests) {
+            s.name_object(&d, &key)?;
+        }
         self.open_ref(&key)
     }
 }

@@ -7,9 +7,11 @@
 //!     index                 chunk index (append-only; its flock = the filler)
 //!     index.snap            bitmap snapshot of the index
 //!     data-<data id>        the object's bytes at their own offsets
+//!     digests               SHA-256/SHA-512 of a complete object (below)
 //!     used                  mtime = last use, for LRU eviction
-//!   blake3/<64 hex>         alias: contains the key of the object with
-//!                           that BLAKE3 hash (or that expected hash)
+//!   blake3/<64 hex>         alias: contains the key of one complete object
+//!                           with that BLAKE3 hash
+//!   sha256/<64 hex>         the same by SHA-256 (and sha512/<128 hex>)
 //!   tmp/                    objects being created or removed
 //! ```
 //!
@@ -17,6 +19,32 @@
 //! directory (index header written and synced, data file sized), so a crash
 //! never leaves a half-registered object there. Aliases are written by
 //! temp file + rename.
+//!
+//! **Names are computed, never expected.** Only digests computed from the
+//! stored bytes become aliases; a digest a request expects is checked
+//! against them and never written anywhere (see [`crate::digest`]).
+//!
+//! **Same bytes, one data file.** When an object completes and another
+//! complete object already has its BLAKE3 root, the new object's data file
+//! is replaced (hard link to a temp name, then rename over it) by a hard
+//! link to the existing one: both directories name one inode, each keeps
+//! its own index. Removing either object removes one link; the bytes stay
+//! while any object holds them. Disk usage counts a shared file in equal
+//! parts per link. An alias names one of the copies; removing that copy
+//! re-points the alias (and hands over the digests) to another complete
+//! copy, so every name stays resolvable while any copy exists. The "in
+//! use" lock lives on the data file, so while one copy is being read the
+//! other cannot be removed either (`rm`/`gc` report it busy): the bytes
+//! are the same, and a removal never has to guess whether they are needed.
+//! A process that had the replaced copy open keeps reading it (same bytes)
+//! until it closes it; then its blocks are freed.
+//!
+//! **`digests` file** (written atomically once the object completes):
+//! magic `b"BCDIGST\x01"` (8), version `1` (u16 LE), entry count (u16 LE),
+//! the index's `data_id` (16, binds the file to that data file), then per
+//! entry: algorithm (u8: 2 SHA-256, 3 SHA-512), length (u8), value; last
+//! the BLAKE3 of all preceding bytes (32). A damaged or mismatched file is
+//! ignored (digests can be recomputed from the data), never trusted.
 
 use std::fs;
 use std::io::Write;
@@ -46,12 +74,6 @@ pub fn object_key(identity: &str, validator: &str, len: u64) -> String {
 
 pub(crate) fn is_key(s: &str) -> bool {
     s.len() == 32
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-pub(crate) fn is_hash_hex(s: &str) -> bool {
-    s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }

@@ -4,7 +4,9 @@ use std::fs::{self, TryLockError};
 use std::path::Path;
 
 use super::layout::*;
+use super::names::{alias_dir, read_digests};
 use super::{disk_usage, list_names, ObjectSummary, Store, StoreShared, INDEX_FILE};
+use crate::digest::Algo;
 use crate::error::{Error, Result};
 use crate::index::{IndexHeader, IndexReader};
 use crate::object::{info_of, ObjectShared};
@@ -28,21 +30,38 @@ impl Store {
                 .ok_or_else(|| Error::NotFound(reference.to_owned()));
         }
         let r = reference.to_ascii_lowercase();
-        if is_hash_hex(&r) {
+        // `sha256:HEX` / `sha512:HEX` / `blake3:HEX` name a digest (a
+        // unique prefix of at least 8 digits will do); a bare hex is BLAKE3
+        // (a prefix of at least 4 digits).
+        let (algo, r, min_prefix) = match r.split_once(':') {
+            Some((a, hex)) => match a.parse::<Algo>() {
+                Ok(algo) => (algo, hex.to_owned(), 8),
+                Err(_) => return Err(Error::NotFound(reference.to_owned())),
+            },
+            None => (Algo::Blake3, r, 4),
+        };
+        let full = r.len() == algo.output_len() * 2 && r.bytes().all(|b| b.is_ascii_hexdigit());
+        if full {
             return s
-                .read_alias(&r)?
+                .read_alias(algo, &r)?
                 .ok_or_else(|| Error::NotFound(reference.to_owned()));
         }
-        if is_key(&r) && s.dir.join(OBJECTS).join(&r).is_dir() {
+        if algo == Algo::Blake3 && is_key(&r) && s.dir.join(OBJECTS).join(&r).is_dir() {
             return Ok(r);
         }
-        if r.len() < 4 || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if r.len() < min_prefix || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::NotFound(reference.to_owned()));
         }
         let mut keys: Vec<String> = Vec::new();
-        for name in list_names(&s.dir.join(ALIASES))? {
+        let dir = s.dir.join(alias_dir(algo));
+        let names = if dir.is_dir() {
+            list_names(&dir)?
+        } else {
+            Vec::new()
+        };
+        for name in names {
             if name.starts_with(&r) {
-                if let Some(k) = s.read_alias(&name)? {
+                if let Some(k) = s.read_alias(algo, &name)? {
                     if !keys.contains(&k) {
                         keys.push(k);
                     }
@@ -100,6 +119,11 @@ impl Store {
                     .ok(),
                 disk_bytes: disk_usage(&dir),
                 created_unix: header.created_unix,
+                digests: if root.is_some() {
+                    read_digests(&dir, &header)
+                } else {
+                    Vec::new()
+                },
                 info: info_of(&key, &header, root),
             });
         }
@@ -108,16 +132,6 @@ impl Store {
 }
 
 impl StoreShared {
-    pub(crate) fn read_alias(&self, hex: &str) -> Result<Option<String>> {
-        let path = self.dir.join(ALIASES).join(hex);
-        match fs::read_to_string(&path) {
-            Ok(k) if is_key(k.trim()) => Ok(Some(k.trim().to_owned())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, "read alias", e)),
-        }
-    }
-
     /// (key, header, complete) of every readable object.
     fn scan_headers(&self) -> Result<Vec<(String, IndexHeader, bool)>> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@ mod gc;
 mod import;
 pub(crate) mod layout;
 mod lookup;
+pub(crate) mod names;
 
 use std::collections::HashMap;
 use std::fs::{self, TryLockError};
@@ -18,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 
 use crate::data::{DataFile, WriteFault};
+use crate::digest::{Algo, Digest, Expected};
 use crate::error::{Error, Result};
 use crate::fill::{self, FillOptions, FillPlan};
 use crate::index::{IndexHeader, IndexReader, IndexWriter, Record, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -72,9 +74,15 @@ impl Default for StoreOptions {
 pub struct FetchOptions {
     /// Chunk size of a new object (an existing object keeps its own).
     pub chunk_size: u32,
-    /// The BLAKE3 hash the caller expects: the object is addressable by it
-    /// at once, and the fill fails if the bytes hash otherwise.
-    pub expected: Option<blake3::Hash>,
+    /// Digests this request expects (BLAKE3, SHA-256, SHA-512). They
+    /// belong to the request, never to the object: they do not name it,
+    /// and a mismatch fails only the request that expected them (see
+    /// [`Object::wait_verified`]). An expected digest that already names a
+    /// complete object makes the fetch return that object without asking
+    /// the origin, unless `revalidate` is set.
+    pub expected: Expected,
+    /// Ask the origin even when an expected digest names a complete object.
+    pub revalidate: bool,
     /// How to fill.
     pub fill: FillOptions,
 }
@@ -83,7 +91,8 @@ impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
-            expected: None,
+            expected: Vec::new(),
+            revalidate: false,
             fill: FillOptions::default(),
         }
     }
@@ -104,6 +113,9 @@ pub struct ObjectSummary {
     pub disk_bytes: u64,
     /// When the object was registered (seconds since the Unix epoch).
     pub created_unix: u64,
+    /// Digests other than BLAKE3 known for a complete object (SHA-256 is
+    /// computed by every fill; SHA-512 when a request asked for it).
+    pub digests: Vec<Digest>,
 }
 
 pub(crate) struct StoreShared {
@@ -154,6 +166,17 @@ impl Store {
         Store::open_with(dir, StoreOptions::default())
     }
 
+    /// Opens the store in `dir` only if one is there: for commands that
+    /// only read. Fails with [`Error::NoStore`] otherwise, having written
+    /// nothing.
+    pub fn open_existing_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref();
+        match fs::metadata(dir.join(MARKER)) {
+            Ok(m) if m.is_file() => Store::open_with(dir, options),
+            _ => Err(Error::NoStore(dir.to_path_buf())),
+        }
+    }
+
     /// Opens the store in `dir` with `options`.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
@@ -196,8 +219,21 @@ impl Store {
     /// filled: by a new fill, by the fill already running in this process
     /// (attach), or by another process (follow, and take over if it dies).
     /// Returns at once; read from the object or wait for it to complete.
+    ///
+    /// When an expected digest already names a complete object, that
+    /// object is returned at once and the origin is not asked at all
+    /// (unless [`FetchOptions::revalidate`]).
     pub async fn fetch(&self, source: Arc<dyn Source>, options: FetchOptions) -> Result<Object> {
         check_chunk_size(u64::from(options.chunk_size))?;
+        if !options.revalidate {
+            for digest in &options.expected {
+                if let Some(object) = self.get_digest(digest)? {
+                    if object.blake3().is_some() {
+                        return Ok(object);
+                    }
+                }
+            }
+        }
         let url = source.identity();
         let info = source.probe().await.map_err(|cause| Error::Source {
             url: url.clone(),
@@ -210,21 +246,14 @@ impl Store {
             data_id: rand::random(),
             source: url,
             validator: info.validator.clone(),
-            expected: options.expected.map(|h| *h.as_bytes()),
+            expected: None,
             created_unix: unix_now(),
         };
         let (obj, opened_from_disk) = self.shared.open_or_create(&key, Some(header))?;
         let object = Object::from_shared(obj.clone());
-        if let (Some(expected), Some(root)) = (options.expected, object.blake3()) {
-            if expected != root {
-                return Err(Error::HashMismatch {
-                    key,
-                    expected: expected.to_hex().to_string(),
-                    actual: root.to_hex().to_string(),
-                });
-            }
-        }
-        if object.blake3().is_some() {
+        if let Some(root) = object.blake3() {
+            // A wrong BLAKE3 expectation fails now; the object is untouched.
+            object.check_blake3(&options.expected, &root)?;
             return Ok(object);
         }
         if opened_from_disk && info.validator.is_empty() {
@@ -232,10 +261,19 @@ impl Store {
             // version we stored: start over rather than mix versions.
             self.shared.forget_chunks(&obj)?;
         }
+        let mut digests = vec![Algo::Sha256];
+        digests.extend(
+            options
+                .expected
+                .iter()
+                .map(|d| d.algo)
+                .filter(|a| Algo::SEQUENTIAL.contains(a) && *a != Algo::Sha256),
+        );
         let plan = FillPlan {
             source,
             info,
             options: options.fill,
+            digests,
         };
         fill::start_fill(&obj, plan)?;
         Ok(object)
@@ -251,7 +289,13 @@ impl Store {
 
     /// Opens the object with BLAKE3 hash `hash`, if the store has it.
     pub fn get(&self, hash: &blake3::Hash) -> Result<Option<Object>> {
-        let Some(key) = self.shared.read_alias(&hash.to_hex())? else {
+        self.get_digest(&Digest::blake3(hash))
+    }
+
+    /// Opens a complete object named by `digest` (its BLAKE3, or a SHA-256
+    /// / SHA-512 computed from its bytes), if the store has one.
+    pub fn get_digest(&self, digest: &Digest) -> Result<Option<Object>> {
+        let Some(key) = self.shared.read_alias(digest.algo, &digest.hex())? else {
             return Ok(None);
         };
         match self.shared.open_or_create(&key, None) {
@@ -331,9 +375,6 @@ impl StoreShared {
             }
         }
         sync_dir(&self.dir.join(OBJECTS))?;
-        if let Some(expected) = header.expected {
-            self.write_alias(&blake3::Hash::from_bytes(expected), key)?;
-        }
         Ok(true)
     }
 
@@ -403,18 +444,6 @@ impl StoreShared {
         Ok(())
     }
 
-    pub(crate) fn write_alias(&self, hash: &blake3::Hash, key: &str) -> Result<()> {
-        let path = self.dir.join(ALIASES).join(hash.to_hex().as_str());
-        write_atomic(&path, &self.dir.join(TMP), key.as_bytes())
-    }
-
-    pub(crate) fn remove_alias(&self, hash: &blake3::Hash, key: &str) {
-        let path = self.dir.join(ALIASES).join(hash.to_hex().as_str());
-        if fs::read_to_string(&path).is_ok_and(|k| k == key) {
-            let _ = fs::remove_file(path);
-        }
-    }
-
     /// Removes object `key` unless anything uses it.
     pub(crate) fn remove_key(&self, key: &str) -> Result<()> {
         if self.live(key).is_some() {
@@ -444,8 +473,17 @@ impl StoreShared {
             Err(TryLockError::WouldBlock) => return Err(busy("it is being read")),
             Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock", e)),
         }
-        for hash in [state.root, header.expected].into_iter().flatten() {
-            self.remove_alias(&blake3::Hash::from_bytes(hash), key);
+        let digests = names::read_digests(&dir, &header);
+        if let Some(e) = header.expected {
+            // An alias an older build wrote for an expected hash.
+            self.remove_alias(&Digest::blake3(&blake3::Hash::from_bytes(e)), key);
+        }
+        let mut names_left = false;
+        if let Some(root) = state.root {
+            let by_root = Digest::blake3(&blake3::Hash::from_bytes(root));
+            for d in std::iter::once(&by_root).chain(&digests) {
+                names_left |= self.remove_alias(d, key);
+            }
         }
         // Rename first so no opener finds a half-deleted directory.
         let grave = self
@@ -454,6 +492,10 @@ impl StoreShared {
             .join(format!("rm-{key}-{}", hex_id(&rand::random::<[u8; 4]>())));
         fs::rename(&dir, &grave).map_err(|e| Error::io(&dir, "remove object", e))?;
         fs::remove_dir_all(&grave).map_err(|e| Error::io(&grave, "remove object", e))?;
+        // Another copy of the same bytes keeps every name of this one.
+        if let (true, Some(root)) = (names_left, state.root) {
+            self.rehome_names(key, root, &digests)?;
+        }
         Ok(())
     }
 
@@ -509,7 +551,9 @@ fn touch(path: &Path) {
     }
 }
 
-/// Bytes an object directory takes on disk (allocated blocks).
+/// Bytes an object directory takes on disk (allocated blocks). A data
+/// file shared by several objects (same bytes, hard-linked) counts for
+/// each of them in equal parts, so the sum over objects is the real usage.
 pub(crate) fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs::read_dir(dir)
@@ -517,7 +561,7 @@ pub(crate) fn disk_usage(dir: &Path) -> u64 {
         .flatten()
         .flatten()
         .filter_map(|e| e.metadata().ok())
-        .map(|m| m.blocks() * 512)
+        .map(|m| m.blocks() * 512 / m.nlink().max(1))
         .sum()
 }
 

@@ -2,7 +2,8 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET\|HEAD /blobs/{blake3-hex}` | an object by BLAKE3 hash: complete, or filling when its hash was given up front |
+//! | `GET\|HEAD /blobs/{blake3-hex}` | a complete object by BLAKE3 hash |
+//! | `GET\|HEAD /blobs/sha256/{hex}` | a complete object by its SHA-256 (likewise `sha512`) |
 //! | `GET\|HEAD /m/{mirror}/{path}` | pull-through mirror of `BASE/path` |
 //! | `GET /` | live status page: objects and the chunk map ([`live`](super::live)) |
 //! | `GET /events` | server-sent events: a snapshot, then chunk-map deltas |
@@ -30,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{Error, FetchOptions, FillState, Object, SourceErrorKind, Store};
+use cache_core::{Algo, Digest, Error, FetchOptions, FillState, Object, SourceErrorKind, Store};
 use http::{header, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use url::Url;
@@ -180,27 +181,33 @@ impl App {
         text(StatusCode::NOT_FOUND, "not found\n".to_owned())
     }
 
-    async fn blob(&self, hex: &str, parts: &http::request::Parts) -> Response<Body> {
-        let hash = if hex.len() == 64 {
-            blake3::Hash::from_hex(hex.to_ascii_lowercase()).ok()
-        } else {
-            None
+    async fn blob(&self, path: &str, parts: &http::request::Parts) -> Response<Body> {
+        // `/blobs/<blake3>` or `/blobs/<algo>/<hex>`.
+        let (algo, hex) = match path.split_once('/') {
+            Some((a, hex)) => (a.parse::<Algo>().ok(), hex),
+            None => (Some(Algo::Blake3), path),
         };
-        let Some(hash) = hash else {
+        let Some(digest) = algo.and_then(|a| Digest::from_hex(a, hex).ok()) else {
             return text(
                 StatusCode::BAD_REQUEST,
-                "expected /blobs/ followed by 64 hex digits of a BLAKE3 hash\n".to_owned(),
+                "expected /blobs/<BLAKE3 hex> or /blobs/sha256/<hex> (or sha512)\n".to_owned(),
             );
         };
-        let object = match self.store.get(&hash) {
+        let object = match self.store.get_digest(&digest) {
             Ok(Some(o)) => o,
             Ok(None) => {
                 return text(
                     StatusCode::NOT_FOUND,
-                    format!("no object with BLAKE3 {}\n", hash.to_hex()),
+                    format!("no complete object with {digest}\n"),
                 )
             }
             Err(e) => return store_error(&e),
+        };
+        let Some(hash) = object.blake3() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no complete object with {digest}\n"),
+            );
         };
         let found = match object.progress().state {
             FillState::Complete => Found::Hit,

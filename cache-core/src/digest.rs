@@ -1,0 +1,221 @@
+//! Whole-object digests other than the BLAKE3 address: SHA-256 and
+//! SHA-512, the sums image publishers print.
+//!
+//! BLAKE3 comes free from the chunk chaining values ([`crate::hash`]). The
+//! SHA-2 family is sequential: it can only hash the object front to back.
+//! The filler feeds it the *contiguous completed prefix* as that prefix
+//! grows (chunks that arrived in order are still in the page cache; a
+//! chunk that arrived out of order is read back when the prefix reaches
+//! it). After a resume the prefix already on disk is hashed again from the
+//! data file: a hasher's state is not persisted. Final digests are stored
+//! with the object ([`crate::store`], file `digests`) and are names of the
+//! object, like its BLAKE3.
+//!
+//! An [`Expected`] digest belongs to one request: it never names, renames
+//! or hides an object; a mismatch fails that request only.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::Digest as _;
+
+/// A digest algorithm the store knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algo {
+    Blake3,
+    Sha256,
+    Sha512,
+}
+
+impl Algo {
+    /// Every algorithm, in the order they are listed.
+    pub const ALL: [Algo; 3] = [Algo::Blake3, Algo::Sha256, Algo::Sha512];
+    /// The sequential ones (computed over the completed prefix).
+    pub const SEQUENTIAL: [Algo; 2] = [Algo::Sha256, Algo::Sha512];
+
+    /// Lowercase name: `blake3`, `sha256`, `sha512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Blake3 => "blake3",
+            Algo::Sha256 => "sha256",
+            Algo::Sha512 => "sha512",
+        }
+    }
+
+    /// Digest length in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            Algo::Blake3 | Algo::Sha256 => 32,
+            Algo::Sha512 => 64,
+        }
+    }
+
+    /// Stable one-byte code in the on-disk digests file.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Algo::Blake3 => 1,
+            Algo::Sha256 => 2,
+            Algo::Sha512 => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Algo> {
+        Algo::ALL.into_iter().find(|a| a.code() == code)
+    }
+}
+
+impl fmt::Display for Algo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algo {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Algo, String> {
+        match s.trim().to_ascii_lowercase().replace('-', "").as_str() {
+            "blake3" | "b3" => Ok(Algo::Blake3),
+            "sha256" => Ok(Algo::Sha256),
+            "sha512" => Ok(Algo::Sha512),
+            other => Err(format!(
+                "unknown digest algorithm {other:?} (known: blake3, sha256, sha512)"
+            )),
+        }
+    }
+}
+
+/// A digest value of one algorithm.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Digest {
+    pub algo: Algo,
+    pub bytes: Vec<u8>,
+}
+
+impl Digest {
+    /// Parses `hex` as a digest of `algo` (case-insensitive, full length).
+    pub fn from_hex(algo: Algo, hex: &str) -> Result<Digest, String> {
+        let hex = hex.trim();
+        if hex.len() != algo.output_len() * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{algo} digest must be {} hex digits, got {hex:?}",
+                algo.output_len() * 2
+            ));
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| format!("{hex:?}: {e}"))?;
+        Ok(Digest { algo, bytes })
+    }
+
+    /// Parses `ALGO=HEX` (or `ALGO:HEX`).
+    pub fn parse(spec: &str) -> Result<Digest, String> {
+        let (algo, hex) = spec
+            .split_once(['=', ':'])
+            .ok_or_else(|| format!("{spec:?}: expected ALGO=HEX (e.g. sha256=ab12...)"))?;
+        Digest::from_hex(algo.parse()?, hex)
+    }
+
+    pub fn blake3(hash: &blake3::Hash) -> Digest {
+        Digest {
+            algo: Algo::Blake3,
+            bytes: hash.as_bytes().to_vec(),
+        }
+    }
+
+    /// Lowercase hex of the value.
+    pub fn hex(&self) -> String {
+        crate::store::layout::hex_id(&self.bytes)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algo, self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What one request expects of an object's bytes.
+pub type Expected = Vec<Digest>;
+
+/// Running sequential hashers, fed the object front to back.
+pub(crate) struct PrefixHasher {
+    sha256: Option<sha2::Sha256>,
+    sha512: Option<sha2::Sha512>,
+    /// Bytes hashed so far (the prefix length).
+    pub(crate) pos: u64,
+}
+
+impl PrefixHasher {
+    pub(crate) fn new(algos: &[Algo]) -> PrefixHasher {
+        PrefixHasher {
+            sha256: algos.contains(&Algo::Sha256).then(sha2::Sha256::new),
+            sha512: algos.contains(&Algo::Sha512).then(sha2::Sha512::new),
+            pos: 0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.sha256 {
+            h.update(bytes);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(bytes);
+        }
+        self.pos += bytes.len() as u64;
+    }
+
+    pub(crate) fn finish(self) -> Vec<Digest> {
+        let mut out = Vec::new();
+        if let Some(h) = self.sha256 {
+            out.push(Digest {
+                algo: Algo::Sha256,
+                bytes: h.finalize().to_vec(),
+            });
+        }
+        if let Some(h) = self.sha512 {
+            out.push(Digest {
+                algo: Algo::Sha512,
+                bytes: h.finalize().to_vec(),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_forms() {
+        let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let d = Digest::parse(&format!("SHA256={}", h.to_uppercase())).unwrap();
+        assert_eq!(d.algo, Algo::Sha256);
+        assert_eq!(d.hex(), h);
+        assert_eq!(d.to_string(), format!("sha256:{h}"));
+        assert!(Digest::parse(&format!("sha-256:{h}")).is_ok());
+        assert!(Digest::parse(&format!("sha512={h}")).is_err(), "too short");
+        assert!(Digest::parse("md5=00").is_err());
+        assert!(Digest::parse(h).is_err(), "no algorithm");
+    }
+
+    #[test]
+    fn prefix_hasher_matches_one_shot() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut p = PrefixHasher::new(&Algo::SEQUENTIAL);
+        for piece in bytes.chunks(7777) {
+            p.update(piece);
+        }
+        let d = p.finish();
+        assert_eq!(d[0].bytes, sha2::Sha256::digest(&bytes).to_vec());
+        assert_eq!(d[1].bytes, sha2::Sha512::digest(&bytes).to_vec());
+    }
+}
