@@ -132,6 +132,18 @@ Example:
 Example:
   blockcache import ./disk.raw", exit_line!()))]
     Import(ImportArgs),
+    /// Write a complete object's manifest (its chunk hashes) to a file or stdout
+    #[command(after_help = concat!("\
+The manifest lists the BLAKE3 chaining value of every chunk; they merge to the
+object's BLAKE3, so whoever knows that hash can check each chunk on its own
+(the binary format is documented in cache-core's manifest module). The same
+bytes are served at /blobs/<BLAKE3>/manifest. Only complete objects have one.
+Without -o the bytes go to stdout (refused when stdout is a terminal).
+
+Examples:
+  blockcache manifest 6f1c -o disk.manifest
+  blockcache manifest https://example.com/disk.raw | wc -c", exit_line!()))]
+    Manifest(ManifestArgs),
     /// Show the whole thing working, offline, on a generated image
     #[command(after_help = concat!("\
 Starts a local origin serving a generated image (bytes computed on the fly,
@@ -219,6 +231,16 @@ pub struct VerifyArgs {
     /// fetches the chunks an incomplete object is missing
     #[arg(long)]
     pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// BLAKE3 hex, unique prefix, object key or URL
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Write the manifest to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

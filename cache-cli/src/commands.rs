@@ -40,7 +40,52 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Gc(a) => gc(g, a),
         Command::Import(a) => import(g, a).await,
         Command::Demo(a) => crate::demo::run(g, a).await,
+        Command::Manifest(a) => manifest(g, a),
     }
+}
+
+fn manifest(g: &cli::Global, a: cli::ManifestArgs) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let store = open_store(g, None)?;
+    let object = store
+        .open_ref(&a.reference)
+        .map_err(|e| Failure::core(&a.reference, e))?;
+    let Some(manifest) = object
+        .manifest()
+        .map_err(|e| Failure::core(&a.reference, e))?
+    else {
+        return Err(Failure::usage(format!(
+            "{}: {} is not complete; only complete objects have a manifest",
+            a.reference,
+            name_of(&object)
+        )));
+    };
+    let bytes = manifest.encode();
+    match &a.output {
+        Some(path) => std::fs::write(path, &bytes)
+            .map_err(|e| Failure::io(format!("write {}", path.display()), e))?,
+        None => {
+            let mut out = std::io::stdout();
+            if out.is_terminal() {
+                return Err(Failure::usage(
+                    "the manifest is binary: refusing to write it to a terminal; use -o FILE or a pipe",
+                ));
+            }
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::io("stdout", e))?;
+        }
+    }
+    if !g.quiet {
+        eprintln!(
+            "manifest of {}: {} chunks of {}, {} bytes",
+            manifest.root().to_hex(),
+            manifest.cvs().len(),
+            human(u64::from(manifest.chunk_size())),
+            bytes.len()
+        );
+    }
+    Ok(())
 }
 
 /// The store directory: `--store`, `$BLOCKCACHE_STORE`, else the platform

@@ -63,19 +63,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chain;
 mod data;
 pub mod error;
 pub mod fill;
 pub mod hash;
 pub mod index;
+pub mod manifest;
 pub mod object;
 pub mod source;
 pub mod store;
 pub mod testing;
 
+pub use chain::SourceChain;
 pub use data::WriteFault;
 pub use error::{Error, ErrorClass, Result};
-pub use fill::{FillOptions, FillPolicy};
+pub use fill::{chunk_verify_failures, FillOptions, FillPolicy};
+pub use manifest::{Manifest, ManifestError};
 pub use object::{FillState, Object, ObjectInfo, ObjectReader, Progress, VerifyReport};
 pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 pub use store::{

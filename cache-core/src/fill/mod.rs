@@ -11,6 +11,7 @@
 //! (the object's phase says `Filling`); another process follows the index
 //! and takes over when the lock holder dies.
 
+mod alternates;
 mod durability;
 mod fetch;
 mod filler;
@@ -24,6 +25,7 @@ use crate::index::IndexWriter;
 use crate::object::{ObjectShared, Phase};
 use crate::source::{Source, SourceInfo};
 
+pub use alternates::chunk_verify_failures;
 pub use scheduler::{FillPolicy, FillScheduler};
 
 /// Default number of concurrent range requests of one fill.
@@ -60,7 +62,12 @@ impl Default for FillOptions {
 /// Everything a fill needs to start: where from, which version, how.
 #[derive(Clone)]
 pub(crate) struct FillPlan {
+    /// The origin: names the object, asked last.
     pub(crate) source: Arc<dyn Source>,
+    /// Asked before the origin, in order (a [`crate::SourceChain`]'s).
+    pub(crate) alternates: Vec<Arc<dyn Source>>,
+    /// Stall bound of an alternate.
+    pub(crate) stall: std::time::Duration,
     pub(crate) info: SourceInfo,
     pub(crate) options: FillOptions,
 }
@@ -200,6 +207,8 @@ fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
     })?;
     Ok(FillPlan {
         source,
+        alternates: Vec::new(),
+        stall: crate::chain::DEFAULT_ALTERNATE_STALL,
         info: SourceInfo {
             len: obj.header.len,
             validator: obj.header.validator.clone(),

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
+use crate::chain::SourceChain;
 use crate::data::{DataFile, WriteFault};
 use crate::error::{Error, Result};
 use crate::fill::{self, FillOptions, FillPlan};
@@ -184,6 +185,19 @@ impl Store {
     /// (attach), or by another process (follow, and take over if it dies).
     /// Returns at once; read from the object or wait for it to complete.
     pub async fn fetch(&self, source: Arc<dyn Source>, options: FetchOptions) -> Result<Object> {
+        self.fetch_chain(SourceChain::new(source), options).await
+    }
+
+    /// [`Store::fetch`] from a [`SourceChain`]: the object is the origin's;
+    /// its chunks come from the alternates first, each chunk checked
+    /// against a manifest when `options.expected` is given and a source
+    /// has a manifest that proves it (see [`crate::chain`]).
+    pub async fn fetch_chain(&self, chain: SourceChain, options: FetchOptions) -> Result<Object> {
+        let SourceChain {
+            origin: source,
+            alternates,
+            stall,
+        } = chain;
         check_chunk_size(u64::from(options.chunk_size))?;
         let url = source.identity();
         let info = source.probe().await.map_err(|cause| Error::Source {
@@ -221,6 +235,8 @@ impl Store {
         }
         let plan = FillPlan {
             source,
+            alternates,
+            stall,
             info,
             options: options.fill,
         };

@@ -207,6 +207,16 @@ impl Metrics {
             let _ = writeln!(out, "{name} {}", c.get());
         }
 
+        // Kept by cache-core (the filler refuses the chunk there).
+        let name = "blockcache_chunk_verify_failures_total";
+        write_header(
+            &mut out,
+            name,
+            "counter",
+            "Chunks refused because they did not match the trusted manifest (fetched again elsewhere).",
+        );
+        let _ = writeln!(out, "{name} {}", cache_core::chunk_verify_failures());
+
         let name = "blockcache_active_fills";
         write_header(&mut out, name, "gauge", "Object fills running now.");
         let _ = writeln!(out, "{name} {}", self.active_fills.get());

@@ -20,6 +20,7 @@
 //!   for the list), range serving of partial objects, `/status`.
 
 pub mod etag;
+pub mod manifest;
 pub mod metrics;
 pub mod mirror_path;
 pub mod multipart;

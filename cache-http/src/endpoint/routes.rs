@@ -3,6 +3,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET\|HEAD /blobs/{blake3-hex}` | an object by BLAKE3 hash: complete, or filling when its hash was given up front |
+//! | `GET\|HEAD /blobs/{blake3-hex}/manifest` | its chunk chaining values ([`cache_core::Manifest`]), complete objects only |
 //! | `GET\|HEAD /m/{mirror}/{path}` | pull-through mirror of `BASE/path` |
 //! | `GET /status` | JSON: every object, its progress and rate |
 //! | `GET /metrics` | Prometheus text format |
@@ -163,6 +164,10 @@ impl App {
     }
 
     async fn blob(&self, hex: &str, parts: &http::request::Parts) -> Response<Body> {
+        let (hex, manifest) = match hex.strip_suffix("/manifest") {
+            Some(hex) => (hex, true),
+            None => (hex, false),
+        };
         let hash = if hex.len() == 64 {
             blake3::Hash::from_hex(hex.to_ascii_lowercase()).ok()
         } else {
@@ -174,6 +179,9 @@ impl App {
                 "expected /blobs/ followed by 64 hex digits of a BLAKE3 hash\n".to_owned(),
             );
         };
+        if manifest {
+            return super::manifest::serve(self, &hash, parts);
+        }
         let object = match self.store.get(&hash) {
             Ok(Some(o)) => o,
             Ok(None) => {
