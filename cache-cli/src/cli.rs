@@ -69,7 +69,17 @@ Examples:
   blockcache fetch https://example.com/images/disk.qcow2
   blockcache fetch https://example.com/disk.raw -o disk.raw --limit-rate 50MB/s
   blockcache fetch https://example.com/disk.raw -o - | qemu-img dd ...
-  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2", exit_line!()))]
+  blockcache fetch https://example.com/disk.raw --blake3 6f1c...e2
+  blockcache fetch https://example.com/disk.raw --parent http://cache.lan:8472/
+
+Parents (--parent, or BLOCKCACHE_PARENTS=URL,URL) are other blockcaches
+(`blockcache serve`), asked in order before the origin. With --blake3 a parent
+that has the object complete sends its manifest, and every chunk is checked
+against it before it is stored: a wrong chunk is refused and fetched from the
+next source. Without --blake3 a parent serves the URL only through one of its
+mirrors and only in the version the origin serves now (same validator); its
+chunks are then checked only by the final hash. A parent that is down,
+stalls or lies is dropped for this fetch; the origin is always last.", exit_line!()))]
     Fetch(FetchArgs),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
@@ -183,6 +193,15 @@ pub struct FetchArgs {
     /// Chunk size of a new object (power of two, 64KiB..64MiB)
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub chunk_size: u64,
+    /// Another blockcache (`blockcache serve`) to ask before the origin
+    /// (repeatable, asked in order)
+    #[arg(
+        long = "parent",
+        value_name = "URL",
+        env = "BLOCKCACHE_PARENTS",
+        value_delimiter = ','
+    )]
+    pub parents: Vec<String>,
     #[command(flatten)]
     pub http: HttpArgs,
 }

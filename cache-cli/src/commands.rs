@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cache_core::{
-    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, SourceError,
+    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, SourceChain, SourceError,
     SourceErrorKind, SourceFactory, Store, StoreOptions,
 };
-use cache_http::{HttpSource, HttpSourceConfig};
+use cache_http::source::parent_config;
+use cache_http::{HttpSource, HttpSourceConfig, ParentSource};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -175,8 +176,9 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             ..FillOptions::default()
         },
     };
+    let chain = source_chain(&a, source, expected).await?;
     let object = store
-        .fetch(source, options)
+        .fetch_chain(chain, options)
         .await
         .map_err(|e| Failure::core(&a.url, e))?;
     let to_stdout = a.output.as_deref() == Some(std::path::Path::new("-"));
@@ -192,6 +194,12 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
         reporter.finish().await;
         hash.map_err(|e| Failure::core(&a.url, e))?
     };
+    let refused = cache_core::chunk_verify_failures();
+    if refused > 0 && !g.quiet {
+        eprintln!(
+            "blockcache: refused {refused} chunk(s) that did not match the manifest; fetched them again from the next source"
+        );
+    }
     match &a.output {
         Some(_) if to_stdout => {
             let _ = writeln!(std::io::stderr(), "{}", hash.to_hex());
@@ -209,6 +217,41 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     }
     println!("{}", hash.to_hex());
     Ok(())
+}
+
+/// The origin, with the `--parent`s in front: by BLAKE3 (verified by
+/// manifest) when `--blake3` is given, and by origin URL (same validator as
+/// the origin's, checked by a probe of the origin here).
+async fn source_chain(
+    a: &cli::FetchArgs,
+    origin: Arc<dyn Source>,
+    expected: Option<blake3::Hash>,
+) -> Result<SourceChain, Failure> {
+    let mut chain = SourceChain::new(origin.clone());
+    if a.parents.is_empty() {
+        return Ok(chain);
+    }
+    let config = parent_config(&http_config(Some(&a.http)));
+    // The parent must hold the version the origin serves now.
+    let origin_info = origin.probe().await.map_err(|e| {
+        Failure::core(
+            &a.url,
+            Error::Source {
+                url: a.url.clone(),
+                cause: e,
+            },
+        )
+    })?;
+    for p in a.parents.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let bad = |e: cache_http::HttpSourceError| Failure::usage(format!("--parent {p:?}: {e}"));
+        if let Some(h) = expected {
+            let by_hash = ParentSource::by_hash(p, &h, config.clone()).map_err(bad)?;
+            chain = chain.with_alternate(Arc::new(by_hash));
+        }
+        let by_url = ParentSource::by_url(p, &a.url, &origin_info, config.clone()).map_err(bad)?;
+        chain = chain.with_alternate(Arc::new(by_url));
+    }
+    Ok(chain)
 }
 
 /// Streams `range` of `object` to stdout as its chunks arrive. A closed

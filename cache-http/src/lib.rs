@@ -17,5 +17,5 @@ pub mod source;
 
 pub use source::{
     parse_content_range, ContentRange, ContentRangeError, HttpSource, HttpSourceConfig,
-    HttpSourceError, ProxyConfig,
+    HttpSourceError, ParentSource, ProxyConfig,
 };

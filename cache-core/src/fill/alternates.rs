@@ -33,6 +33,22 @@ pub(crate) struct Alternate {
     pub(crate) given_up: AtomicBool,
 }
 
+/// Requests a fill keeps in flight while an alternate may still serve it:
+/// one, in chunk order. Parallel requests far ahead would make a parent
+/// that is still downloading cut its own requests short (its readers'
+/// demands come first) and fetch the bytes in flight twice. Once every
+/// alternate is given up, the fill's own connection count applies.
+pub(crate) fn connections(alternates: &[Alternate], configured: usize) -> usize {
+    if alternates
+        .iter()
+        .any(|a| !a.given_up.load(Ordering::Acquire))
+    {
+        1
+    } else {
+        configured
+    }
+}
+
 /// What a fill knows about its sources before the first request.
 pub(crate) struct Prepared {
     pub(crate) alternates: Vec<Alternate>,

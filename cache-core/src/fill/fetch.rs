@@ -10,7 +10,9 @@
 //! standing. When that alternate fails — an error, no chunk within the
 //! stall bound, a chunk that does not verify — the request continues from
 //! the chunk that failed with the next source, the origin last; the
-//! alternate is not asked again in this fill.
+//! alternate is not asked again in this fill. While an alternate is in
+//! good standing the fill sends one request at a time, in chunk order
+//! (see `alternates::connections`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -136,7 +136,7 @@ async fn drive(
             .map_err(|e| Error::io("<commit task>", "commit chunk", std::io::Error::other(e)))??;
         sched.chunk_done(0);
     }
-    let connections = options.connections.max(1);
+    let configured = options.connections.max(1);
     let mut tasks: HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)> = HashMap::new();
     let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
     remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,6 +153,7 @@ async fn drive(
         }
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
+        let connections = super::alternates::connections(&ctx.alternates, configured);
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);

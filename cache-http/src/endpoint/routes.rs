@@ -5,6 +5,7 @@
 //! | `GET\|HEAD /blobs/{blake3-hex}` | an object by BLAKE3 hash: complete, or filling when its hash was given up front |
 //! | `GET\|HEAD /blobs/{blake3-hex}/manifest` | its chunk chaining values ([`cache_core::Manifest`]), complete objects only |
 //! | `GET\|HEAD /m/{mirror}/{path}` | pull-through mirror of `BASE/path` |
+//! | `GET\|HEAD /u?url={origin URL}` | parent route for child caches: the same object as the mirror path the URL falls under; 403 for a URL under no configured mirror (never an open proxy) |
 //! | `GET /status` | JSON: every object, its progress and rate |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -147,6 +148,14 @@ impl App {
             }
             return self.blob(hex, &parts).await;
         }
+        if path == "/u" {
+            if !get_or_head {
+                return method_not_allowed();
+            }
+            return self
+                .by_origin_url(parts.uri.query().unwrap_or(""), &parts)
+                .await;
+        }
         if let Some(rest) = path.strip_prefix("/m/") {
             if !get_or_head {
                 return method_not_allowed();
@@ -224,7 +233,46 @@ impl App {
             Ok(u) => u,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("refused path: {e}\n")),
         };
-        let (object, found) = match self.mirror_object(url.as_str()).await {
+        self.serve_mirrored(url.as_str(), parts).await
+    }
+
+    /// `/u?url=URL`: a child cache asks for an origin URL. Served only when
+    /// the URL lies under one of our mirrors (it then is exactly the object
+    /// of that mirror path), so the endpoint never fetches arbitrary URLs.
+    async fn by_origin_url(&self, query: &str, parts: &http::request::Parts) -> Response<Body> {
+        let Some(wanted) = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "url")
+            .map(|(_, v)| v.into_owned())
+        else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected /u?url=<origin URL>\n".to_owned(),
+            );
+        };
+        match self.resolve_under_mirror(&wanted) {
+            Some(url) => self.serve_mirrored(url.as_str(), parts).await,
+            None => text(
+                StatusCode::FORBIDDEN,
+                format!("{wanted:?} is not under a configured mirror; this endpoint is not an open proxy\n"),
+            ),
+        }
+    }
+
+    /// The URL, if it lies under a configured mirror base and is exactly
+    /// what that mirror's path rules make of it (no dot segments, no
+    /// escapes out of the base).
+    fn resolve_under_mirror(&self, wanted: &str) -> Option<Url> {
+        let wanted_url = Url::parse(wanted).ok()?;
+        self.mirrors.values().find_map(|base| {
+            let rest = wanted_url.as_str().strip_prefix(base.as_str())?;
+            let joined = join_mirror_path(base, rest).ok()?;
+            (joined == wanted_url).then_some(joined)
+        })
+    }
+
+    /// Serves the mirrored object of `url` (already resolved under a mirror).
+    async fn serve_mirrored(&self, url: &str, parts: &http::request::Parts) -> Response<Body> {
+        let (object, found) = match self.mirror_object(url).await {
             Ok(x) => x,
             Err(resp) => return resp,
         };

@@ -29,6 +29,7 @@
 //! the caller, else the read fails with [`cache_core::SourceErrorKind::Changed`].
 
 mod client;
+mod parent;
 mod probe;
 mod read;
 mod request;
@@ -44,6 +45,7 @@ use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use futures::future::BoxFuture;
 use http::Uri;
 
+pub use parent::{parent_config, ParentSource};
 pub use validate::{
     is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
 };

@@ -1,0 +1,283 @@
+//! Helpers of the CLI tests: the real binary, a real nginx origin, a
+//! minimal HTTP client. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use crate::nginx::{LogLine, Nginx, NginxOptions};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_blockcache");
+/// Bound of any one step: turns a hang into a failure, asserts nothing.
+pub const STEP: Duration = Duration::from_secs(120);
+pub const MIB: usize = 1 << 20;
+
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn bc(store: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("BLOCKCACHE_STORE")
+        .env_remove("RUST_LOG")
+        .arg("--store")
+        .arg(store)
+        .stdin(Stdio::null());
+    c
+}
+
+pub fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn blockcache")
+}
+
+/// A background child, killed when the test ends (or fails).
+pub struct Bg(pub Child);
+
+impl Bg {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits (bounded by STEP) for a child and collects its output.
+pub fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + STEP;
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blockcache did not finish within {STEP:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().expect("stdout thread"),
+        stderr: t_err.join().expect("stderr thread"),
+    }
+}
+
+pub fn run(c: Command) -> Output {
+    finish(spawn(c))
+}
+
+pub fn last_line(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "blockcache failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn b3sum_of(path: &Path) -> Option<String> {
+    let out = Command::new("b3sum")
+        .arg("--no-names")
+        .arg(path)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+pub fn ls_json(store: &Path) -> Vec<serde_json::Value> {
+    let mut c = bc(store);
+    c.args(["ls", "--json"]);
+    let out = ok(&run(c));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("ls --json parses")
+        .as_array()
+        .expect("an array")
+        .clone()
+}
+
+pub fn bytes_done(store: &Path) -> u64 {
+    ls_json(store)
+        .first()
+        .and_then(|o| o["bytes_done"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the store's first object has `n` bytes durable.
+pub fn wait_bytes_done(store: &Path, n: u64) {
+    let deadline = Instant::now() + STEP;
+    while bytes_done(store) < n {
+        assert!(Instant::now() < deadline, "no progress to {n} bytes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Length of a `bytes=A-B` request range (0 when it is not one).
+pub fn range_len(range: &str) -> u64 {
+    range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?))
+        .unwrap_or(0)
+}
+
+pub fn is_probe(l: &LogLine) -> bool {
+    l.range == "bytes=0-0"
+}
+
+/// Body bytes of GET lines that are not one-byte probes.
+pub fn fill_bytes(lines: &[LogLine]) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l.method == "GET" && !is_probe(l))
+        .map(|l| l.body_bytes_sent)
+        .sum()
+}
+
+/// Waits until nginx logged every request (its log line count stops
+/// changing for a while).
+pub fn settled_log(ng: &Nginx) -> Vec<LogLine> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = ng.access_log().len();
+    let mut stable_since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let n = ng.access_log().len();
+        if n != last {
+            last = n;
+            stable_since = Instant::now();
+        }
+        if stable_since.elapsed() > Duration::from_millis(500) || Instant::now() > deadline {
+            return ng.access_log();
+        }
+    }
+}
+
+/// An nginx origin (throttled per connection when `rate` is given) serving
+/// `disk.img`: `len` pattern bytes of `seed`; with the bytes and their
+/// BLAKE3 hex.
+pub fn origin(rate: Option<&str>, len: usize, seed: u64) -> (Nginx, Vec<u8>, String) {
+    let ng = Nginx::start_with(NginxOptions {
+        limit_rate: rate.map(str::to_owned),
+    });
+    let data = pattern(seed, len);
+    ng.put("disk.img", &data);
+    let want = blake3::hash(&data).to_hex().to_string();
+    (ng, data, want)
+}
+
+pub fn store_dir() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().expect("temp dir");
+    let p = t.path().join("store");
+    (t, p)
+}
+
+/// A minimal HTTP/1.1 GET: (status, headers, body).
+pub fn http_get(addr: &str, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to serve");
+    s.set_read_timeout(Some(STEP)).expect("timeout");
+    let range = range
+        .map(|r| format!("Range: bytes={r}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{range}Connection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read response");
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head");
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = resp[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 4 + size..];
+    }
+}
+
+/// Starts `blockcache serve --listen 127.0.0.1:0 ARGS` on `store`; returns
+/// the process and its `host:port`.
+pub fn start_serve(store: &Path, args: &[&str]) -> (Bg, String) {
+    let mut c = bc(store);
+    c.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+    let mut server = Bg(spawn(c));
+    let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("listen line: {line:?}"))
+        .to_string();
+    (server, addr)
+}
