@@ -84,8 +84,10 @@ stalls or lies is dropped for this fetch; the origin is always last.", exit_line
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
 Routes: GET|HEAD /blobs/<BLAKE3 hex> (objects in the store), GET|HEAD
+/blobs/<BLAKE3 hex>/manifest (chunk hashes of a complete object), GET|HEAD
 /m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is fetched into the store on
-first use), /status (JSON), /metrics (Prometheus). Range requests of parts not
+first use), GET|HEAD /u?url=<URL> (for child caches' --parent: a URL under a
+mirror, anything else 403), /status (JSON), /metrics (Prometheus). Range requests of parts not
 downloaded yet wait for them, and those parts are fetched first. The listen
 address is printed on stdout. Ctrl-C stops accepting and lets responses end.
 

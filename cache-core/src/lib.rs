@@ -26,6 +26,12 @@
 //!   object's index, other processes follow the index (and publish their
 //!   readers' demands to it) and take over when the lock dies with its
 //!   holder. No lock file ever needs cleaning.
+//! * **Untrusted sources, verified chunks**: a [`SourceChain`] puts
+//!   alternates (parent caches) before the origin ([`chain`]). When the
+//!   caller knows the BLAKE3, a [`Manifest`] (the chunk chaining values,
+//!   [`manifest`]) proven against it checks every chunk before commit; a
+//!   chunk that fails is refused, counted ([`chunk_verify_failures`]) and
+//!   fetched from the next source.
 //! * **One version per object**: an object is keyed by its source's
 //!   identity, validator (ETag / Last-Modified) and length, and every
 //!   response must carry that validator; a new upstream version is a new

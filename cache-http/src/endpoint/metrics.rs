@@ -334,7 +334,8 @@ mod tests {
         assert_eq!(s["blockcache_hits_total"], 0.0);
         assert_eq!(s["blockcache_chunk_fetch_seconds_count"], 0.0);
         assert_eq!(s["blockcache_chunk_fetch_seconds_bucket{le=\"+Inf\"}"], 0.0);
-        assert_eq!(s.len(), 5 + 1 + NBUCKETS + 2);
+        assert!(s.contains_key("blockcache_chunk_verify_failures_total"));
+        assert_eq!(s.len(), 6 + 1 + NBUCKETS + 2);
     }
 
     #[test]
