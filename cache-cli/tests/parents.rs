@@ -249,3 +249,37 @@ fn a_lying_parent_is_caught_at_the_chunk_when_the_root_is_known() {
     let verified = ok(&run(v));
     assert!(verified.contains("ok"), "{verified}");
 }
+
+#[test]
+fn a_parent_that_is_down_falls_through_to_the_origin_and_a_bad_one_is_a_usage_error() {
+    let len = 3 * MIB + 1;
+    let (ng, _data, want) = origin(None, len, 34);
+    let url = ng.url("disk.img");
+    // Nothing listens on port 1: refused at once.
+    let (_t, store) = store_dir();
+    let mut c = bc(&store);
+    c.args([
+        "-q",
+        "fetch",
+        &url,
+        "--blake3",
+        &want,
+        "--parent",
+        "http://127.0.0.1:1/",
+    ]);
+    assert_eq!(last_line(&ok(&run(c)).into_bytes()), want);
+    assert_eq!(fill_bytes(&settled_log(&ng)), len as u64);
+
+    let (_t2, store2) = store_dir();
+    let mut c = bc(&store2);
+    c.args(["fetch", &url]);
+    c.env("BLOCKCACHE_PARENTS", "ftp://parent.example/");
+    let o = run(c);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--parent \"ftp://parent.example/\""),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
