@@ -27,6 +27,7 @@ use futures::future::BoxFuture;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
+use super::request::Failure;
 use super::{HttpSource, HttpSourceConfig, HttpSourceError};
 use crate::endpoint::etag::{derived_etag, strong_etag};
 
@@ -103,7 +104,11 @@ impl ParentSource {
         let inner = &self.blob.inner;
         let (resp, _) = super::request::send_following(inner, &Method::GET, uri, &HeaderMap::new())
             .await
-            .map_err(|f| err(SourceErrorKind::Network, format!("{f:?}")))?;
+            .map_err(|f| match f {
+                Failure::Transient { kind, cause, .. }
+                | Failure::Stale { kind, cause }
+                | Failure::Final { kind, cause } => err(kind, cause),
+            })?;
         match resp.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
