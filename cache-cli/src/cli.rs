@@ -94,6 +94,7 @@ address is printed on stdout. Ctrl-C stops accepting and lets responses end.
 Examples:
   blockcache serve
   blockcache serve --listen 0.0.0.0:8472 --mirror images=https://example.com/images/
+  blockcache serve --mirror images=https://example.com/images/ --parent http://cache.lan:8472/
   curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head", exit_line!()))]
     Serve(ServeArgs),
     /// List objects: length, progress, state, hash, source
@@ -219,6 +220,15 @@ pub struct ServeArgs {
     /// Re-check a mirrored URL with the origin at most this often [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub revalidate: Option<u64>,
+    /// Another blockcache to ask (by URL) before the origin when a mirrored
+    /// object is fetched (repeatable, asked in order)
+    #[arg(
+        long = "parent",
+        value_name = "URL",
+        env = "BLOCKCACHE_PARENTS",
+        value_delimiter = ','
+    )]
+    pub parents: Vec<String>,
     #[command(flatten)]
     pub http: HttpArgs,
 }

@@ -289,6 +289,16 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
             url::Url::parse(base).map_err(|e| Failure::usage(format!("--mirror {m:?}: {e}")))?;
         mirrors.push((name.to_owned(), base));
     }
+    let parents: Vec<String> = a
+        .parents
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    for p in &parents {
+        HttpSource::new(p, HttpSourceConfig::default())
+            .map_err(|e| Failure::usage(format!("--parent {p:?}: {e}")))?;
+    }
     let store = open_store(g, Some(&a.http))?;
     let defaults = EndpointConfig::default();
     let config = EndpointConfig {
@@ -306,6 +316,7 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
             },
             ..FetchOptions::default()
         },
+        parents,
         ..defaults
     };
     let names: Vec<String> = config

@@ -283,3 +283,26 @@ fn a_parent_that_is_down_falls_through_to_the_origin_and_a_bad_one_is_a_usage_er
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
+
+#[test]
+fn a_serve_with_a_parent_fills_its_mirror_from_the_parent() {
+    let len = 40 * MIB + 3;
+    let (ng, data, want) = origin(Some("8m"), len, 35);
+    let base = format!("img={}", ng.url(""));
+    let (_pt, parent_store) = store_dir();
+    let (_parent, parent) = start_serve(&parent_store, &["--mirror", &base]);
+    let (_ct, child_store) = store_dir();
+    let parent_url = format!("http://{parent}/");
+    let (_child, child) = start_serve(&child_store, &["--mirror", &base, "--parent", &parent_url]);
+    // A client of the child; neither cache has the image yet.
+    let (status, head, body) = http_get(&child, "/m/img/disk.img", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(body == data, "the right bytes");
+    let (_, _, blob) = http_get(&parent, &format!("/blobs/{want}"), Some("0-9"));
+    assert_eq!(blob, &data[..10], "the parent holds it too");
+    assert_eq!(
+        fill_bytes(&settled_log(&ng)),
+        len as u64,
+        "the origin sent the image once for both caches"
+    );
+}

@@ -30,7 +30,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{Error, FetchOptions, FillState, Object, SourceErrorKind, Store};
+use cache_core::{
+    Error, FetchOptions, FillState, Object, Source, SourceChain, SourceErrorKind, Store,
+};
 use http::{header, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use url::Url;
@@ -40,6 +42,7 @@ use super::mirror_path::{join_mirror_path, split_mirror_name};
 use super::serve_object::{self, text, Body, ServeMeta};
 use super::server::{EndpointConfig, MirrorSourceFactory};
 use super::status::Tracker;
+use crate::source::{parent_config, ParentSource};
 
 /// How a request found its object, for the hit/miss/coalesced metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +75,7 @@ pub(crate) struct App {
     fetch: FetchOptions,
     pub(crate) max_ranges: usize,
     max_header_bytes: usize,
+    parents: Vec<String>,
     /// Per mirrored URL, serialised by its own async mutex so that two
     /// first requests for one URL probe the origin once.
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
@@ -94,6 +98,7 @@ impl App {
             fetch: config.fetch.clone(),
             max_ranges: config.max_ranges,
             max_header_bytes: config.max_header_bytes,
+            parents: config.parents.clone(),
             entries: Mutex::default(),
         }
     }
@@ -328,7 +333,8 @@ impl App {
             }
             Err(err) => return self.fallback(url, known, &err.to_string()),
         };
-        match self.store.fetch(source, self.fetch.clone()).await {
+        let chain = self.chain_for(url, source).await;
+        match self.store.fetch_chain(chain, self.fetch.clone()).await {
             Ok(obj) => {
                 let found = match obj.progress().state {
                     FillState::Complete => Found::Hit,
@@ -357,6 +363,27 @@ impl App {
                 self.fallback(url, known, &err.to_string())
             }
         }
+    }
+
+    /// The origin of a mirrored URL with the configured parents in front,
+    /// each asked by URL for the version the origin serves now (a probe of
+    /// the origin tells which; if it fails, the fetch reports it).
+    async fn chain_for(&self, url: &str, origin: Arc<dyn Source>) -> SourceChain {
+        let mut chain = SourceChain::new(origin.clone());
+        if self.parents.is_empty() {
+            return chain;
+        }
+        let Ok(info) = origin.probe().await else {
+            return chain;
+        };
+        let config = parent_config(&crate::HttpSourceConfig::default());
+        for p in &self.parents {
+            match ParentSource::by_url(p, url, &info, config.clone()) {
+                Ok(s) => chain = chain.with_alternate(Arc::new(s)),
+                Err(e) => tracing::warn!(parent = %p, "parent left out: {e}"),
+            }
+        }
+        chain
     }
 
     /// The origin cannot be asked: serve a complete copy if we have one.
