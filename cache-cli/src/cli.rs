@@ -196,6 +196,14 @@ pub struct FetchArgs {
     /// Chunk size of a new object (power of two, 64KiB..64MiB)
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub chunk_size: u64,
+    #[command(flatten)]
+    pub parents: ParentArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ParentArgs {
     /// Another blockcache (`blockcache serve`) to ask before the origin
     /// (repeatable, asked in order)
     #[arg(
@@ -204,9 +212,18 @@ pub struct FetchArgs {
         env = "BLOCKCACHE_PARENTS",
         value_delimiter = ','
     )]
-    pub parents: Vec<String>,
-    #[command(flatten)]
-    pub http: HttpArgs,
+    pub parent: Vec<String>,
+}
+
+impl ParentArgs {
+    /// The parent URLs given, trimmed, empty entries (`a,,b`) left out.
+    pub fn urls(&self) -> Vec<String> {
+        self.parent
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -220,15 +237,8 @@ pub struct ServeArgs {
     /// Re-check a mirrored URL with the origin at most this often [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub revalidate: Option<u64>,
-    /// Another blockcache to ask (by URL) before the origin when a mirrored
-    /// object is fetched (repeatable, asked in order)
-    #[arg(
-        long = "parent",
-        value_name = "URL",
-        env = "BLOCKCACHE_PARENTS",
-        value_delimiter = ','
-    )]
-    pub parents: Vec<String>,
+    #[command(flatten)]
+    pub parents: ParentArgs,
     #[command(flatten)]
     pub http: HttpArgs,
 }

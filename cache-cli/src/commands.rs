@@ -228,7 +228,8 @@ async fn source_chain(
     expected: Option<blake3::Hash>,
 ) -> Result<SourceChain, Failure> {
     let mut chain = SourceChain::new(origin.clone());
-    if a.parents.is_empty() {
+    let parents = a.parents.urls();
+    if parents.is_empty() {
         return Ok(chain);
     }
     let config = parent_config(&http_config(Some(&a.http)));
@@ -242,7 +243,7 @@ async fn source_chain(
             },
         )
     })?;
-    for p in a.parents.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+    for p in parents.iter().map(String::as_str) {
         let bad = |e: cache_http::HttpSourceError| Failure::usage(format!("--parent {p:?}: {e}"));
         if let Some(h) = expected {
             let by_hash = ParentSource::by_hash(p, &h, config.clone()).map_err(bad)?;
@@ -289,12 +290,7 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
             url::Url::parse(base).map_err(|e| Failure::usage(format!("--mirror {m:?}: {e}")))?;
         mirrors.push((name.to_owned(), base));
     }
-    let parents: Vec<String> = a
-        .parents
-        .iter()
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parents = a.parents.urls();
     for p in &parents {
         HttpSource::new(p, HttpSourceConfig::default())
             .map_err(|e| Failure::usage(format!("--parent {p:?}: {e}")))?;
