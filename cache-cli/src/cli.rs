@@ -74,6 +74,7 @@ Examples:
   blockcache fetch https://example.com/disk.iso --sha256 9a3f...01
   blockcache fetch https://example.com/disk.iso --checksum sha512=77c1...9e
   blockcache fetch https://example.com/disk.iso --checksums-file https://example.com/SHA256SUMS
+  blockcache fetch https://example.com/disk.raw --parent http://cache.lan:8472/
 
 An expected digest (--blake3, --sha256, --checksum, --checksums-file) is
 checked when the download completes: a mismatch exits 4 naming both values and
@@ -89,22 +90,34 @@ Private and signed origins (secrets never reach the store, logs or messages):
   blockcache fetch https://lab.internal/disk.raw --cacert lab-ca.pem
   blockcache fetch https://example.com/disk.raw --retry 20 --connect-timeout 5s
 Certificate errors, HTTP 4xx (but 408/429), unknown hosts and refused
-connections (twice) fail at once with a hint (exit 3).", exit_line!()))]
+connections (twice) fail at once with a hint (exit 3).
+
+Parents (--parent, or BLOCKCACHE_PARENTS=URL,URL) are other blockcaches
+(`blockcache serve`), asked in order before the origin. With --blake3 a parent
+that has the object complete sends its manifest, and every chunk is checked
+against it before it is stored: a wrong chunk is refused and fetched from the
+next source. Without --blake3 a parent serves the URL only through one of its
+mirrors and only in the version the origin serves now (same validator); its
+chunks are then checked only by the final hash. A parent that is down,
+stalls or lies is dropped for this fetch; the origin is always last.", exit_line!()))]
     Fetch(FetchArgs),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
 Routes: GET|HEAD /blobs/<BLAKE3 hex> and /blobs/sha256/<hex> (complete
 objects in the store; responses carry Repr-Digest with the known SHA-256 and
-SHA-512), GET|HEAD
-/m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is fetched into the store on
-first use), / (live status page with each object's chunk map), /events (its
-server-sent events), /status (JSON), /metrics (Prometheus). Range requests of parts not
+SHA-512), GET|HEAD /blobs/<BLAKE3 hex>/manifest (chunk hashes of a complete
+object), GET|HEAD /m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is
+fetched into the store on first use), GET|HEAD /u?url=<URL> (for child caches'
+--parent: a URL under a mirror, anything else 403), / (live status page with
+each object's chunk map), /events (its server-sent events), /status (JSON),
+/metrics (Prometheus). Range requests of parts not
 downloaded yet wait for them, and those parts are fetched first. The listen
 address is printed on stdout. Ctrl-C stops accepting and lets responses end.
 
 Examples:
   blockcache serve
   blockcache serve --listen 0.0.0.0:8472 --mirror images=https://example.com/images/
+  blockcache serve --mirror images=https://example.com/images/ --parent http://cache.lan:8472/
   curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head", exit_line!()))]
     Serve(ServeArgs),
     /// List objects: reference, state, progress, length, source
@@ -167,6 +180,18 @@ Examples:
 Example:
   blockcache import ./disk.raw", exit_line!()))]
     Import(ImportArgs),
+    /// Write a complete object's manifest (its chunk hashes) to a file or stdout
+    #[command(after_help = concat!("\
+The manifest lists the BLAKE3 chaining value of every chunk; they merge to the
+object's BLAKE3, so whoever knows that hash can check each chunk on its own
+(the binary format is documented in cache-core's manifest module). The same
+bytes are served at /blobs/<BLAKE3>/manifest. Only complete objects have one.
+Without -o the bytes go to stdout (refused when stdout is a terminal).
+
+Examples:
+  blockcache manifest 6f1c -o disk.manifest
+  blockcache manifest https://example.com/disk.raw | wc -c", exit_line!()))]
+    Manifest(ManifestArgs),
     /// Show the whole thing working, offline, on a generated image
     #[command(after_help = concat!("\
 Starts a local origin serving a generated image (bytes computed on the fly,
@@ -225,6 +250,8 @@ pub struct FetchArgs {
     /// Chunk size of a new object (power of two, 64KiB..64MiB)
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub chunk_size: u64,
+    #[command(flatten)]
+    pub parents: ParentArgs,
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
@@ -293,6 +320,30 @@ pub struct ExpectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ParentArgs {
+    /// Another blockcache (`blockcache serve`) to ask before the origin
+    /// (repeatable, asked in order)
+    #[arg(
+        long = "parent",
+        value_name = "URL",
+        env = "BLOCKCACHE_PARENTS",
+        value_delimiter = ','
+    )]
+    pub parent: Vec<String>,
+}
+
+impl ParentArgs {
+    /// The parent URLs given, trimmed, empty entries (`a,,b`) left out.
+    pub fn urls(&self) -> Vec<String> {
+        self.parent
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8472")]
@@ -303,6 +354,8 @@ pub struct ServeArgs {
     /// Re-check a mirrored URL with the origin at most this often [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub revalidate: Option<u64>,
+    #[command(flatten)]
+    pub parents: ParentArgs,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -342,6 +395,16 @@ pub struct VerifyArgs {
     /// fetches the chunks an incomplete object is missing
     #[arg(long)]
     pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// BLAKE3 hex, unique prefix, object key or URL
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Write the manifest to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

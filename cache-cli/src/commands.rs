@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cache_core::{
-    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, Store, StoreOptions,
+    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, SourceChain, Store,
+    StoreOptions,
 };
-use cache_http::{HttpSource, HttpSourceConfig};
+use cache_http::source::parent_config;
+use cache_http::{HttpSource, HttpSourceConfig, ParentSource};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -44,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Gc(a) => gc(g, a),
         Command::Import(a) => import(g, a).await,
         Command::Demo(a) => crate::demo::run(g, a).await,
+        Command::Manifest(a) => manifest(g, a),
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(a.shell, &mut cmd, "blockcache", &mut std::io::stdout());
@@ -68,6 +71,50 @@ fn describe(o: &cache_core::ObjectSummary) -> String {
         _ => format!("key {} (incomplete)", o.info.key),
     };
     format!("{} {id}", o.info.source)
+}
+
+fn manifest(g: &cli::Global, a: cli::ManifestArgs) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let store = open_existing_store(g, None)?;
+    let object = store
+        .open_ref(&a.reference)
+        .map_err(|e| Failure::core(&a.reference, e))?;
+    let Some(manifest) = object
+        .manifest()
+        .map_err(|e| Failure::core(&a.reference, e))?
+    else {
+        return Err(Failure::usage(format!(
+            "{}: {} is not complete; only complete objects have a manifest",
+            a.reference,
+            name_of(&object)
+        )));
+    };
+    let bytes = manifest.encode();
+    match &a.output {
+        Some(path) => std::fs::write(path, &bytes)
+            .map_err(|e| Failure::io(format!("write {}", path.display()), e))?,
+        None => {
+            let mut out = std::io::stdout();
+            if out.is_terminal() {
+                return Err(Failure::usage(
+                    "the manifest is binary: refusing to write it to a terminal; use -o FILE or a pipe",
+                ));
+            }
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::io("stdout", e))?;
+        }
+    }
+    if !g.quiet {
+        eprintln!(
+            "manifest of {}: {} chunks of {}, {} bytes",
+            manifest.root().to_hex(),
+            manifest.cvs().len(),
+            human(u64::from(manifest.chunk_size())),
+            bytes.len()
+        );
+    }
+    Ok(())
 }
 
 /// The store directory: `--store`, `$BLOCKCACHE_STORE`, else the platform
@@ -173,8 +220,9 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             ..FillOptions::default()
         },
     };
+    let chain = source_chain(&a, source, &expected).await?;
     let object = store
-        .fetch(source, options)
+        .fetch_chain(chain, options)
         .await
         .map_err(|e| Failure::core(url, e))?;
     let to_stdout = a.output.as_deref() == Some(std::path::Path::new("-"));
@@ -213,6 +261,12 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     let hash = object.wait_verified(&expected).await;
     reporter.finish().await;
     let hash = hash.map_err(|e| Failure::core(url, e))?;
+    let refused = cache_core::chunk_verify_failures();
+    if refused > 0 && !g.quiet {
+        eprintln!(
+            "blockcache: refused {refused} chunk(s) that did not match the manifest; fetched them again from the next source"
+        );
+    }
     match &a.output {
         Some(_) if to_stdout => {
             let _ = writeln!(std::io::stderr(), "{}", hash.to_hex());
@@ -238,6 +292,42 @@ enum Streamed {
     All,
     /// Stdout was closed by its reader (e.g. `| head`).
     Closed,
+}
+
+/// The origin, with the `--parent`s in front: by BLAKE3 (verified by
+/// manifest) when `--blake3` is given, and by origin URL (same validator as
+/// the origin's, checked by a probe of the origin here).
+async fn source_chain(
+    a: &cli::FetchArgs,
+    origin: Arc<dyn Source>,
+    expected: &[cache_core::Digest],
+) -> Result<SourceChain, Failure> {
+    let mut chain = SourceChain::new(origin.clone());
+    let parents = a.parents.urls();
+    if parents.is_empty() {
+        return Ok(chain);
+    }
+    let config = parent_config(&http_config(Some(&a.http)));
+    // The parent must hold the version the origin serves now.
+    let origin_info = origin.probe().await.map_err(|e| {
+        Failure::core(
+            &a.url,
+            Error::Source {
+                url: a.url.clone(),
+                cause: e,
+            },
+        )
+    })?;
+    for p in parents.iter().map(String::as_str) {
+        let bad = |e: cache_http::HttpSourceError| Failure::usage(format!("--parent {p:?}: {e}"));
+        if let Some(h) = cache_core::Digest::find_blake3(expected) {
+            let by_hash = ParentSource::by_hash(p, &h, config.clone()).map_err(bad)?;
+            chain = chain.with_alternate(Arc::new(by_hash));
+        }
+        let by_url = ParentSource::by_url(p, &a.url, &origin_info, config.clone()).map_err(bad)?;
+        chain = chain.with_alternate(Arc::new(by_url));
+    }
+    Ok(chain)
 }
 
 /// Streams `range` of `object` to stdout as its chunks arrive. A closed
@@ -278,6 +368,11 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
             url::Url::parse(base).map_err(|e| Failure::usage(format!("--mirror {m:?}: {e}")))?;
         mirrors.push((name.to_owned(), base));
     }
+    let parents = a.parents.urls();
+    for p in &parents {
+        HttpSource::new(p, HttpSourceConfig::default())
+            .map_err(|e| Failure::usage(format!("--parent {p:?}: {e}")))?;
+    }
     let store = open_store(g, Some(&a.http))?;
     let defaults = EndpointConfig::default();
     let config = EndpointConfig {
@@ -297,6 +392,7 @@ async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
             },
             ..FetchOptions::default()
         },
+        parents,
         ..defaults
     };
     let names: Vec<String> = config

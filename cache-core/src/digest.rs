@@ -124,6 +124,17 @@ impl Digest {
         }
     }
 
+    /// The BLAKE3 hash this digest is, if it is one.
+    pub fn as_blake3(&self) -> Option<blake3::Hash> {
+        let bytes: [u8; 32] = self.bytes.as_slice().try_into().ok()?;
+        (self.algo == Algo::Blake3).then(|| blake3::Hash::from_bytes(bytes))
+    }
+
+    /// The BLAKE3 hash among `digests` (the root a manifest must prove).
+    pub fn find_blake3(digests: &[Digest]) -> Option<blake3::Hash> {
+        digests.iter().find_map(Digest::as_blake3)
+    }
+
     /// Lowercase hex of the value.
     pub fn hex(&self) -> String {
         crate::store::layout::hex_id(&self.bytes)

@@ -41,6 +41,16 @@ pub enum Error {
     /// A command that only reads found no store where it looked.
     #[error("no store at {}", .0.display())]
     NoStore(PathBuf),
+    /// A chunk's bytes do not match the chaining value of the trusted
+    /// manifest: refused before commit (asked again elsewhere if possible).
+    #[error(
+        "{url}: chunk {chunk} of object {key} does not match its manifest; refused, not stored"
+    )]
+    ChunkVerify {
+        url: String,
+        key: String,
+        chunk: u32,
+    },
     /// A non-waiting read asked for bytes that are not downloaded yet.
     #[error("object {key}: bytes {start}..{end} are not present yet")]
     NotPresent { key: String, start: u64, end: u64 },
@@ -113,7 +123,7 @@ impl Error {
                 SourceErrorKind::Changed => ErrorClass::Verification,
                 _ => ErrorClass::Network,
             },
-            Error::HashMismatch { .. } => ErrorClass::Verification,
+            Error::HashMismatch { .. } | Error::ChunkVerify { .. } => ErrorClass::Verification,
             Error::NotPresent { .. }
             | Error::OutOfBounds { .. }
             | Error::NotFound(_)

@@ -151,6 +151,14 @@ fn split(cvs: &[[u8; 32]], chunk_size: u32, start: u64, len: u64) -> ([u8; 32], 
     (left, right)
 }
 
+/// The non-root CV of the complete subtree of `len` bytes at byte `start`
+/// (`start` a multiple of a power of two >= `len`), merged from the CVs of
+/// chunks of `chunk_size`: how a manifest of fine chunks gives the CVs of
+/// coarser ones. `cvs` must cover the subtree (callers check the shape).
+pub(crate) fn subtree_cv(cvs: &[[u8; 32]], chunk_size: u32, start: u64, len: u64) -> [u8; 32] {
+    node(cvs, chunk_size, start, len)
+}
+
 /// The non-root CV of the subtree of `len` bytes starting at byte `start`.
 /// Recursion depth is log2 of the chunk count, at most 32.
 fn node(cvs: &[[u8; 32]], chunk_size: u32, start: u64, len: u64) -> [u8; 32] {
@@ -163,13 +171,18 @@ fn node(cvs: &[[u8; 32]], chunk_size: u32, start: u64, len: u64) -> [u8; 32] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// Deterministic, non-repeating-ish content so misplaced chunks show.
-    fn data(len: usize) -> Vec<u8> {
-        let mut x: u32 = 0x9e37_79b9;
+    pub(crate) fn data(len: usize) -> Vec<u8> {
+        seeded_data(len, 0)
+    }
+
+    /// [`data`] varied by `seed` (0 gives [`data`]).
+    pub(crate) fn seeded_data(len: usize, seed: u32) -> Vec<u8> {
+        let mut x: u32 = 0x9e37_79b9 ^ seed;
         (0..len)
             .map(|_| {
                 x ^= x << 13;

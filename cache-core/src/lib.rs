@@ -32,6 +32,12 @@
 //!   checked against those ([`Object::wait_verified`]) and never names,
 //!   renames or hides the object. Objects with the same bytes share one
 //!   data file, and every name stays resolvable while any copy exists.
+//! * **Untrusted sources, verified chunks**: a [`SourceChain`] puts
+//!   alternates (parent caches) before the origin ([`chain`]). When the
+//!   caller knows the BLAKE3, a [`Manifest`] (the chunk chaining values,
+//!   [`manifest`]) proven against it checks every chunk before commit; a
+//!   chunk that fails is refused, counted ([`chunk_verify_failures`]) and
+//!   fetched from the next source.
 //! * **One version per object**: an object is keyed by its source's
 //!   identity, validator (ETag / Last-Modified) and length, and every
 //!   response must carry that validator; a new upstream version is a new
@@ -69,21 +75,25 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chain;
 mod data;
 pub mod digest;
 pub mod error;
 pub mod fill;
 pub mod hash;
 pub mod index;
+pub mod manifest;
 pub mod object;
 pub mod source;
 pub mod store;
 pub mod testing;
 
+pub use chain::SourceChain;
 pub use data::WriteFault;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
-pub use fill::{FillOptions, FillPolicy};
+pub use fill::{chunk_verify_failures, FillOptions, FillPolicy};
+pub use manifest::{Manifest, ManifestError};
 pub use object::{
     BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
     Progress, VerifyReport,

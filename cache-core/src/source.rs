@@ -16,6 +16,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+use crate::manifest::Manifest;
+
 /// What a source says about an object before any byte is fetched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceInfo {
@@ -72,6 +74,14 @@ pub trait Source: Send + Sync + 'static {
         range: Range<u64>,
         expect: &'a SourceInfo,
     ) -> BoxFuture<'a, Result<RangeBody, SourceError>>;
+
+    /// The object's [`Manifest`], when this source has one (a parent cache
+    /// with the complete object, a shared bucket). Not trusted as such: the
+    /// fill uses it only when its chunk values merge to the BLAKE3 root the
+    /// caller expects. Default: none (an origin has no manifest).
+    fn manifest(&self) -> BoxFuture<'_, Result<Option<Manifest>, SourceError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// What went wrong at the source, in terms a caller can act on.

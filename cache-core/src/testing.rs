@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
+use crate::manifest::Manifest;
 use crate::source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 
 /// How a [`MemorySource`] treats range requests.
@@ -42,6 +43,8 @@ struct Inner {
     delivered: AtomicU64,
     /// Fail a body with a network error once this many bytes were sent.
     fail_after: AtomicU64,
+    /// What [`Source::manifest`] offers.
+    manifest: Option<Manifest>,
 }
 
 impl MemorySource {
@@ -60,6 +63,7 @@ impl MemorySource {
                 requests: Mutex::new(Vec::new()),
                 delivered: AtomicU64::new(0),
                 fail_after: AtomicU64::new(u64::MAX),
+                manifest: None,
             }),
         }
     }
@@ -87,6 +91,27 @@ impl MemorySource {
     /// How range requests are treated.
     pub fn with_range_mode(self, mode: RangeMode) -> MemorySource {
         self.with(|i| i.mode = mode)
+    }
+
+    /// The source offers `manifest` (true or not: a lying parent cache).
+    pub fn with_manifest(self, manifest: Manifest) -> MemorySource {
+        self.with(|i| i.manifest = Some(manifest))
+    }
+
+    /// The manifest of `bytes` in chunks of `chunk_size`, as a cache that
+    /// holds them complete would offer it.
+    pub fn manifest_of(bytes: &[u8], chunk_size: u32) -> Manifest {
+        let len = bytes.len() as u64;
+        let cs = chunk_size as usize;
+        let n = crate::hash::chunk_count(len, chunk_size).unwrap_or(1);
+        let cvs = (0..n)
+            .map(|i| {
+                let s = (i as usize * cs).min(bytes.len());
+                let e = (s + cs).min(bytes.len());
+                crate::hash::chunk_cv(&bytes[s..e], i, chunk_size, len)
+            })
+            .collect();
+        Manifest::new(len, chunk_size, cvs).expect("CVs of the bytes fit their length")
     }
 
     /// From now on the source claims a different version.
@@ -139,6 +164,10 @@ impl Source for MemorySource {
                 ranges: self.inner.mode == RangeMode::Honour,
             })
         })
+    }
+
+    fn manifest(&self) -> BoxFuture<'_, Result<Option<Manifest>, SourceError>> {
+        Box::pin(async move { Ok(self.inner.manifest.clone()) })
     }
 
     fn read_range<'a>(

@@ -18,5 +18,5 @@ pub mod source;
 pub use source::credentials::{BasicAuth, Netrc, NetrcError};
 pub use source::{
     parse_content_range, source_factory, ContentRange, ContentRangeError, HttpSource,
-    HttpSourceConfig, HttpSourceError, ProxyConfig,
+    HttpSourceConfig, HttpSourceError, ParentSource, ProxyConfig,
 };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nginx::{LogLine, Nginx, NginxOptions};
+pub use nginx::{LogLine, Nginx, NginxOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_blockcache");
 /// Bound of any one step: turns a hang into a failure, asserts nothing.

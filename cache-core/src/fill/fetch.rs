@@ -1,9 +1,18 @@
-//! One range request: bytes in, committed chunks out.
+//! One range request: bytes in, committed chunks out, source by source.
 //!
 //! The body is cut into chunks as it arrives. Each complete chunk is hashed
-//! and written on a blocking thread while the next one downloads (one
-//! chunk in flight per request keeps commits of a request in order and
-//! memory at two chunks per request).
+//! (and checked against the trusted manifest) and written on a blocking
+//! thread while the next one downloads (one chunk in flight per request
+//! keeps commits of a request in order and memory at two chunks per
+//! request).
+//!
+//! A request goes to the first alternate of the fill still in good
+//! standing. When that alternate fails — an error, no chunk within the
+//! stall bound, a chunk that does not verify — the request continues from
+//! the chunk that failed with the next source, the origin last; the
+//! alternate is not asked again in this fill. While an alternate is in
+//! good standing the fill sends one request at a time, in chunk order
+//! (see `alternates::connections`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,7 +24,13 @@ use tokio::task::JoinHandle;
 
 use super::filler::FillCtx;
 use crate::error::{Error, Result};
-use crate::source::{SourceError, SourceErrorKind};
+use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
+
+/// A request that ended early: the first chunk not committed, and why.
+struct Interrupted {
+    at: u32,
+    error: Error,
+}
 
 /// Fetches chunks `run` and commits each as it completes. `limit` is the
 /// end of the run, which the filler may lower (cut) while it runs: chunks
@@ -25,51 +40,150 @@ pub(crate) async fn fetch_run(
     run: Range<u32>,
     limit: Arc<AtomicU32>,
 ) -> Result<()> {
-    let header = &ctx.obj.header;
-    let want = header.chunk_range(run.start).start..header.chunk_range(run.end - 1).end;
-    let body = ctx
-        .source
-        .read_range(want.clone(), &ctx.info)
+    let mut from = run.start;
+    for alt in &ctx.alternates {
+        if alt.given_up.load(Ordering::Acquire) {
+            continue;
+        }
+        let source = alt.source.clone();
+        match fetch_from(&ctx, &source, &alt.info, from..run.end, &limit, false).await {
+            Ok(()) => return Ok(()),
+            // Local trouble is not the source's fault: no other source helps.
+            Err(Interrupted {
+                error: error @ (Error::Io { .. } | Error::Index(_)),
+                ..
+            }) => return Err(error),
+            Err(Interrupted { at, error }) => {
+                alt.given_up.store(true, Ordering::Release);
+                tracing::warn!(
+                    object = %ctx.obj.key,
+                    source = %source.identity(),
+                    chunk = at,
+                    "alternate source failed, asking the next one from chunk {at}: {error}"
+                );
+                from = at;
+            }
+        }
+    }
+    let origin = ctx.source.clone();
+    fetch_from(&ctx, &origin, &ctx.info, from..run.end, &limit, true)
         .await
-        .map_err(|cause| ctx.source_error(cause))?;
+        .map_err(|i| i.error)
+}
+
+/// Fetches chunks `run` from one source. `is_origin`: the origin may answer
+/// with the whole object and is not bound by the stall limit (its own
+/// time-outs and retries apply).
+// `settle!` records progress also right before returning Ok.
+#[allow(unused_assignments)]
+async fn fetch_from(
+    ctx: &Arc<FillCtx>,
+    source: &Arc<dyn Source>,
+    info: &SourceInfo,
+    run: Range<u32>,
+    limit: &AtomicU32,
+    is_origin: bool,
+) -> Result<(), Interrupted> {
+    let header = &ctx.obj.header;
+    if run.start >= run.end || run.start >= limit.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let mut chunk = run.start;
+    let fail = |at: u32, cause: SourceError| Interrupted {
+        at,
+        error: source_error(source.as_ref(), cause),
+    };
+    let stalled = |at: u32| {
+        fail(
+            at,
+            SourceError::new(
+                SourceErrorKind::Network,
+                format!("no chunk within {:?}", ctx.stall),
+            ),
+        )
+    };
+    // The origin's own time-outs apply to it; alternates get the stall bound.
+    let stall = if is_origin {
+        std::time::Duration::MAX
+    } else {
+        ctx.stall
+    };
+    let want = header.chunk_range(run.start).start..header.chunk_range(run.end - 1).end;
+    let body = match tokio::time::timeout(stall, source.read_range(want.clone(), info)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(cause)) => return Err(fail(chunk, cause)),
+        Err(_) => return Err(stalled(chunk)),
+    };
     let range = body.range.clone();
     if range != want {
-        // Only one other shape is allowed: the whole object (a source that
-        // ignored the range). Every chunk it passes is filled.
-        if range != (0..header.len) {
-            return Err(ctx.source_error(SourceError::new(
-                SourceErrorKind::Protocol,
-                format!("asked for bytes {want:?}, the source sent {range:?}"),
-            )));
+        // Only one other shape is allowed, from the origin: the whole
+        // object (a source that ignored the range). Every chunk it passes
+        // is filled.
+        if range != (0..header.len) || !is_origin {
+            return Err(fail(
+                chunk,
+                SourceError::new(
+                    SourceErrorKind::Protocol,
+                    format!("asked for bytes {want:?}, the source sent {range:?}"),
+                ),
+            ));
         }
         ctx.whole_body_seen();
     }
     let cs = u64::from(header.chunk_size);
-    let mut chunk = (range.start / cs) as u32;
+    chunk = (range.start / cs) as u32;
+    // First chunk of this body whose commit has not succeeded yet.
+    let mut committed_to = chunk;
     let end_chunk = if range.end > range.start {
         ((range.end - 1) / cs) as u32 + 1
     } else {
         chunk
     };
     let mut buf = BytesMut::new();
-    let mut committing: Option<JoinHandle<Result<()>>> = None;
+    let mut committing: Option<(u32, JoinHandle<Result<()>>)> = None;
     let mut stream = body.stream;
-    while let Some(piece) = stream.next().await {
-        let mut piece = piece.map_err(|cause| ctx.source_error(cause))?;
+    macro_rules! settle {
+        () => {
+            if let Some((c, prev)) = committing.take() {
+                if let Err(error) = join(prev).await {
+                    return Err(Interrupted { at: c, error });
+                }
+                committed_to = c + 1;
+            }
+        };
+    }
+    loop {
+        let piece = match tokio::time::timeout(stall, stream.next()).await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(_) => {
+                settle!();
+                return Err(stalled(committed_to));
+            }
+        };
+        let mut piece = match piece {
+            Ok(p) => p,
+            Err(cause) => {
+                settle!();
+                return Err(fail(committed_to, cause));
+            }
+        };
         while !piece.is_empty() {
             if chunk >= limit.load(Ordering::Acquire) && chunk >= run.start {
                 // Cut short: a demand took the rest. Dropping the body
                 // ends the request.
-                if let Some(prev) = committing.take() {
-                    join(prev).await?;
-                }
+                settle!();
                 return Ok(());
             }
             if chunk >= end_chunk {
-                return Err(ctx.source_error(SourceError::new(
-                    SourceErrorKind::Protocol,
-                    format!("body for bytes {range:?} is longer than the range"),
-                )));
+                settle!();
+                return Err(fail(
+                    committed_to,
+                    SourceError::new(
+                        SourceErrorKind::Protocol,
+                        format!("body for bytes {range:?} is longer than the range"),
+                    ),
+                ));
             }
             let need = ctx.obj.chunk_len(chunk) as usize - buf.len();
             let data = if buf.is_empty() && piece.len() >= need {
@@ -86,27 +200,34 @@ pub(crate) async fn fetch_run(
                 }
                 buf.split().freeze()
             };
-            if let Some(prev) = committing.take() {
-                join(prev).await?;
-            }
-            committing = Some(spawn_commit(ctx.clone(), chunk, data));
+            settle!();
+            committing = Some((
+                chunk,
+                spawn_commit(ctx.clone(), source.clone(), chunk, data),
+            ));
             chunk += 1;
         }
     }
-    if let Some(prev) = committing.take() {
-        join(prev).await?;
-    }
+    settle!();
     if chunk != end_chunk || !buf.is_empty() {
-        return Err(ctx.source_error(SourceError::new(
-            SourceErrorKind::Protocol,
-            format!("body for bytes {range:?} ended early, in chunk {chunk}"),
-        )));
+        return Err(fail(
+            committed_to,
+            SourceError::new(
+                SourceErrorKind::Protocol,
+                format!("body for bytes {range:?} ended early, in chunk {chunk}"),
+            ),
+        ));
     }
     Ok(())
 }
 
-fn spawn_commit(ctx: Arc<FillCtx>, chunk: u32, data: Bytes) -> JoinHandle<Result<()>> {
-    tokio::task::spawn_blocking(move || ctx.commit_chunk(chunk, &data))
+fn spawn_commit(
+    ctx: Arc<FillCtx>,
+    source: Arc<dyn Source>,
+    chunk: u32,
+    data: Bytes,
+) -> JoinHandle<Result<()>> {
+    tokio::task::spawn_blocking(move || ctx.commit_chunk(chunk, &data, source.as_ref()))
 }
 
 async fn join(handle: JoinHandle<Result<()>>) -> Result<()> {
@@ -121,11 +242,15 @@ async fn join(handle: JoinHandle<Result<()>>) -> Result<()> {
     }
 }
 
+fn source_error(source: &dyn Source, cause: SourceError) -> Error {
+    Error::Source {
+        url: source.identity(),
+        cause,
+    }
+}
+
 impl FillCtx {
     pub(crate) fn source_error(&self, cause: SourceError) -> Error {
-        Error::Source {
-            url: self.source.identity(),
-            cause,
-        }
+        source_error(self.source.as_ref(), cause)
     }
 }

@@ -10,6 +10,7 @@ use roaring::RoaringBitmap;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
+use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
 use super::durability::{Durability, Pending};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
@@ -25,8 +26,16 @@ const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
     pub(crate) obj: Arc<ObjectShared>,
+    /// The origin (last in line; names the object).
     pub(crate) source: Arc<dyn Source>,
     pub(crate) info: SourceInfo,
+    /// Asked before the origin, in order (see [`crate::chain`]).
+    pub(crate) alternates: Vec<Alternate>,
+    /// CVs of a manifest proven against the expected root: a chunk that
+    /// does not match is never committed.
+    pub(crate) trusted: Option<Vec<[u8; 32]>>,
+    /// How long an alternate may go without delivering a chunk.
+    pub(crate) stall: std::time::Duration,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
     /// Chunks readers in other processes wait for: flushed at once when
     /// committed, since those readers see only durable chunks.
@@ -71,30 +80,41 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
         }
     };
     let WriterLease { _lock, writer, cvs } = lease;
-    let ctx = Arc::new(FillCtx {
-        obj,
-        source: plan.source,
-        info: plan.info,
-        cvs: Mutex::new(cvs),
-        remote_demand: Mutex::new(RoaringBitmap::new()),
-        pending: Mutex::new(Pending {
-            records: Vec::new(),
-            bytes: 0,
-            stopped: false,
-        }),
-        durability: Durability::new(writer, state),
-        flush_wake: Notify::new(),
-        events,
-        prefix: Mutex::new(Prefix {
-            hasher: PrefixHasher::new(&plan.digests),
-            next: 0,
-            resumed: false,
-        }),
-        prefix_wake: Notify::new(),
-    });
     let options = plan.options;
     tokio::spawn(async move {
         let lock = _lock; // held for the whole fill
+        let prepared = prepare(
+            &obj,
+            &plan.source,
+            &plan.alternates,
+            plan.stall,
+            plan.expected_root,
+        )
+        .await;
+        let ctx = Arc::new(FillCtx {
+            obj,
+            source: plan.source,
+            info: plan.info,
+            alternates: prepared.alternates,
+            trusted: prepared.trusted,
+            stall: plan.stall,
+            cvs: Mutex::new(cvs),
+            remote_demand: Mutex::new(RoaringBitmap::new()),
+            pending: Mutex::new(Pending {
+                records: Vec::new(),
+                bytes: 0,
+                stopped: false,
+            }),
+            durability: Durability::new(writer, state),
+            flush_wake: Notify::new(),
+            events,
+            prefix: Mutex::new(Prefix {
+                hasher: PrefixHasher::new(&plan.digests),
+                next: 0,
+                resumed: false,
+            }),
+            prefix_wake: Notify::new(),
+        });
         let flusher = tokio::spawn(flush_loop(ctx.clone()));
         let hasher = tokio::spawn(prefix_loop(ctx.clone()));
         let result = drive(&ctx, &options, rx).await;
@@ -138,12 +158,12 @@ async fn drive(
     }
     if header.len == 0 && !sched.is_complete() {
         let c = ctx.clone();
-        tokio::task::spawn_blocking(move || c.commit_chunk(0, &[]))
+        tokio::task::spawn_blocking(move || c.commit_chunk(0, &[], c.source.as_ref()))
             .await
             .map_err(|e| Error::io("<commit task>", "commit chunk", std::io::Error::other(e)))??;
         sched.chunk_done(0);
     }
-    let connections = options.connections.max(1);
+    let configured = options.connections.max(1);
     let mut tasks: HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)> = HashMap::new();
     let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
     remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,6 +180,7 @@ async fn drive(
         }
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
+        let connections = super::alternates::connections(&ctx.alternates, configured);
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);
@@ -332,11 +353,24 @@ impl FillCtx {
         let _ = self.events.send(Event::WholeBody);
     }
 
-    /// Hashes and writes chunk `c` and makes it visible (blocking).
-    pub(crate) fn commit_chunk(&self, c: u32, data: &[u8]) -> Result<()> {
+    /// Hashes chunk `c`, checks it against the trusted manifest (if any),
+    /// writes it and makes it visible (blocking). `from` names the source
+    /// the bytes came from, for the error of a chunk that does not verify.
+    pub(crate) fn commit_chunk(&self, c: u32, data: &[u8], from: &dyn Source) -> Result<()> {
         let obj = &self.obj;
         let header = &obj.header;
         let cv = crate::hash::chunk_cv(data, c, header.chunk_size, header.len);
+        if let Some(trusted) = &self.trusted {
+            // Design invariant 1: checked before anything is written.
+            if trusted[c as usize] != cv {
+                count_chunk_verify_failure();
+                return Err(Error::ChunkVerify {
+                    url: from.identity(),
+                    key: obj.key.clone(),
+                    chunk: c,
+                });
+            }
+        }
         if obj.is_done(c) {
             // A whole-object body passes chunks we have: they must match.
             let known = self.cvs.lock()[c as usize];

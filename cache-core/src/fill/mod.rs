@@ -11,6 +11,7 @@
 //! (the object's phase says `Filling`); another process follows the index
 //! and takes over when the lock holder dies.
 
+mod alternates;
 mod durability;
 mod fetch;
 mod filler;
@@ -24,6 +25,7 @@ use crate::index::IndexWriter;
 use crate::object::{ObjectShared, Phase};
 use crate::source::{Source, SourceInfo};
 
+pub use alternates::chunk_verify_failures;
 pub use scheduler::{FillPolicy, FillScheduler};
 
 /// Default number of concurrent range requests of one fill.
@@ -60,12 +62,21 @@ impl Default for FillOptions {
 /// Everything a fill needs to start: where from, which version, how.
 #[derive(Clone)]
 pub(crate) struct FillPlan {
+    /// The origin: names the object, asked last.
     pub(crate) source: Arc<dyn Source>,
+    /// Asked before the origin, in order (a [`crate::SourceChain`]'s).
+    pub(crate) alternates: Vec<Arc<dyn Source>>,
+    /// Stall bound of an alternate.
+    pub(crate) stall: std::time::Duration,
     pub(crate) info: SourceInfo,
     pub(crate) options: FillOptions,
     /// Sequential digests computed over the completed prefix as it grows
     /// (SHA-256 always; SHA-512 when a request expects it).
     pub(crate) digests: Vec<crate::digest::Algo>,
+    /// The BLAKE3 root the request that started the fill expects: a
+    /// manifest that proves it lets every chunk be checked before commit.
+    /// An expectation, not a name: a wrong one only finds no manifest.
+    pub(crate) expected_root: Option<blake3::Hash>,
 }
 
 /// What the process that fills holds: the lock and the index writer.
@@ -234,6 +245,8 @@ fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
     })?;
     Ok(FillPlan {
         source,
+        alternates: Vec::new(),
+        stall: crate::chain::DEFAULT_ALTERNATE_STALL,
         info: SourceInfo {
             len: obj.header.len,
             validator: obj.header.validator.clone(),
@@ -241,5 +254,6 @@ fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
         },
         options: FillOptions::default(),
         digests: vec![crate::digest::Algo::Sha256],
+        expected_root: None,
     })
 }

@@ -417,6 +417,34 @@ impl Object {
         self.shared.state.lock().root.map(blake3::Hash::from_bytes)
     }
 
+    /// The object's [`Manifest`](crate::Manifest) (its chunk chaining
+    /// values), once it is complete; `None` while it is incomplete.
+    pub fn manifest(&self) -> Result<Option<crate::Manifest>> {
+        if self.blake3().is_none() {
+            return Ok(None);
+        }
+        let path = self.shared.index_path();
+        let cvs = crate::index::read_cvs(&path)?;
+        let header = &self.shared.header;
+        let mut out = Vec::with_capacity(cvs.len());
+        for cv in cvs {
+            let Some(cv) = cv else {
+                // Cleared since (verify found it damaged): incomplete again.
+                return Ok(None);
+            };
+            out.push(cv);
+        }
+        crate::Manifest::new(header.len, header.chunk_size, out)
+            .map(Some)
+            .map_err(|e| {
+                crate::index::IndexError::Corrupt {
+                    path,
+                    detail: e.to_string(),
+                }
+                .into()
+            })
+    }
+
     /// Current progress.
     pub fn progress(&self) -> Progress {
         self.shared.progress.borrow().clone()

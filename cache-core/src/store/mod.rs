@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
+use crate::chain::SourceChain;
 use crate::data::{DataFile, WriteFault};
 use crate::digest::{Algo, Digest, Expected};
 use crate::error::{Error, Result};
@@ -224,6 +225,19 @@ impl Store {
     /// object is returned at once and the origin is not asked at all
     /// (unless [`FetchOptions::revalidate`]).
     pub async fn fetch(&self, source: Arc<dyn Source>, options: FetchOptions) -> Result<Object> {
+        self.fetch_chain(SourceChain::new(source), options).await
+    }
+
+    /// [`Store::fetch`] from a [`SourceChain`]: the object is the origin's;
+    /// its chunks come from the alternates first, each chunk checked
+    /// against a manifest when `options.expected` is given and a source
+    /// has a manifest that proves it (see [`crate::chain`]).
+    pub async fn fetch_chain(&self, chain: SourceChain, options: FetchOptions) -> Result<Object> {
+        let SourceChain {
+            origin: source,
+            alternates,
+            stall,
+        } = chain;
         check_chunk_size(u64::from(options.chunk_size))?;
         if !options.revalidate {
             for digest in &options.expected {
@@ -271,9 +285,12 @@ impl Store {
         );
         let plan = FillPlan {
             source,
+            alternates,
+            stall,
             info,
             options: options.fill,
             digests,
+            expected_root: Digest::find_blake3(&options.expected),
         };
         fill::start_fill(&obj, plan)?;
         Ok(object)

@@ -207,6 +207,16 @@ impl Metrics {
             let _ = writeln!(out, "{name} {}", c.get());
         }
 
+        // Kept by cache-core (the filler refuses the chunk there).
+        let name = "blockcache_chunk_verify_failures_total";
+        write_header(
+            &mut out,
+            name,
+            "counter",
+            "Chunks refused because they did not match the trusted manifest (fetched again elsewhere).",
+        );
+        let _ = writeln!(out, "{name} {}", cache_core::chunk_verify_failures());
+
         let name = "blockcache_active_fills";
         write_header(&mut out, name, "gauge", "Object fills running now.");
         let _ = writeln!(out, "{name} {}", self.active_fills.get());
@@ -324,7 +334,8 @@ mod tests {
         assert_eq!(s["blockcache_hits_total"], 0.0);
         assert_eq!(s["blockcache_chunk_fetch_seconds_count"], 0.0);
         assert_eq!(s["blockcache_chunk_fetch_seconds_bucket{le=\"+Inf\"}"], 0.0);
-        assert_eq!(s.len(), 5 + 1 + NBUCKETS + 2);
+        assert!(s.contains_key("blockcache_chunk_verify_failures_total"));
+        assert_eq!(s.len(), 6 + 1 + NBUCKETS + 2);
     }
 
     #[test]

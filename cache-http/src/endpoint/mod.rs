@@ -22,6 +22,7 @@
 //!   `/status` (schema in its docs).
 
 pub mod etag;
+pub mod manifest;
 pub mod metrics;
 pub mod mirror_path;
 pub mod multipart;

@@ -3,8 +3,10 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET\|HEAD /blobs/{blake3-hex}` | a complete object by BLAKE3 hash |
+//! | `GET\|HEAD /blobs/{blake3-hex}/manifest` | its chunk chaining values ([`cache_core::Manifest`]), complete objects only |
 //! | `GET\|HEAD /blobs/sha256/{hex}` | a complete object by its SHA-256 (likewise `sha512`) |
 //! | `GET\|HEAD /m/{mirror}/{path}` | pull-through mirror of `BASE/path` |
+//! | `GET\|HEAD /u?url={origin URL}` | parent route for child caches: the same object as the mirror path the URL falls under; 403 for a URL under no configured mirror (never an open proxy) |
 //! | `GET /` | live status page: objects and the chunk map ([`live`](super::live)) |
 //! | `GET /events` | server-sent events: a snapshot, then chunk-map deltas |
 //! | `GET /status` | JSON: the store, its mirrors, every object with progress and rate |
@@ -31,7 +33,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{Algo, Digest, Error, FetchOptions, FillState, Object, SourceErrorKind, Store};
+use cache_core::{
+    Algo, Digest, Error, FetchOptions, FillState, Object, Source, SourceChain, SourceErrorKind,
+    Store,
+};
 use http::{header, Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
 use url::Url;
@@ -41,6 +46,7 @@ use super::mirror_path::{join_mirror_path, split_mirror_name};
 use super::serve_object::{self, text, Body, ServeMeta};
 use super::server::{EndpointConfig, MirrorSourceFactory};
 use super::status::Tracker;
+use crate::source::{parent_config, ParentSource};
 
 /// How a request found its object, for the hit/miss/coalesced metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +80,7 @@ pub(crate) struct App {
     fetch: FetchOptions,
     pub(crate) max_ranges: usize,
     max_header_bytes: usize,
+    parents: Vec<String>,
     /// Per mirrored URL, serialised by its own async mutex so that two
     /// first requests for one URL probe the origin once.
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
@@ -108,6 +115,7 @@ impl App {
             fetch: config.fetch.clone(),
             max_ranges: config.max_ranges,
             max_header_bytes: config.max_header_bytes,
+            parents: config.parents.clone(),
             entries: Mutex::default(),
         }
     }
@@ -172,6 +180,14 @@ impl App {
             }
             return self.blob(hex, &parts).await;
         }
+        if path == "/u" {
+            if !get_or_head {
+                return method_not_allowed();
+            }
+            return self
+                .by_origin_url(parts.uri.query().unwrap_or(""), &parts)
+                .await;
+        }
         if let Some(rest) = path.strip_prefix("/m/") {
             if !get_or_head {
                 return method_not_allowed();
@@ -182,7 +198,19 @@ impl App {
     }
 
     async fn blob(&self, path: &str, parts: &http::request::Parts) -> Response<Body> {
-        // `/blobs/<blake3>` or `/blobs/<algo>/<hex>`.
+        // `/blobs/<blake3>/manifest`, `/blobs/<blake3>` or `/blobs/<algo>/<hex>`.
+        if let Some(hex) = path.strip_suffix("/manifest") {
+            return match Digest::from_hex(Algo::Blake3, hex)
+                .ok()
+                .and_then(|d| d.as_blake3())
+            {
+                Some(hash) => super::manifest::serve(self, &hash, parts),
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "expected /blobs/<BLAKE3 hex>/manifest\n".to_owned(),
+                ),
+            };
+        }
         let (algo, hex) = match path.split_once('/') {
             Some((a, hex)) => (a.parse::<Algo>().ok(), hex),
             None => (Some(Algo::Blake3), path),
@@ -242,7 +270,46 @@ impl App {
             Ok(u) => u,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("refused path: {e}\n")),
         };
-        let (object, found) = match self.mirror_object(url.as_str()).await {
+        self.serve_mirrored(url.as_str(), parts).await
+    }
+
+    /// `/u?url=URL`: a child cache asks for an origin URL. Served only when
+    /// the URL lies under one of our mirrors (it then is exactly the object
+    /// of that mirror path), so the endpoint never fetches arbitrary URLs.
+    async fn by_origin_url(&self, query: &str, parts: &http::request::Parts) -> Response<Body> {
+        let Some(wanted) = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "url")
+            .map(|(_, v)| v.into_owned())
+        else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected /u?url=<origin URL>\n".to_owned(),
+            );
+        };
+        match self.resolve_under_mirror(&wanted) {
+            Some(url) => self.serve_mirrored(url.as_str(), parts).await,
+            None => text(
+                StatusCode::FORBIDDEN,
+                format!("{wanted:?} is not under a configured mirror; this endpoint is not an open proxy\n"),
+            ),
+        }
+    }
+
+    /// The URL, if it lies under a configured mirror base and is exactly
+    /// what that mirror's path rules make of it (no dot segments, no
+    /// escapes out of the base).
+    fn resolve_under_mirror(&self, wanted: &str) -> Option<Url> {
+        let wanted_url = Url::parse(wanted).ok()?;
+        self.mirrors.values().find_map(|base| {
+            let rest = wanted_url.as_str().strip_prefix(base.as_str())?;
+            let joined = join_mirror_path(base, rest).ok()?;
+            (joined == wanted_url).then_some(joined)
+        })
+    }
+
+    /// Serves the mirrored object of `url` (already resolved under a mirror).
+    async fn serve_mirrored(&self, url: &str, parts: &http::request::Parts) -> Response<Body> {
+        let (object, found) = match self.mirror_object(url).await {
             Ok(x) => x,
             Err(resp) => return resp,
         };
@@ -302,7 +369,8 @@ impl App {
                 return self.fallback(url, known, &err.to_string());
             }
         };
-        match self.store.fetch(source, self.fetch.clone()).await {
+        let chain = self.chain_for(url, source).await;
+        match self.store.fetch_chain(chain, self.fetch.clone()).await {
             Ok(obj) => {
                 let found = match obj.progress().state {
                     FillState::Complete => Found::Hit,
@@ -332,6 +400,27 @@ impl App {
                 self.fallback(url, known, &err.to_string())
             }
         }
+    }
+
+    /// The origin of a mirrored URL with the configured parents in front,
+    /// each asked by URL for the version the origin serves now (a probe of
+    /// the origin tells which; if it fails, the fetch reports it).
+    async fn chain_for(&self, url: &str, origin: Arc<dyn Source>) -> SourceChain {
+        let mut chain = SourceChain::new(origin.clone());
+        if self.parents.is_empty() {
+            return chain;
+        }
+        let Ok(info) = origin.probe().await else {
+            return chain;
+        };
+        let config = parent_config(&crate::HttpSourceConfig::default());
+        for p in &self.parents {
+            match ParentSource::by_url(p, url, &info, config.clone()) {
+                Ok(s) => chain = chain.with_alternate(Arc::new(s)),
+                Err(e) => tracing::warn!(parent = %p, "parent left out: {e}"),
+            }
+        }
+        chain
     }
 
     /// The origin cannot be asked: serve a complete copy if we have one.

@@ -75,6 +75,10 @@ pub struct EndpointConfig {
     /// On shutdown, responses in progress get this long to finish before
     /// their connections are cut.
     pub shutdown_grace: Duration,
+    /// Parent blockcache endpoints, asked in order (by origin URL, through
+    /// their `/u` route) before the origin when a mirrored object is
+    /// fetched; see [`crate::ParentSource`].
+    pub parents: Vec<String>,
 }
 
 impl Default for EndpointConfig {
@@ -90,6 +94,7 @@ impl Default for EndpointConfig {
             max_ranges: super::range::DEFAULT_MAX_RANGES,
             fetch: FetchOptions::default(),
             shutdown_grace: Duration::from_secs(10),
+            parents: Vec::new(),
         }
     }
 }
@@ -98,6 +103,7 @@ impl std::fmt::Debug for EndpointConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointConfig")
             .field("listen", &self.listen)
+            .field("parents", &self.parents)
             .field("mirrors", &self.mirrors)
             .field("revalidate", &self.revalidate)
             .field("header_read_timeout", &self.header_read_timeout)

@@ -42,6 +42,7 @@ mod client;
 pub mod credentials;
 mod diagnose;
 mod factory;
+mod parent;
 mod probe;
 mod read;
 mod request;
@@ -60,6 +61,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use credentials::{BasicAuth, Netrc};
 
 pub use factory::source_factory;
+pub use parent::{parent_config, ParentSource};
 pub use validate::{
     is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
 };
