@@ -100,7 +100,7 @@ next source. Without --blake3 a parent serves the URL only through one of its
 mirrors and only in the version the origin serves now (same validator); its
 chunks are then checked only by the final hash. A parent that is down,
 stalls or lies is dropped for this fetch; the origin is always last.", exit_line!()))]
-    Fetch(FetchArgs),
+    Fetch(Box<FetchArgs>),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
 Routes: GET|HEAD /blobs/<BLAKE3 hex> and /blobs/sha256/<hex> (complete

@@ -22,7 +22,7 @@ use crate::{exit, Failure};
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
     match cli.command {
-        Command::Fetch(a) => fetch(g, a).await,
+        Command::Fetch(a) => fetch(g, *a).await,
         Command::Serve(a) => serve(g, a).await,
         Command::Ls(a) => crate::ls::run(g, a).await,
         Command::Cat(a) => cat(g, a).await,

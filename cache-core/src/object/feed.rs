@@ -142,7 +142,7 @@ impl ObjectShared {
 
 impl Object {
     /// A snapshot of the chunk map and a receiver of every change after it
-    /// (see the [module docs](self)). On `Lagged`, call again.
+    /// (see `ChunkChange` for what each change means). On `Lagged`, call again.
     pub fn chunk_feed(&self) -> (ChunkMap, broadcast::Receiver<ChunkChange>) {
         let s = &self.shared;
         let st = s.state.lock();
