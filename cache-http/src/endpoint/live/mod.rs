@@ -4,7 +4,7 @@
 //!
 //! ## Model
 //!
-//! One [`Live`] hub per endpoint keeps a view of the store: a record per
+//! One `Live` hub per endpoint keeps a view of the store: a record per
 //! object (name, size, state, progress, rate, ETA, readers, bytes taken
 //! from the origin) and its chunk map. Objects this endpoint fills or
 //! serves, and objects another process fills, are *watched*: the hub
