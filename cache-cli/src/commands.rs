@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
     match cli.command {
         Command::Fetch(a) => fetch(g, a).await,
-        Command::Serve(a) => serve(g, a).await,
+        Command::Serve(_) => unreachable!("main runs serve"),
         Command::Ls(a) => ls(g, a),
         Command::Cat(a) => cat(g, a).await,
         Command::Verify(a) => verify(g, a).await,
@@ -184,68 +184,6 @@ async fn stream_to_stdout(object: &Object, range: std::ops::Range<u64>) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::io("stdout", e)),
     }
-}
-
-async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
-    use cache_http::endpoint::{Endpoint, EndpointConfig, EndpointError};
-    let listen: std::net::SocketAddr = a
-        .listen
-        .parse()
-        .map_err(|e| Failure::usage(format!("--listen {:?}: {e}", a.listen)))?;
-    let mut mirrors = Vec::new();
-    for m in &a.mirror {
-        let (name, base) = m
-            .split_once('=')
-            .ok_or_else(|| Failure::usage(format!("--mirror {m:?}: expected NAME=URL")))?;
-        let base =
-            url::Url::parse(base).map_err(|e| Failure::usage(format!("--mirror {m:?}: {e}")))?;
-        mirrors.push((name.to_owned(), base));
-    }
-    let store = open_store(g, Some(&a.http))?;
-    let defaults = EndpointConfig::default();
-    let config = EndpointConfig {
-        listen,
-        mirrors,
-        source_factory: Some(source_factory(http_config(Some(&a.http)))),
-        revalidate: a
-            .revalidate
-            .map(std::time::Duration::from_secs)
-            .unwrap_or(defaults.revalidate),
-        fetch: FetchOptions {
-            fill: FillOptions {
-                connections: usize::from(a.http.connections),
-                ..FillOptions::default()
-            },
-            ..FetchOptions::default()
-        },
-        ..defaults
-    };
-    let names: Vec<String> = config
-        .mirrors
-        .iter()
-        .map(|(n, u)| format!("/m/{n}/ -> {u}"))
-        .collect();
-    let bound = Endpoint::bind(store, config).await.map_err(|e| match e {
-        EndpointError::Bind { .. } => Failure::new(exit::LOCAL_IO, e.to_string()),
-        e => Failure::usage(e.to_string()),
-    })?;
-    let addr = bound.local_addr();
-    // The address on stdout (the port is real when --listen asked for 0).
-    println!("listening on http://{addr}/");
-    if !g.quiet {
-        eprintln!(
-            "objects at http://{addr}/blobs/<BLAKE3>; status at /status, metrics at /metrics"
-        );
-        for n in &names {
-            eprintln!("mirror {n}");
-        }
-    }
-    bound
-        .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| Failure::io(format!("serve on {addr}"), e))
 }
 
 fn unix_secs(t: Option<std::time::SystemTime>) -> Option<u64> {

@@ -10,7 +10,9 @@
 //! - [`mirror_path`]: joining a request path onto a mirror base URL without
 //!   ever escaping the base path.
 //! - [`etag`]: ETag generation and `If-None-Match` evaluation.
-//! - [`metrics`]: a dependency-free Prometheus text-format registry.
+//! - [`metrics`]: the Prometheus metrics (`prometheus-client`).
+//! - [`access`]: the access log (one line per request, `tracing` target
+//!   `blockcache::access`).
 //!
 //! and the server itself:
 //!
@@ -19,6 +21,7 @@
 //! - `routes`, `serve_object`, `status`: the routes (see [`server`]'s docs
 //!   for the list), range serving of partial objects, `/status`.
 
+pub mod access;
 pub mod etag;
 pub mod metrics;
 pub mod mirror_path;
@@ -26,10 +29,15 @@ pub mod multipart;
 pub mod range;
 pub mod server;
 
+mod housekeeping;
 mod metered;
 mod routes;
 mod serve_object;
 mod status;
 
+pub use access::AccessLogFormat;
 pub use serve_object::{Body, BodyError};
-pub use server::{BoundEndpoint, Endpoint, EndpointConfig, EndpointError, MirrorSourceFactory};
+pub use server::{
+    BoundEndpoint, Endpoint, EndpointConfig, EndpointError, Listener, MirrorConfig, MirrorReloader,
+    MirrorSourceFactory,
+};

@@ -7,6 +7,12 @@
 //! | `GET /status` | JSON: every object, its progress and rate |
 //! | `GET /metrics` | Prometheus text format |
 //!
+//! A `HEAD` never starts a fill: it is answered from the stored copy or
+//! from a probe of the origin (one 1-byte range request). A mirror with
+//! `fill = lazy` fetches only the chunks readers demand (plus read-ahead).
+//! With a size limit, a new fill that cannot fit even after eviction is
+//! refused with 507 before anything is downloaded.
+//!
 //! Mirror objects are revalidated with the origin at most every
 //! [`EndpointConfig::revalidate`](super::server::EndpointConfig): the first
 //! request probes the origin (and starts or attaches to the fill), later
@@ -28,27 +34,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{Error, FetchOptions, FillState, Object, SourceErrorKind, Store};
+use cache_core::{
+    object_key, Error, FetchOptions, FillState, Object, Source, SourceErrorKind, SourceInfo, Store,
+};
 use http::{header, Method, Request, Response, StatusCode};
-use parking_lot::Mutex;
-use url::Url;
+use parking_lot::{Mutex, RwLock};
 
+use super::access::{AccessLogFormat, CacheResult as Found, RouteInfo};
 use super::metrics::Metrics;
 use super::mirror_path::{join_mirror_path, split_mirror_name};
 use super::serve_object::{self, text, Body, ServeMeta};
-use super::server::{EndpointConfig, MirrorSourceFactory};
+use super::server::{EndpointConfig, MirrorConfig, MirrorSourceFactory};
 use super::status::Tracker;
-
-/// How a request found its object, for the hit/miss/coalesced metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Found {
-    /// Complete when requested.
-    Hit,
-    /// This request started the fill.
-    Miss,
-    /// Attached to a fill already running.
-    Coalesced,
-}
 
 /// What the endpoint remembers about one mirrored URL.
 #[derive(Default)]
@@ -64,9 +61,12 @@ pub(crate) struct App {
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) tracker: Tracker,
-    mirrors: HashMap<String, Url>,
+    /// Replaced as a whole on reload; a request keeps the `Arc` it took.
+    mirrors: RwLock<HashMap<String, Arc<MirrorConfig>>>,
     factory: Option<MirrorSourceFactory>,
     revalidate: Duration,
+    pub(crate) access_log: AccessLogFormat,
+    pub(crate) max_size: Option<u64>,
     fetch: FetchOptions,
     pub(crate) max_ranges: usize,
     max_header_bytes: usize,
@@ -77,23 +77,31 @@ pub(crate) struct App {
 
 impl App {
     pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
-        let metrics = Arc::new(Metrics::new());
-        let factory = config
-            .source_factory
-            .clone()
-            .map(|f| super::metered::metered_factory(f, metrics.clone(), config.fetch.chunk_size));
-        App {
+        let app = App {
             store,
             tracker: Tracker::default(),
-            metrics,
-            mirrors: config.mirrors.iter().cloned().collect(),
-            factory,
+            metrics: Arc::new(Metrics::new()),
+            mirrors: RwLock::default(),
+            factory: config.source_factory.clone(),
             revalidate: config.revalidate,
+            access_log: config.access_log,
+            max_size: config.max_size,
             fetch: config.fetch.clone(),
             max_ranges: config.max_ranges,
             max_header_bytes: config.max_header_bytes,
             entries: Mutex::default(),
-        }
+        };
+        app.set_mirrors(config.mirrors.clone());
+        app
+    }
+
+    /// Makes `mirrors` the mirror set (checked by the caller).
+    pub(crate) fn set_mirrors(&self, mirrors: Vec<MirrorConfig>) {
+        let map = mirrors
+            .into_iter()
+            .map(|m| (m.name.clone(), Arc::new(m)))
+            .collect();
+        *self.mirrors.write() = map;
     }
 
     /// Answers one request. Never fails: errors become error responses.
@@ -124,8 +132,7 @@ impl App {
                 ("application/json", self.status_json())
             } else {
                 self.metrics
-                    .active_fills
-                    .set(self.tracker.active_fills(&self.store) as i64);
+                    .set_fills_in_progress(self.tracker.active_fills());
                 (super::metrics::CONTENT_TYPE, self.metrics.render())
             };
             let mut resp = text(StatusCode::OK, body);
@@ -150,7 +157,8 @@ impl App {
             if !get_or_head {
                 return method_not_allowed();
             }
-            return self.mirror(rest, &parts).await;
+            let (name, resp) = self.mirror(rest, &parts).await;
+            return with_route(resp, name, None);
         }
         text(StatusCode::NOT_FOUND, "not found\n".to_owned())
     }
@@ -186,10 +194,9 @@ impl App {
         };
         let found = match object.progress().state {
             FillState::Complete => Found::Hit,
-            FillState::Filling | FillState::Following => Found::Coalesced,
+            FillState::Filling | FillState::Following => Found::Partial,
             _ => Found::Miss,
         };
-        self.count(found);
         self.tracker.track(&object);
         let meta = ServeMeta {
             etag: super::etag::strong_etag(&hash),
@@ -198,49 +205,80 @@ impl App {
             content_type: "application/octet-stream",
             immutable: true,
         };
-        serve_object::serve(self, parts, object, &meta)
+        with_route(
+            serve_object::serve(self, parts, object, &meta),
+            None,
+            Some(found),
+        )
     }
 
-    async fn mirror(&self, rest: &str, parts: &http::request::Parts) -> Response<Body> {
+    /// A `/m/` request; returns the mirror's name for the access log.
+    async fn mirror(
+        &self,
+        rest: &str,
+        parts: &http::request::Parts,
+    ) -> (Option<String>, Response<Body>) {
         let (name, rest) = match split_mirror_name(rest) {
             Ok(x) => x,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad mirror path: {e}\n")),
+            Err(e) => {
+                let resp = text(StatusCode::BAD_REQUEST, format!("bad mirror path: {e}\n"));
+                return (None, resp);
+            }
         };
-        let Some(base) = self.mirrors.get(name) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("unknown mirror {name:?}: only configured mirrors are served\n"),
+        let Some(mirror) = self.mirrors.read().get(name).cloned() else {
+            return (
+                None,
+                text(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown mirror {name:?}: only configured mirrors are served\n"),
+                ),
             );
         };
-        let url = match join_mirror_path(base, rest) {
+        let named = Some(name.to_owned());
+        let mut url = match join_mirror_path(&mirror.base, rest) {
             Ok(u) => u,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("refused path: {e}\n")),
+            Err(e) => {
+                return (
+                    named,
+                    text(StatusCode::BAD_REQUEST, format!("refused path: {e}\n")),
+                )
+            }
         };
-        let (object, found) = match self.mirror_object(url.as_str()).await {
-            Ok(x) => x,
-            Err(resp) => return resp,
+        if mirror.pass_query {
+            url.set_query(parts.uri.query());
+        }
+        let head = parts.method == Method::HEAD;
+        let (object, found) = match self.mirror_object(&mirror, url.as_str(), head).await {
+            Ok(Resolved::Object(o, found)) => (o, found),
+            Ok(Resolved::Probed(info, identity)) => {
+                let meta = mirror_meta(&identity, &info.validator, info.len, None);
+                return (named, serve_object::serve_head(parts, info.len, &meta));
+            }
+            Err(resp) => return (named, resp),
         };
-        self.count(found);
         self.tracker.track(&object);
         let info = object.info();
-        let meta = ServeMeta {
-            // Stable across completion, so resumes with If-Range keep working.
-            etag: super::etag::derived_etag(&info.source, &info.validator, info.len),
-            alt_etag: object.blake3().map(|h| super::etag::strong_etag(&h)),
-            last_modified: info
-                .validator
-                .strip_prefix("lm:")
-                .and_then(|d| httpdate::parse_http_date(d).ok()),
-            content_type: "application/octet-stream",
-            immutable: false,
-        };
-        serve_object::serve(self, parts, object, &meta)
+        let meta = mirror_meta(
+            &info.source,
+            &info.validator,
+            info.len,
+            object.blake3().map(|h| super::etag::strong_etag(&h)),
+        );
+        let resp = serve_object::serve(self, parts, object, &meta);
+        (named, with_route(resp, None, Some(found)))
     }
 
     /// The object behind a mirrored URL: reuse the known one inside the
-    /// revalidation window, else probe the origin through `Store::fetch`.
+    /// revalidation window, else probe the origin and start or join its
+    /// fill through `Store::fetch`. A HEAD (`head`) never starts a fill: it
+    /// gets the stored object or the probe's answer.
     #[allow(clippy::result_large_err)]
-    async fn mirror_object(&self, url: &str) -> Result<(Object, Found), Response<Body>> {
+    async fn mirror_object(
+        &self,
+        mirror: &MirrorConfig,
+        url: &str,
+        head: bool,
+    ) -> Result<Resolved, Response<Body>> {
         let entry = self
             .entries
             .lock()
@@ -251,18 +289,24 @@ impl App {
         let known = e.key.as_deref().and_then(|k| self.store.open_ref(k).ok());
         let known_state = known.as_ref().map(|o| o.progress().state);
         let running = matches!(known_state, Some(FillState::Filling | FillState::Following));
-        let fresh = e.probed.is_some_and(|t| t.elapsed() < self.revalidate);
+        let revalidate = mirror.revalidate.unwrap_or(self.revalidate);
+        let fresh = e.probed.is_some_and(|t| t.elapsed() < revalidate);
         // A running fill checks every response against the validator it
         // started with, so it needs no revalidation of its own.
         if let Some(obj) = known.clone() {
             if running {
-                return Ok((obj, Found::Coalesced));
+                let found = if known_state == Some(FillState::Following) {
+                    Found::Partial
+                } else {
+                    Found::Coalesced
+                };
+                return Ok(Resolved::Object(obj, found));
             }
-            if fresh && known_state == Some(FillState::Complete) {
-                return Ok((obj, Found::Hit));
+            if fresh && (known_state == Some(FillState::Complete) || head) {
+                return Ok(Resolved::Object(obj, Found::Hit));
             }
         }
-        let Some(factory) = &self.factory else {
+        let Some(factory) = mirror.source_factory.as_ref().or(self.factory.as_ref()) else {
             return self.fallback(url, known, "no upstream source is configured");
         };
         let source = match factory(url) {
@@ -272,22 +316,11 @@ impl App {
             }
             Err(err) => return self.fallback(url, known, &err.to_string()),
         };
-        match self.store.fetch(source, self.fetch.clone()).await {
-            Ok(obj) => {
-                let found = match obj.progress().state {
-                    FillState::Complete => Found::Hit,
-                    _ if known.as_ref().is_some_and(|k| k.key() == obj.key()) && running => {
-                        Found::Coalesced
-                    }
-                    _ => Found::Miss,
-                };
-                e.key = Some(obj.key().to_owned());
-                e.probed = Some(Instant::now());
-                Ok((obj, found))
-            }
+        let source = super::metered::metered(source, self.metrics.clone(), &mirror.name);
+        let info = match source.probe().await {
+            Ok(info) => info,
             Err(err) => {
-                let kind = err.source_error().map(|s| s.kind);
-                if kind == Some(SourceErrorKind::NotFound) {
+                if err.kind == SourceErrorKind::NotFound {
                     e.key = None;
                     e.probed = None;
                     drop(e);
@@ -298,7 +331,75 @@ impl App {
                     ));
                 }
                 tracing::warn!(%url, error = %err, "origin probe failed");
+                return self.fallback(url, known, &err.to_string());
+            }
+        };
+        let identity = source.identity();
+        let key = object_key(&identity, &info.validator, info.len);
+        if head {
+            // The stored copy of this version when there is one (its
+            // content hash as an alternative tag), else the probe alone.
+            return Ok(match self.store.open_ref(&key) {
+                Ok(obj) => {
+                    e.key = Some(key);
+                    e.probed = Some(Instant::now());
+                    Resolved::Object(obj, Found::Hit)
+                }
+                Err(_) => Resolved::Probed(info, identity),
+            });
+        }
+        if self.store.open_ref(&key).is_err() {
+            self.admit(url, info.len)?;
+        }
+        let probed: Arc<dyn Source> = Arc::new(super::metered::Probed::new(source, info));
+        let mut fetch = self.fetch.clone();
+        fetch.fill.policy = mirror.fill;
+        match self.store.fetch(probed, fetch).await {
+            Ok(obj) => {
+                let found = match obj.progress().state {
+                    FillState::Complete => Found::Hit,
+                    FillState::Following => Found::Partial,
+                    _ if known.as_ref().is_some_and(|k| k.key() == obj.key()) && running => {
+                        Found::Coalesced
+                    }
+                    _ => Found::Miss,
+                };
+                e.key = Some(obj.key().to_owned());
+                e.probed = Some(Instant::now());
+                Ok(Resolved::Object(obj, found))
+            }
+            Err(err) => {
+                tracing::warn!(%url, error = %err, "starting the fill failed");
                 self.fallback(url, known, &err.to_string())
+            }
+        }
+    }
+
+    /// With a size limit: makes room for a new object of `len` bytes by
+    /// evicting least recently used complete objects nobody uses, or
+    /// refuses it with 507 (nothing is evicted then).
+    #[allow(clippy::result_large_err)]
+    fn admit(&self, url: &str, len: u64) -> Result<(), Response<Body>> {
+        let Some(max) = self.max_size else {
+            return Ok(());
+        };
+        let refuse = |why: String| {
+            text(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("cannot cache {url} ({len} bytes): {why}\n"),
+            )
+        };
+        if len > max {
+            return Err(refuse(format!("larger than the size limit of {max} bytes")));
+        }
+        match super::housekeeping::make_room(self, max - len) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refuse(format!(
+                "the store cannot get under {max} bytes with it: the other objects are in use"
+            ))),
+            Err(err) => {
+                tracing::warn!(error = %err, "size limit check failed");
+                Err(refuse(err.to_string()))
             }
         }
     }
@@ -310,15 +411,15 @@ impl App {
         url: &str,
         known: Option<Object>,
         why: &str,
-    ) -> Result<(Object, Found), Response<Body>> {
+    ) -> Result<Resolved, Response<Body>> {
         let complete = |o: &Object| o.progress().state == FillState::Complete;
         if let Some(o) = known.filter(complete) {
-            return Ok((o, Found::Hit));
+            return Ok(Resolved::Object(o, Found::Hit));
         }
         // Resolving by URL prefers a complete object.
         if let Ok(o) = self.store.open_ref(url) {
             if complete(&o) {
-                return Ok((o, Found::Hit));
+                return Ok(Resolved::Object(o, Found::Hit));
             }
         }
         Err(text(
@@ -326,14 +427,46 @@ impl App {
             format!("origin unavailable for {url} and no complete copy cached: {why}\n"),
         ))
     }
+}
 
-    fn count(&self, found: Found) {
-        match found {
-            Found::Hit => self.metrics.hits_total.inc(),
-            Found::Miss => self.metrics.misses_total.inc(),
-            Found::Coalesced => self.metrics.coalesced_requests_total.inc(),
-        }
+/// What a mirror request resolved to.
+enum Resolved {
+    /// An object to serve, and how it was found.
+    Object(Object, Found),
+    /// A HEAD of a version the store does not have: the probe's answer and
+    /// the source identity (for the ETag).
+    Probed(SourceInfo, String),
+}
+
+/// How a mirrored object is presented: a strong ETag derived from (URL,
+/// upstream validator, length) that stays the same once the object
+/// completes, so resumes with If-Range keep working.
+fn mirror_meta(source: &str, validator: &str, len: u64, alt_etag: Option<String>) -> ServeMeta {
+    ServeMeta {
+        etag: super::etag::derived_etag(source, validator, len),
+        alt_etag,
+        last_modified: validator
+            .strip_prefix("lm:")
+            .and_then(|d| httpdate::parse_http_date(d).ok()),
+        content_type: "application/octet-stream",
+        immutable: false,
     }
+}
+
+/// Tells the access log which mirror and cache result `resp` is about.
+fn with_route(
+    mut resp: Response<Body>,
+    mirror: Option<String>,
+    result: Option<Found>,
+) -> Response<Body> {
+    let info = resp.extensions_mut().get_or_insert_with(RouteInfo::default);
+    if mirror.is_some() {
+        info.mirror = mirror;
+    }
+    if result.is_some() {
+        info.result = result;
+    }
+    resp
 }
 
 fn method_not_allowed() -> Response<Body> {

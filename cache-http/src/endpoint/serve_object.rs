@@ -97,15 +97,53 @@ fn object_stream(
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<Frame<Bytes>, BodyError>> + Send + 'static {
     object.stream(range).map(move |piece| match piece {
-        Ok(b) => {
-            metrics.bytes_served_total.add(b.len() as u64);
-            Ok(Frame::data(b))
-        }
+        Ok(b) => Ok(Frame::data(b)),
         Err(e) => {
+            if e.class() == cache_core::ErrorClass::Verification {
+                metrics.verify_failure();
+            }
             tracing::warn!(error = %e, "aborting a response: the object's fill failed");
             Err(Box::new(e) as BodyError)
         }
     })
+}
+
+/// Answers a HEAD of an object known only from a probe of its origin
+/// (nothing stored, nothing fetched): the headers a GET would get.
+pub(crate) fn serve_head(
+    parts: &http::request::Parts,
+    len: u64,
+    meta: &ServeMeta,
+) -> Response<Body> {
+    let builder = base_headers(meta);
+    if let Some(v) = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if meta.matches_if_none_match(v) {
+            return finish(builder.status(StatusCode::NOT_MODIFIED), empty());
+        }
+    }
+    let b = builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, meta.content_type)
+        .header(header::CONTENT_LENGTH, len);
+    finish(b, empty())
+}
+
+/// The headers every object response carries.
+fn base_headers(meta: &ServeMeta) -> http::response::Builder {
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, hv(&meta.etag));
+    if let Some(lm) = meta.last_modified {
+        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
+    }
+    if meta.immutable {
+        builder = builder.header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    }
+    builder
 }
 
 /// Answers a GET or HEAD for `object`.
@@ -120,15 +158,7 @@ pub(crate) fn serve(
     let req = &parts.headers;
     let get = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
 
-    let mut builder = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, hv(&meta.etag));
-    if let Some(lm) = meta.last_modified {
-        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
-    }
-    if meta.immutable {
-        builder = builder.header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
-    }
+    let builder = base_headers(meta);
 
     // RFC 9110 §13.2.2: If-None-Match before Range.
     if let Some(v) = get(header::IF_NONE_MATCH) {

@@ -44,6 +44,7 @@ use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use futures::future::BoxFuture;
 use http::Uri;
 
+pub use retry::retries_total;
 pub use validate::{
     is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
 };
@@ -96,6 +97,8 @@ pub struct HttpSourceConfig {
     pub limit_rate: Option<u64>,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Headers sent with every request (a token, an API key).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Default for HttpSourceConfig {
@@ -112,6 +115,7 @@ impl Default for HttpSourceConfig {
             max_redirects: 10,
             limit_rate: None,
             user_agent: concat!("blockcache/", env!("CARGO_PKG_VERSION")).to_owned(),
+            headers: Vec::new(),
         }
     }
 }

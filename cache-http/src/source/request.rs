@@ -184,6 +184,9 @@ async fn send_once(
     if let Ok(ua) = HeaderValue::from_str(&inner.config.user_agent) {
         h.insert(USER_AGENT, ua);
     }
+    for (name, value) in &inner.config.headers {
+        h.append(name.clone(), value.clone());
+    }
     // Compressed bodies would make byte ranges meaningless.
     h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if uri.scheme_str() == Some("http") {
