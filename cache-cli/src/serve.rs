@@ -204,9 +204,14 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
         println!("listening on {addr}");
     }
     if !g.quiet {
-        eprintln!(
-            "status page at / (JSON at /status, metrics at /metrics); objects at /blobs/<BLAKE3>"
-        );
+        // Unix socket paths are shown as they are (curl --unix-socket).
+        let first = bound.addresses().first().cloned().unwrap_or_default();
+        eprintln!("status page at {first} (JSON at /status, metrics at /metrics)");
+        if first.starts_with("http") {
+            eprintln!("objects at {first}blobs/<BLAKE3>");
+        } else {
+            eprintln!("objects at /blobs/<BLAKE3> on {first}");
+        }
         for m in &config.mirrors {
             eprintln!("mirror /m/{}/ -> {}", m.name, m.url);
         }
@@ -218,7 +223,6 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
     let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::io("SIGINT handler", e))?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| Failure::io("SIGHUP handler", e))?;
     let reloader = bound.reloader();
-    let drain = config.drain_timeout;
     let shutdown = async move {
         loop {
             tokio::select! {
@@ -244,10 +248,7 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        tracing::warn!(
-            "draining: no new connections; running responses get up to {}s (a second signal exits at once)",
-            drain.as_secs()
-        );
+        tracing::warn!("stopping: a second signal exits at once");
         // A second signal: exit now. Chunks already committed are durable;
         // the rest is fetched again on the next request.
         tokio::spawn(async move {

@@ -138,6 +138,34 @@ pub struct ServeConfig {
     pub mirrors: Vec<Mirror>,
 }
 
+/// The dotted key an error span points at: the key of a `key = value`
+/// line (the span may cover the value), under its `[table]`; else the
+/// spanned text itself when it is short.
+fn key_at(text: &str, start: usize, end: usize) -> Option<String> {
+    let start = start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = &text[line_start..line_end];
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    if let Some((k, _)) = line.split_once('=') {
+        let k = k.trim().trim_matches('"');
+        if !k.is_empty() && !k.starts_with('[') {
+            return Some(match table {
+                Some(t) => format!("{t}.{k}"),
+                None => k.to_owned(),
+            });
+        }
+    }
+    let spanned = text[start..end.min(text.len())].trim();
+    (!spanned.is_empty() && spanned.len() < 80 && !spanned.contains('\n'))
+        .then(|| spanned.to_owned())
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -176,10 +204,7 @@ fn read_file(path: &Path) -> Result<(FileConfig, String), Failure> {
     let parsed: FileConfig = toml::from_str(&text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(&text, s.start));
         let msg = e.message().replace('\n', " ");
-        let key = e
-            .span()
-            .map(|s| text[s.start..s.end.min(text.len())].trim().to_owned())
-            .filter(|k| !k.is_empty() && k.len() < 80 && !k.contains('\n'));
+        let key = e.span().and_then(|s| key_at(&text, s.start, s.end));
         match key {
             Some(k) => Failure::usage(format!("{}:{line}: {k}: {msg}", path.display())),
             None => Failure::usage(format!("{}:{line}: {msg}", path.display())),
@@ -461,6 +486,14 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_of_error_spans() {
+        let t = "a = 1\n[mirrors.x]\nurl = \"u\"\nfill = \"sometimes\"\n";
+        let v = t.find("\"sometimes").expect("value");
+        assert_eq!(key_at(t, v, v + 11).as_deref(), Some("mirrors.x.fill"));
+        assert_eq!(key_at(t, 0, 1).as_deref(), Some("a"));
+    }
 
     #[test]
     fn line_numbers() {

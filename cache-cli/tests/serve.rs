@@ -7,7 +7,7 @@
 #[path = "../../cache-http/tests/support/nginx.rs"]
 mod nginx;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,8 +66,19 @@ impl Serve {
     fn spawn(mut c: Command) -> Serve {
         let mut child = c.spawn().expect("spawn blockcache serve");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("listening line");
+        // The first line, read on a thread so that the wait is bounded.
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = first_tx.send(line);
+            out
+        });
+        let Ok(line) = first_rx.recv_timeout(STEP) else {
+            let _ = child.kill();
+            panic!("no `listening on` line within {STEP:?}");
+        };
+        let mut out = reader.join().expect("reader thread");
         let base = line
             .trim()
             .strip_prefix("listening on ")
@@ -366,7 +377,33 @@ fn systemd_socket_activation_and_readiness() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // systemd-socket-activate starts the program on the first connection:
+    // make one (retried until the tool has bound the port).
+    let addr = format!("127.0.0.1:{port}");
+    let first = std::thread::spawn(move || {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.set_read_timeout(Some(STEP));
+                let _ = s.write_all(b"GET /status HTTP/1.0\r\n\r\n");
+                let mut reply = Vec::new();
+                let _ = s.read_to_end(&mut reply);
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "systemd-socket-activate did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
     let mut serve = Serve::spawn(c);
+    let reply = first.join().expect("first connection");
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200") || reply.starts_with(b"HTTP/1.0 200"),
+        "the connection that started serve was answered: {:?}",
+        String::from_utf8_lossy(&reply[..reply.len().min(200)])
+    );
     // The inherited socket is used (not the --listen address).
     assert_eq!(serve.base, format!("http://127.0.0.1:{port}"));
     let mut buf = [0u8; 512];
@@ -625,7 +662,23 @@ fn access_log_results_and_metrics_parse() {
     for mut c in [a, b] {
         assert!(c.wait().expect("curl").success());
     }
-    // hit, and an error (unknown mirror).
+    // hit (once the fill has finished: it checks the root after the last
+    // byte went out), and an error (unknown mirror).
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = curl(&[&format!("{}/status", serve.base)])
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+        let complete = v["objects"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o["state"] == "complete"));
+        if complete {
+            break;
+        }
+        assert!(Instant::now() < deadline, "d.img did not complete: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(curl(&["-o", "/dev/null", "-r", "0-99", &url])
         .status()
         .expect("curl")
@@ -745,12 +798,15 @@ print(v.get("blockcache_upstream_requests_total|mirror=o|status=2xx", 0))
 
 #[test]
 fn max_size_evicts_lru_and_never_an_image_being_read() {
-    let ng = origin(Some("8m"));
-    let n = 6 * MIB as usize;
+    // Images larger than every buffer between serve and a stalled client
+    // (pipe, socket buffers: ~10 MiB on loopback), so that a reader that
+    // stops reading keeps serve reading the object.
+    let ng = origin(Some("16m"));
+    let n = 16 * MIB as usize;
     for (i, name) in ["a.img", "b.img", "c.img"].iter().enumerate() {
         ng.put(name, &pattern(20 + i as u64, n));
     }
-    ng.put("huge.img", &pattern(30, 12 * MIB as usize));
+    ng.put("huge.img", &pattern(30, 26 * MIB as usize));
     let t = tempfile::tempdir().expect("tmp");
     let store = t.path().join("store");
     let serve = Serve::start(
@@ -761,7 +817,7 @@ fn max_size_evicts_lru_and_never_an_image_being_read() {
             "--mirror",
             &format!("o={}", ng.url("")),
             "--max-size",
-            "10M",
+            "24M",
             "--access-log",
             "off",
         ],
@@ -786,20 +842,16 @@ fn max_size_evicts_lru_and_never_an_image_being_read() {
     // Each image fits; two do not: each fetch evicts the one before.
     for (i, name) in ["a.img", "b.img", "c.img"].iter().enumerate() {
         assert!(get(name).stdout == pattern(20 + i as u64, n), "{name}");
-        assert!(store_bytes() <= 10 * MIB, "{} bytes stored", store_bytes());
+        assert!(store_bytes() <= 24 * MIB, "{} bytes stored", store_bytes());
     }
-    // An image being read is not evicted: a slow reader of c.img holds it
-    // while a.img is fetched again; a.img cannot fit, so it gets 507.
-    let mut slow = curl(&[
-        "--limit-rate",
-        "1M",
-        "-o",
-        "/dev/null",
-        &format!("{}/m/o/c.img", serve.base),
-    ])
-    .spawn()
-    .expect("curl");
-    std::thread::sleep(Duration::from_millis(300));
+    // An image being read is not evicted: a reader of c.img that stalls
+    // (nobody empties its stdout pipe) holds it while a.img is asked for
+    // again; a.img cannot fit, so it gets 507.
+    let mut slow = curl(&[&format!("{}/m/o/c.img", serve.base)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_millis(500));
     let code = curl(&[
         "-o",
         "/dev/null",
@@ -810,9 +862,19 @@ fn max_size_evicts_lru_and_never_an_image_being_read() {
     .output()
     .expect("curl");
     assert_eq!(String::from_utf8_lossy(&code.stdout), "507");
+    let mut body = Vec::new();
+    slow.stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut body)
+        .expect("read c.img");
     assert!(
         slow.wait().expect("curl").success(),
         "the reader of c.img finished"
+    );
+    assert!(
+        body == pattern(22, n),
+        "c.img read whole while a.img waited"
     );
     // Larger than the limit: 507 with a clear reason.
     let o = curl(&[
@@ -836,4 +898,58 @@ fn max_size_evicts_lru_and_never_an_image_being_read() {
             .any(|l| l.starts_with("blockcache_evictions_total ") && !l.ends_with(" 0")),
         "{m}"
     );
+}
+
+/// The committed example config is valid as shipped, and `--check-config`
+/// prints it with the secret taken from the environment masked.
+#[test]
+fn contrib_config_checks_and_masks_secrets() {
+    let t = tempfile::tempdir().expect("tmp");
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/blockcache.toml");
+    let out = Command::new(BIN)
+        .env_remove("BLOCKCACHE_STORE")
+        .env("IMAGES_TOKEN", "Bearer s3cret-token")
+        .args(["--store", t.path().to_str().expect("p")])
+        .args(["serve", "--config", conf, "--check-config"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("s3cret"), "secret printed: {text}");
+    assert!(text.contains("IMAGES_TOKEN"), "{text}");
+    assert!(text.contains("[mirrors.debian]") && text.contains("[mirrors.private]"));
+    assert!(text.contains("fill = \"lazy\""), "{text}");
+    // Nothing was created: checking a config writes no store.
+    assert!(std::fs::read_dir(t.path()).expect("dir").next().is_none());
+}
+
+/// The committed systemd units pass `systemd-analyze verify` (unknown
+/// keys, bad values, a missing binary would fail it).
+#[test]
+fn contrib_systemd_units_verify() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        panic!("systemd-analyze not found (apt-get install systemd)");
+    };
+    let t = tempfile::tempdir().expect("tmp");
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+    for unit in ["blockcache.service", "blockcache.socket"] {
+        let text = std::fs::read_to_string(contrib.join(unit)).expect("unit");
+        // The installed path does not exist here: point at the built binary.
+        let text = text.replace("/usr/local/bin/blockcache", BIN);
+        std::fs::write(t.path().join(unit), text).expect("copy");
+    }
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(t.path().join("blockcache.service"))
+        .arg(t.path().join("blockcache.socket"))
+        .output()
+        .expect("systemd-analyze");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let complaints: Vec<&str> = err.lines().filter(|l| l.contains("blockcache")).collect();
+    assert!(complaints.is_empty(), "{complaints:?}");
 }

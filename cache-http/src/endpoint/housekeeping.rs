@@ -57,6 +57,7 @@ fn refresh(store: &Store, app: &App) -> cache_core::Result<()> {
 /// it got there (false: what is left is in use).
 pub(crate) fn make_room(app: &App, budget: u64) -> cache_core::Result<bool> {
     app.tracker.prune();
+    app.live.release_idle();
     let report = app.store.gc(budget)?;
     if !report.evicted.is_empty() {
         app.metrics.evicted(report.evicted.len() as u64);

@@ -55,13 +55,27 @@ use super::server::{EndpointConfig, MirrorConfig, MirrorSourceFactory};
 use super::status::Tracker;
 use crate::source::{parent_config, ParentSource};
 
+/// How long a new fill waits for room under the size limit before 507.
+const ADMIT_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long a request waits for the origin's answer to a probe before it
+/// is served from a complete stored copy, or gets 504. The source's own
+/// retries could take minutes on a hanging origin.
+const PROBE_BUDGET: Duration = Duration::from_secs(10);
+
 /// What the endpoint remembers about one mirrored URL.
 #[derive(Default)]
 struct MirrorEntry {
-    /// Key of the object the last successful probe resolved to.
+    /// Key of the object the last successful probe resolved to (or, before
+    /// the first probe, the complete stored copy of the URL).
     key: Option<String>,
-    /// When the origin was last asked.
+    /// When the origin last confirmed `key`.
     probed: Option<Instant>,
+    /// A background revalidation is running.
+    revalidating: bool,
+    /// The origin no longer serves `key` (a new version, or 404): the next
+    /// request asks the origin before it serves anything.
+    must_probe: bool,
 }
 
 /// Shared state of a running endpoint.
@@ -265,7 +279,7 @@ impl App {
 
     /// A `/m/` request; returns the mirror's name for the access log.
     async fn mirror(
-        &self,
+        self: &Arc<Self>,
         rest: &str,
         parts: &http::request::Parts,
     ) -> (Option<String>, Response<Body>) {
@@ -307,7 +321,11 @@ impl App {
     /// `/u?url=URL`: a child cache asks for an origin URL. Served only when
     /// the URL lies under one of our mirrors (it then is exactly the object
     /// of that mirror path), so the endpoint never fetches arbitrary URLs.
-    async fn by_origin_url(&self, query: &str, parts: &http::request::Parts) -> Response<Body> {
+    async fn by_origin_url(
+        self: &Arc<Self>,
+        query: &str,
+        parts: &http::request::Parts,
+    ) -> Response<Body> {
         let Some(wanted) = url::form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "url")
             .map(|(_, v)| v.into_owned())
@@ -353,8 +371,8 @@ impl App {
     /// Serves the mirrored object of `url` (already resolved under
     /// `mirror`).
     async fn serve_mirrored(
-        &self,
-        mirror: &MirrorConfig,
+        self: &Arc<Self>,
+        mirror: &Arc<MirrorConfig>,
         url: &str,
         parts: &http::request::Parts,
     ) -> Response<Body> {
@@ -386,8 +404,8 @@ impl App {
     /// gets the stored object or the probe's answer.
     #[allow(clippy::result_large_err)]
     async fn mirror_object(
-        &self,
-        mirror: &MirrorConfig,
+        self: &Arc<Self>,
+        mirror: &Arc<MirrorConfig>,
         url: &str,
         head: bool,
     ) -> Result<Resolved, Response<Body>> {
@@ -398,6 +416,16 @@ impl App {
             .or_default()
             .clone();
         let mut e = entry.lock().await;
+        if e.key.is_none() && !e.must_probe {
+            // First request for this URL in this process: a complete copy
+            // from an earlier run is served like a known one.
+            let complete = self
+                .store
+                .open_ref(url)
+                .ok()
+                .filter(|o| o.progress().state == FillState::Complete);
+            e.key = complete.map(|o| o.key().to_owned());
+        }
         let known = e.key.as_deref().and_then(|k| self.store.open_ref(k).ok());
         let known_state = known.as_ref().map(|o| o.progress().state);
         let running = matches!(known_state, Some(FillState::Filling | FillState::Following));
@@ -417,6 +445,16 @@ impl App {
             if fresh && (known_state == Some(FillState::Complete) || head) {
                 return Ok(Resolved::Object(obj, Found::Hit));
             }
+            if known_state == Some(FillState::Complete) && !e.must_probe {
+                // Past the window: serve the stored copy now and ask the
+                // origin in the background, so a slow or dead origin never
+                // delays a copy we have (stale-while-revalidate).
+                if !e.revalidating {
+                    e.revalidating = true;
+                    self.revalidate_in_background(mirror.clone(), url, entry.clone(), obj.key());
+                }
+                return Ok(Resolved::Object(obj, Found::Hit));
+            }
         }
         let Some(factory) = mirror.source_factory.as_ref().or(self.factory.as_ref()) else {
             return self.fallback(url, known, "no upstream source is configured");
@@ -433,7 +471,16 @@ impl App {
         };
         let source = super::live::counting(&self.live, source);
         let source = super::metered::metered(source, self.metrics.clone(), &mirror.name);
-        let info = match source.probe().await {
+        let probed = tokio::time::timeout(PROBE_BUDGET, source.probe())
+            .await
+            .unwrap_or_else(|_| {
+                Err(cache_core::SourceError::new(
+                    SourceErrorKind::Network,
+                    format!("no answer from the origin within {PROBE_BUDGET:?}"),
+                ))
+            });
+        e.must_probe = false;
+        let info = match probed {
             Ok(info) => info,
             Err(err) => {
                 if err.kind == SourceErrorKind::NotFound {
@@ -466,7 +513,7 @@ impl App {
             });
         }
         if self.store.open_ref(&key).is_err() {
-            self.admit(url, info.len)?;
+            self.admit(url, info.len).await?;
         }
         let chain = self.chain_for(url, &info, {
             let probed: Arc<dyn Source> =
@@ -497,6 +544,76 @@ impl App {
         }
     }
 
+    /// Asks the origin whether `key` is still what it serves for `url`,
+    /// without holding up any request: the entry is updated when the
+    /// answer comes (same version: a fresh window; another version or a
+    /// 404: the next request asks the origin first; no answer: the stored
+    /// copy keeps being served, and the next request past the window asks
+    /// again).
+    fn revalidate_in_background(
+        self: &Arc<Self>,
+        mirror: Arc<MirrorConfig>,
+        url: &str,
+        entry: Arc<tokio::sync::Mutex<MirrorEntry>>,
+        key: &str,
+    ) {
+        let app = self.clone();
+        let url = url.to_owned();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let answer = app.probe_key(&mirror, &url).await;
+            let mut e = entry.lock().await;
+            e.revalidating = false;
+            if e.key.as_deref() != Some(key.as_str()) {
+                return; // a request moved on meanwhile
+            }
+            match answer {
+                Ok(k) if k == key => e.probed = Some(Instant::now()),
+                Ok(_) => {
+                    tracing::info!(%url, "the origin has a new version; the next request fetches it");
+                    e.must_probe = true;
+                }
+                Err(err) if err.kind == SourceErrorKind::NotFound => {
+                    tracing::info!(%url, "the origin no longer has it; the next request gets 404");
+                    e.must_probe = true;
+                }
+                Err(err) => {
+                    tracing::warn!(%url, error = %err, "revalidation failed; serving the stored copy");
+                    app.live.upstream_error(&url, &err.to_string());
+                }
+            }
+        });
+    }
+
+    /// The object key of what the origin serves for `url` now (one probe,
+    /// within [`PROBE_BUDGET`]).
+    async fn probe_key(
+        &self,
+        mirror: &MirrorConfig,
+        url: &str,
+    ) -> Result<String, cache_core::SourceError> {
+        let factory = mirror
+            .source_factory
+            .as_ref()
+            .or(self.factory.as_ref())
+            .ok_or_else(|| {
+                cache_core::SourceError::new(
+                    SourceErrorKind::Other,
+                    "no upstream source is configured",
+                )
+            })?;
+        let source = super::metered::metered(factory(url)?, self.metrics.clone(), &mirror.name);
+        let info = tokio::time::timeout(PROBE_BUDGET, source.probe())
+            .await
+            .map_err(|_| {
+                cache_core::SourceError::new(
+                    SourceErrorKind::Network,
+                    format!("no answer from the origin within {PROBE_BUDGET:?}"),
+                )
+            })??;
+        Ok(object_key(&source.identity(), &info.validator, info.len))
+    }
+
     /// The origin of a mirrored URL with the configured parents in front,
     /// each asked by URL for the version the origin serves now (`info`,
     /// from the probe the request made).
@@ -518,8 +635,12 @@ impl App {
     /// With a size limit: makes room for a new object of `len` bytes by
     /// evicting least recently used complete objects nobody uses, or
     /// refuses it with 507 (nothing is evicted then).
+    ///
+    /// An object whose last reader just left may still be finishing its
+    /// fill (root check, durability flush) for a moment, so a refusal is
+    /// retried for up to [`ADMIT_PATIENCE`] before the 507.
     #[allow(clippy::result_large_err)]
-    fn admit(&self, url: &str, len: u64) -> Result<(), Response<Body>> {
+    async fn admit(self: &Arc<Self>, url: &str, len: u64) -> Result<(), Response<Body>> {
         let Some(max) = self.max_size else {
             return Ok(());
         };
@@ -532,14 +653,28 @@ impl App {
         if len > max {
             return Err(refuse(format!("larger than the size limit of {max} bytes")));
         }
-        match super::housekeeping::make_room(self, max - len) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(refuse(format!(
-                "the store cannot get under {max} bytes with it: the other objects are in use"
-            ))),
-            Err(err) => {
-                tracing::warn!(error = %err, "size limit check failed");
-                Err(refuse(err.to_string()))
+        let deadline = Instant::now() + ADMIT_PATIENCE;
+        loop {
+            let app = self.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                super::housekeeping::make_room(&app, max - len)
+            })
+            .await;
+            match made {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Ok(false)) => {
+                    return Err(refuse(format!(
+                    "the store cannot get under {max} bytes with it: the other objects are in use"
+                )))
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "size limit check failed");
+                    return Err(refuse(err.to_string()));
+                }
+                Err(join) => return Err(refuse(format!("size limit check failed: {join}"))),
             }
         }
     }

@@ -491,9 +491,12 @@ impl BoundEndpoint {
         drop(accepted);
         housekeeper.abort();
         app.live.close(); // event streams never end by themselves
-        tracing::info!(
+                          // Said once the listeners are closed: from here on a new
+                          // connection is refused.
+        tracing::warn!(
             connections = conns.len(),
-            "draining: no new connections; responses in progress run to their end"
+            "draining: no new connections; responses in progress get up to {}s to end",
+            config.shutdown_grace.as_secs()
         );
         if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
             .await

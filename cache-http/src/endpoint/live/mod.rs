@@ -464,6 +464,24 @@ impl Live {
         }
     }
 
+    /// Lets go of watched objects that neither fill nor have readers, at
+    /// once (the size limit wants to evict them; the next tick would).
+    pub(crate) fn release_idle(&self) {
+        let mut st = self.state.lock();
+        for e in st.objects.values_mut() {
+            let idle = e.watched.as_ref().is_some_and(|w| {
+                w.object.readers() == 0
+                    && !matches!(
+                        w.object.progress().state,
+                        FillState::Filling | FillState::Following
+                    )
+            });
+            if idle {
+                e.watched = None;
+            }
+        }
+    }
+
     /// Folds what arrived since the last tick into one delta event.
     fn tick(&self) {
         self.watch_pending();
