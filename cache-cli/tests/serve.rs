@@ -898,6 +898,12 @@ fn max_size_evicts_lru_and_never_an_image_being_read() {
             .any(|l| l.starts_with("blockcache_evictions_total ") && !l.ends_with(" 0")),
         "{m}"
     );
+    // The status page shows the limit with the store totals.
+    let status = curl(&[&format!("{}/status", serve.base)])
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert_eq!(v["store"]["max_bytes"], 24 * MIB, "{v}");
 }
 
 /// The committed example config is valid as shipped, and `--check-config`

@@ -102,7 +102,7 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
         let metrics = Arc::new(Metrics::new());
-        let live = Arc::new(super::live::Live::new(store.clone()));
+        let live = Arc::new(super::live::Live::new(store.clone(), config.max_size));
         // Started here, not by the first request (see `Live::track`).
         live.ensure_started();
         let app = App {

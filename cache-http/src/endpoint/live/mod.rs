@@ -156,6 +156,8 @@ pub(crate) struct Totals {
     pub bytes: u64,
     pub objects: usize,
     pub free_bytes: Option<u64>,
+    /// The endpoint's size limit (`max_size`), if any.
+    pub max_bytes: Option<u64>,
 }
 
 /// One upstream error of a mirror.
@@ -197,6 +199,8 @@ struct HubState {
 /// The live-status hub of one endpoint (see the module docs).
 pub(crate) struct Live {
     store: Store,
+    /// The size limit shown with the store totals.
+    max_bytes: Option<u64>,
     /// Mirror name and base URL (replaced when the endpoint reloads).
     mirrors: parking_lot::RwLock<Vec<(String, String)>>,
     state: Mutex<HubState>,
@@ -211,9 +215,10 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn new(store: Store) -> Live {
+    pub(crate) fn new(store: Store, max_bytes: Option<u64>) -> Live {
         Live {
             store,
+            max_bytes,
             mirrors: Default::default(),
             state: Mutex::new(HubState::default()),
             frames: broadcast::channel(FRAME_BACKLOG).0,
@@ -393,6 +398,7 @@ impl Live {
                 bytes: list.iter().map(|s| s.disk_bytes).sum(),
                 objects: list.len(),
                 free_bytes: free,
+                max_bytes: self.max_bytes,
             };
             if totals != st.totals {
                 st.totals = totals;
