@@ -27,6 +27,10 @@
 # nginx, curl, aria2c, wrk, python3 (and benches/compare-pace.py).
 set -euo pipefail
 
+SCRIPT=compare.sh
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 SIZE_ARG=1GiB
 RUNS=3
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,8 +56,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-die() { echo "compare.sh: $*" >&2; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
 for tool in nginx curl aria2c wrk python3 timeout; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y nginx curl aria2 wrk python3)"
@@ -61,91 +63,17 @@ done
 [ -x "$BIN" ] || die "$BIN not found: cargo build --release -p cache-cli (or set BLOCKCACHE)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 
-# SIZE: bytes, or a number with K/M/G[iB] (binary units, like blockcache's).
-to_bytes() {
-    local s=$1 n u
-    [[ $s =~ ^([0-9]+)([KkMmGg]?)(i?[Bb])?$ ]] || die "bad size: $s"
-    n=${BASH_REMATCH[1]} u=${BASH_REMATCH[2]}
-    case $u in
-    K | k) echo $((n << 10)) ;;
-    M | m) echo $((n << 20)) ;;
-    G | g) echo $((n << 30)) ;;
-    *) echo "$n" ;;
-    esac
-}
 SIZE=$(to_bytes "$SIZE_ARG")
 [ "$SIZE" -ge $((2 << 20)) ] || die "--size must be at least 2 MiB"
 
 # ---------------------------------------------------------------- set-up
-WORK=$(mktemp -d "$PARENT/blockcache-compare.XXXXXX")
-chmod 755 "$WORK" # nginx workers may run as another user
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# Start a background process and remember its pid for the trap.
-bg() {
-    "$@" &
-    PIDS+=("$!")
-    LAST_PID=$!
-}
-# Stop one process started by bg (SIGTERM, then SIGKILL after 5 s).
-stop() {
-    local pid=$1 i
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# Wait (at most 10 s) until URL answers.
-wait_http() {
-    local url=$1 i
-    for i in $(seq 100); do
-        curl -sf -o /dev/null --max-time 1 -r 0-0 "$url" && return 0
-        sleep 0.1
-    done
-    die "no answer from $url after 10 s"
-}
-now() { date +%s.%N; }
-# Calculator: calc 'expr' (python3 float arithmetic).
-calc() { python3 -c "print($1)"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-drop_store() { rm -rf "$1"; }
-
+make_work_dir "$PARENT"
 FILE=image.raw
 ROOT=$WORK/origin
 mkdir -p "$ROOT" "$WORK/dl"
 log "work dir $WORK ($(df -h --output=source,fstype "$WORK" | tail -1 | tr -s ' '))"
-log "generating $SIZE bytes of random data (openssl enc, else /dev/urandom)"
-t0=$(now)
-if command -v openssl >/dev/null; then
-    # AES-CTR keystream of zeros: random-looking, several GB/s.
-    timeout 300 head -c "$SIZE" /dev/zero |
-        openssl enc -aes-128-ctr -nosalt -pass pass:blockcache-compare -pbkdf2 2>/dev/null |
-        head -c "$SIZE" >"$ROOT/$FILE"
-else
-    timeout 300 head -c "$SIZE" /dev/urandom >"$ROOT/$FILE"
-fi
-[ "$(stat -c %s "$ROOT/$FILE")" -eq "$SIZE" ] || die "generating the file failed"
-log "generated in $(calc "round($(now) - $t0, 1)") s"
+generate_file "$ROOT/$FILE" "$SIZE"
 
 PORT=$(free_port)
 PORT_SLOW=$(free_port)

@@ -245,8 +245,9 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// Range requests kept in flight
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Range requests kept in flight (more reach a far origin's full speed
+    /// when each connection is rate-limited)
+    #[arg(long, value_name = "N", default_value_t = cache_core::fill::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
     /// Bandwidth limit for this download (RATE, e.g. 10MB/s)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
@@ -359,6 +360,8 @@ impl ParentArgs {
     }
 }
 
+// `[::1]:8472` in the help text below is an address, not a doc link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (repeatable): 127.0.0.1:8472, [::1]:8472,

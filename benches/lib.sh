@@ -1,0 +1,92 @@
+# Shell helpers shared by the comparison scripts (compare.sh, wan.sh):
+# sourced, not run. The sourcing script sets SCRIPT (its name, for
+# messages) first.
+
+die() { echo "$SCRIPT: $*" >&2; exit 1; }
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# SIZE: bytes, or a number with K/M/G[iB] (binary units, like blockcache's).
+to_bytes() {
+    local s=$1 n u
+    [[ $s =~ ^([0-9]+)([KkMmGg]?)(i?[Bb])?$ ]] || die "bad size: $s"
+    n=${BASH_REMATCH[1]} u=${BASH_REMATCH[2]}
+    case $u in
+    K | k) echo $((n << 10)) ;;
+    M | m) echo $((n << 20)) ;;
+    G | g) echo $((n << 30)) ;;
+    *) echo "$n" ;;
+    esac
+}
+
+# A temp dir under $1 for everything the script writes ($WORK), removed
+# with every background process (started by bg) when the script ends.
+make_work_dir() {
+    WORK=$(mktemp -d "$1/blockcache-$SCRIPT.XXXXXX")
+    chmod 755 "$WORK" # nginx workers may run as another user
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+# Start a background process and remember its pid for the trap.
+bg() {
+    "$@" &
+    PIDS+=("$!")
+    LAST_PID=$!
+}
+# Stop one process started by bg (SIGTERM, then SIGKILL after 5 s).
+stop() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Wait (at most 10 s) until URL answers.
+wait_http() {
+    local url=$1 i
+    for i in $(seq 100); do
+        curl -sf -o /dev/null --max-time 1 -r 0-0 "$url" && return 0
+        sleep 0.1
+    done
+    die "no answer from $url after 10 s"
+}
+now() { date +%s.%N; }
+# Calculator: calc 'expr' (python3 float arithmetic).
+calc() { python3 -c "print($1)"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+drop_store() { rm -rf "$1"; }
+
+# Writes $2 bytes of random-looking data to $1 (openssl AES-CTR keystream,
+# several GB/s; else /dev/urandom).
+generate_file() {
+    local path=$1 size=$2 t0
+    log "generating $size bytes of random data (openssl enc, else /dev/urandom)"
+    t0=$(now)
+    if command -v openssl >/dev/null; then
+        timeout 300 head -c "$size" /dev/zero |
+            openssl enc -aes-128-ctr -nosalt -pass pass:blockcache-compare -pbkdf2 2>/dev/null |
+            head -c "$size" >"$path"
+    else
+        timeout 300 head -c "$size" /dev/urandom >"$path"
+    fi
+    [ "$(stat -c %s "$path")" -eq "$size" ] || die "generating $path failed"
+    log "generated in $(calc "round($(now) - $t0, 1)") s"
+}
