@@ -13,6 +13,7 @@ mod ls;
 mod origin;
 mod output;
 mod progress;
+mod shared;
 mod size;
 mod upstream;
 
