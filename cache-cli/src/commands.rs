@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cache_core::{
-    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, SourceChain, Store,
-    StoreOptions,
+    check_chunk_size, object_key, Error, FetchOptions, FillOptions, Object, Source, SourceChain,
+    Store, StoreOptions,
 };
 use cache_http::source::parent_config;
 use cache_http::{HttpSource, HttpSourceConfig, ParentSource};
@@ -220,8 +220,13 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             ..FillOptions::default()
         },
     };
-    let shared = crate::shared::open(&a.shared)?;
-    let (chain, shared) = source_chain(&a, source, &expected, shared.as_ref(), g.quiet).await?;
+    let tier = crate::shared::open(&a.shared)?;
+    let shared = tier.as_ref().map(|tier| SharedArgs {
+        tier,
+        store: &store,
+        quiet: g.quiet,
+    });
+    let (chain, shared) = source_chain(&a, source, &expected, shared).await?;
     let result = fill_and_verify(g, &a, &store, chain, options, &expected).await;
     let (object, hash) = match result {
         Ok(Some(done)) => done,
@@ -345,8 +350,7 @@ async fn source_chain(
     a: &cli::FetchArgs,
     origin: Arc<dyn Source>,
     expected: &[cache_core::Digest],
-    shared: Option<&cache_s3::SharedTier>,
-    quiet: bool,
+    shared: Option<SharedArgs<'_>>,
 ) -> Result<(SourceChain, Option<crate::shared::SharedFetch>), Failure> {
     let mut chain = SourceChain::new(origin.clone());
     let parents = a.parents.urls();
@@ -374,13 +378,38 @@ async fn source_chain(
         let by_url = ParentSource::by_url(p, &a.url, &origin_info, config.clone()).map_err(bad)?;
         chain = chain.with_alternate(Arc::new(by_url));
     }
-    let Some(tier) = shared else {
+    let Some(shared) = shared else {
         return Ok((chain, None));
     };
     let identity = origin.identity();
-    let (chain, fetch) =
-        crate::shared::prepare(tier, chain, &identity, &origin_info, root, quiet).await;
+    // An object already complete here is not waited for (the fetch still
+    // publishes it when the bucket lacks it).
+    let local = !a.expect.revalidate
+        && (expected
+            .iter()
+            .any(|d| matches!(shared.store.get_digest(d), Ok(Some(o)) if o.blake3().is_some()))
+            || matches!(
+                shared.store.open_ref(&object_key(&identity, &origin_info.validator, origin_info.len)),
+                Ok(o) if o.blake3().is_some()
+            ));
+    let (chain, fetch) = crate::shared::prepare(
+        shared.tier,
+        chain,
+        &identity,
+        &origin_info,
+        root,
+        local,
+        shared.quiet,
+    )
+    .await;
     Ok((chain, Some(fetch)))
+}
+
+/// What [`source_chain`] needs for `--shared`.
+struct SharedArgs<'a> {
+    tier: &'a cache_s3::SharedTier,
+    store: &'a Store,
+    quiet: bool,
 }
 
 /// Streams `range` of `object` to stdout as its chunks arrive. A closed

@@ -1,18 +1,13 @@
 //! `fetch --shared s3://BUCKET[/PREFIX]`: the shared S3 tier in a fetch
-//! (the model and the bucket layout are in `cache-s3`'s crate docs).
-//!
-//! Before the fill: the bucket is put in the source chain after the
-//! parents (by `--blake3`, and by the pointer of the URL's version); when
-//! it has no pointer, this node claims the lease or waits for the node
-//! that holds it. After the root is verified: publish (object, manifest,
-//! pointer last), then release the lease. Nothing here fails a fetch: a
-//! bucket error is logged, counted, and the fetch goes on without it.
+//! (the model and the bucket layout are in `cache-s3`'s crate docs; the
+//! work is [`cache_s3::SharedTier::join`] and [`cache_s3::SharedFill`]).
+//! This module parses the flags and prints: who this node waits for,
+//! the publishing progress, and what went wrong — never failing a fetch.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 
 use cache_core::{Object, SourceChain, SourceInfo};
-use cache_s3::{LeaseGuard, S3Source, SharedOptions, SharedTier, WaitOutcome};
+use cache_s3::{Lease, SharedFill, SharedOptions, SharedTier};
 
 use crate::cli::SharedArgs;
 use crate::size::human;
@@ -36,27 +31,22 @@ pub fn open(a: &SharedArgs) -> Result<Option<SharedTier>, Failure> {
 
 /// What a fetch owes the bucket when it completes.
 pub struct SharedFetch {
-    tier: SharedTier,
-    identity: String,
-    validator: String,
-    lease: Option<LeaseGuard>,
+    fill: SharedFill,
     quiet: bool,
 }
 
-/// Puts the bucket into `chain` (after the parents already in it) and
-/// claims or waits for the lease of the origin's version (`origin`,
-/// `info`).
+/// Puts the bucket into `chain` (after the parents already in it) and,
+/// unless the store has the object already (`local`), claims or waits for
+/// the lease of the origin's version.
 pub async fn prepare(
     tier: &SharedTier,
-    mut chain: SourceChain,
+    chain: SourceChain,
     identity: &str,
     info: &SourceInfo,
     expected_root: Option<blake3::Hash>,
+    local: bool,
     quiet: bool,
 ) -> (SourceChain, SharedFetch) {
-    if let Some(root) = expected_root {
-        chain = chain.with_alternate(Arc::new(S3Source::new(tier, root)));
-    }
     let on_wait = |c: &cache_s3::Claim| {
         if !quiet {
             eprintln!(
@@ -66,30 +56,11 @@ pub async fn prepare(
             );
         }
     };
-    let mut lease = None;
-    match tier
-        .find_or_claim(identity, &info.validator, info.len, on_wait)
-        .await
-    {
-        WaitOutcome::Published(p) => {
-            if expected_root != Some(p.root) {
-                chain = chain.with_alternate(Arc::new(S3Source::new(tier, p.root)));
-            }
-        }
-        WaitOutcome::Claimed(guard) => {
-            tracing::info!(lease = %guard.name(), "this node downloads from the origin for the fleet");
-            lease = Some(guard);
-        }
-        WaitOutcome::NoLease => {}
-    }
-    let fetch = SharedFetch {
-        tier: tier.clone(),
-        identity: identity.to_owned(),
-        validator: info.validator.clone(),
-        lease,
-        quiet,
-    };
-    (chain, fetch)
+    let lease = if local { Lease::Skip } else { Lease::Wait };
+    let (chain, fill) = tier
+        .join(chain, identity, info, expected_root, lease, on_wait)
+        .await;
+    (chain, SharedFetch { fill, quiet })
 }
 
 impl SharedFetch {
@@ -98,7 +69,7 @@ impl SharedFetch {
     pub async fn publish(self, object: &Object) {
         let len = object.len();
         let tty = std::io::stderr().is_terminal() && !self.quiet;
-        let url = self.tier.url();
+        let url = self.fill.tier().url();
         let mut last_shown = 0u64;
         let progress = |sent: u64| {
             if tty && (sent - last_shown >= 64 << 20 || sent == len) {
@@ -111,10 +82,7 @@ impl SharedFetch {
                 );
             }
         };
-        let result = self
-            .tier
-            .publish(object, Some((&self.identity, &self.validator)), progress)
-            .await;
+        let result = self.fill.publish(object, progress).await;
         if tty {
             let _ = writeln!(std::io::stderr());
         }
@@ -128,16 +96,11 @@ impl SharedFetch {
             }
             Err(_) => {}
         }
-        if let Some(lease) = self.lease {
-            lease.release().await;
-        }
     }
 
     /// The fetch failed: release the lease at once so a waiting node
     /// takes over without waiting for it to expire.
     pub async fn abandon(self) {
-        if let Some(lease) = self.lease {
-            lease.release().await;
-        }
+        self.fill.abandon().await;
     }
 }

@@ -56,12 +56,14 @@
 
 #![warn(missing_docs)]
 
+mod fill;
 mod layout;
 pub mod lease;
 mod publish;
 mod source;
 mod tier;
 
+pub use fill::{Lease, SharedFill};
 pub use layout::{source_id, Pointer};
 pub use lease::{Claim, LeaseGuard, WaitOutcome};
 pub use publish::Published;
