@@ -204,6 +204,7 @@ fn name_of(o: &Object) -> String {
 
 async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     let chunk_size = check_chunk_size(a.chunk_size).map_err(|e| Failure::core("", e))?;
+    let tier = crate::shared::open(&a.shared)?;
     let config = crate::upstream::config(http_config(Some(&a.http)), &a.origin)?;
     let source = http_source(&a.url, config.clone())?;
     // How the URL appears in messages: the source's identity, which has
@@ -220,7 +221,6 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             ..FillOptions::default()
         },
     };
-    let tier = crate::shared::open(&a.shared)?;
     let shared = tier.as_ref().map(|tier| SharedArgs {
         tier,
         store: &store,

@@ -152,10 +152,20 @@ fn a_tampered_chunk_is_refused_and_a_foreign_manifest_refused_whole() {
     assert_eq!(fill_bytes(&settled_log(&ng)) - before, len as u64);
 }
 
-/// A TCP relay to `port` that passes at most `rate` bytes per second
-/// toward the client: makes bucket reads last long enough to stop the
-/// bucket in the middle of one.
-fn slow_relay(port: u16, rate: usize) -> u16 {
+/// What a [`relay`] does to the bytes it passes.
+#[derive(Clone, Copy)]
+struct Relay {
+    /// Bytes per second toward the client (0: no limit).
+    rate: usize,
+    /// Renames the `if-none-match` request header (same length, so bodies
+    /// and framing stay intact): the relayed store then ignores
+    /// create-only writes, as Garage and `rclone serve s3` do.
+    hide_if_none_match: bool,
+}
+
+/// A TCP relay to `port` doing `how`; its port. A fault real SeaweedFS
+/// does not produce on its own (slow reads; ignored create-only writes).
+fn relay(port: u16, how: Relay) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let relay_port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -164,34 +174,44 @@ fn slow_relay(port: u16, rate: usize) -> u16 {
                 let _ = client.shutdown(Shutdown::Both);
                 continue;
             };
-            let (mut c_in, mut u_out) =
-                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c_in, &mut u_out);
-                let _ = u_out.shutdown(Shutdown::Write);
-            });
-            let (mut u_in, mut c_out) = (upstream, client);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let started = Instant::now();
-                    let n = match u_in.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if c_out.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    let due = Duration::from_secs_f64(n as f64 / rate as f64);
-                    if let Some(rest) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(rest);
-                    }
-                }
-                let _ = c_out.shutdown(Shutdown::Both);
-            });
+            let (c_in, u_out) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || pump(c_in, u_out, 0, how.hide_if_none_match));
+            std::thread::spawn(move || pump(upstream, client, how.rate, false));
         }
     });
     relay_port
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, rate: usize, hide: bool) {
+    const HEADER: &[u8] = b"if-none-match:";
+    const RENAMED: &[u8] = b"x-ignored-mat:";
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let started = Instant::now();
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if hide {
+            let mut i = 0;
+            while i + HEADER.len() <= n {
+                if buf[i..i + HEADER.len()].eq_ignore_ascii_case(HEADER) {
+                    buf[i..i + HEADER.len()].copy_from_slice(RENAMED);
+                }
+                i += 1;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if rate > 0 {
+            let due = Duration::from_secs_f64(n as f64 / rate as f64);
+            if let Some(rest) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 #[test]
@@ -206,7 +226,13 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
     } = published(48 * MIB, 73);
 
     // The second node reads the bucket through a 8 MB/s relay.
-    let relay = slow_relay(s3.port, 8 << 20);
+    let relay = relay(
+        s3.port,
+        Relay {
+            rate: 8 << 20,
+            hide_if_none_match: false,
+        },
+    );
     let (_t2, second) = store_dir();
     let mut c = node(&s3, &second, &url, &[]);
     c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{relay}"));
@@ -337,4 +363,54 @@ fn an_object_deleted_from_the_bucket_falls_back_and_is_published_again() {
     );
     assert_eq!(fill_bytes(&settled_log(&ng)), 2 * len as u64);
     assert_eq!(s3.get(BUCKET, &key).len(), len);
+}
+
+#[test]
+fn a_store_that_ignores_create_only_writes_runs_without_the_lease() {
+    let len = 16 * MIB;
+    // Slow enough that neither node publishes before the other looked.
+    let (ng, _data, want) = origin(Some("2m"), len, 77);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let port = relay(
+        s3.port,
+        Relay {
+            rate: 0,
+            hide_if_none_match: true,
+        },
+    );
+    let mut temps = Vec::new();
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let (t, store) = store_dir();
+        let mut c = node(&s3, &store, &url, &[]);
+        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+        children.push(spawn(c));
+        temps.push(t);
+    }
+    for child in children {
+        let o = finish(child);
+        assert_eq!(last_line(ok(&o).as_bytes()), want);
+        let err = stderr_of(&o);
+        assert!(err.contains("ignores create-only writes"), "{err}");
+        assert!(!err.contains("waiting for it to publish"), "{err}");
+    }
+    // Both nodes downloaded it: nothing coordinated them.
+    assert_eq!(fill_bytes(&settled_log(&ng)), 2 * len as u64);
+}
+
+#[test]
+fn a_bad_shared_url_is_one_usage_line() {
+    let (_t, store) = store_dir();
+    for (bad, says) in [
+        ("http://bucket/x", "expected s3://BUCKET[/PREFIX]"),
+        ("s3://", "no bucket name"),
+    ] {
+        let mut c = bc(&store);
+        c.args(["fetch", "http://127.0.0.1:1/disk.img", "--shared", bad]);
+        let (code, err) = code_and_err(&run(c));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("--shared") && err.contains(says), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
 }
