@@ -265,9 +265,11 @@ pub struct FetchArgs {
     #[command(flatten)]
     pub parents: ParentArgs,
     #[command(flatten)]
-    pub shared: SharedArgs,
-    #[command(flatten)]
     pub http: HttpArgs,
+    // After the untitled groups: its heading applies to what follows,
+    // up to the next heading (OriginArgs's).
+    #[command(flatten)]
+    pub shared: SharedArgs,
     #[command(flatten)]
     pub origin: OriginArgs,
 }

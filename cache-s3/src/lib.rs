@@ -21,7 +21,7 @@
 //! | `b3/<hex>` | the object, its BLAKE3 root in lower-case hex | multipart upload, after the root was verified locally |
 //! | `b3/<hex>.manifest` | its [manifest](cache_core::manifest) (chunk CVs) | after the object |
 //! | `src/<id>` | [pointer](Pointer): JSON `{"format":1,"blake3":…,"len":…,"validator":…}` | last: its presence means the two above are complete |
-//! | `lease/<id>`, `lease/<id>.<n>` | [lease](lease): JSON `{"holder":…,"expires_unix_ms":…}` | create-only (`If-None-Match: *`), renewed by its holder, deleted after publishing |
+//! | `lease/<id>`, `lease/<id>.<n>` | [lease]: JSON `{"holder":…,"expires_unix_ms":…}` | create-only (`If-None-Match: *`), renewed by its holder, deleted after publishing |
 //!
 //! `<id>` is the lower-case hex SHA-256 of the source identity: the URL as
 //! the fetch names it (no `user:password@`; no query with
