@@ -123,3 +123,33 @@ impl SharedFill {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server publishes in the background: the publishing future must
+    /// be `Send + 'static` once it owns the fill and the object (this
+    /// fails to compile otherwise).
+    #[allow(dead_code)]
+    fn publish_runs_in_a_spawned_task(fill: SharedFill, object: Object) {
+        tokio::spawn(async move {
+            let _ = fill.publish(&object, |_| {}).await;
+        });
+    }
+
+    #[test]
+    fn bad_shared_urls_are_named() {
+        for (url, says) in [
+            ("http://b/p", "expected s3://"),
+            ("s3:///p", "no bucket"),
+            ("s3://user:pw@b/p", "no query or credentials"),
+            ("not a url", "relative URL"),
+        ] {
+            let e = SharedTier::from_url(url, Default::default()).unwrap_err();
+            assert!(e.to_string().contains(says), "{url}: {e}");
+        }
+        let t = SharedTier::from_url("s3://images/fleet/ci/", Default::default()).unwrap();
+        assert_eq!(t.url(), "s3://images/fleet/ci");
+    }
+}
