@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::testing::MemorySource;
 use cache_core::{ChunkChange, Source, Store};
-use cache_http::endpoint::{Endpoint, EndpointConfig};
+use cache_http::endpoint::{Endpoint, EndpointConfig, MirrorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -42,8 +42,8 @@ async fn main() {
             .with_piece_delay_ms(2),
     );
     let config = EndpointConfig {
-        mirrors: vec![(
-            "m".into(),
+        mirrors: vec![MirrorConfig::new(
+            "m",
             url::Url::parse("http://origin.invalid/").expect("url"),
         )],
         source_factory: Some(Arc::new(move |_: &str| {

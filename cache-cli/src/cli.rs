@@ -122,14 +122,30 @@ object), GET|HEAD /m/<NAME>/<PATH> (pull-through mirror: URL/<PATH> is
 fetched into the store on first use), GET|HEAD /u?url=<URL> (for child caches'
 --parent: a URL under a mirror, anything else 403), / (live status page with
 each object's chunk map), /events (its server-sent events), /status (JSON),
-/metrics (Prometheus). Range requests of parts not
-downloaded yet wait for them, and those parts are fetched first. The listen
-address is printed on stdout. Ctrl-C stops accepting and lets responses end.
+/metrics (Prometheus). Range requests of parts not downloaded yet wait for
+them, and those parts are fetched first (a lazy mirror fetches only those,
+plus read-ahead). HEAD never starts a download. The listen addresses are
+printed on stdout.
+
+Config file: --config FILE (TOML), default $XDG_CONFIG_HOME/blockcache/config.toml
+when it exists; flags override it. See contrib/blockcache.toml.
+
+Signals: SIGTERM or SIGINT stops accepting and lets running responses end
+(--drain-timeout), then exits 0; a second one exits at once. SIGHUP reloads
+the mirrors of the config file without dropping connections.
+
+systemd: Type=notify readiness and socket activation (LISTEN_FDS) work as
+is; see contrib/blockcache.service and contrib/blockcache.socket.
+
+Access log: one line per request on stderr (or --access-log FILE), target
+blockcache::access (RUST_LOG=blockcache::access=off silences it).
 
 Examples:
   blockcache serve
-  blockcache serve --listen 0.0.0.0:8472 --mirror images=https://example.com/images/
+  blockcache serve --listen localhost:8472 --mirror images=https://example.com/images/
   blockcache serve --mirror images=https://example.com/images/ --parent http://cache.lan:8472/
+  blockcache serve --config /etc/blockcache/config.toml --check-config
+  blockcache serve --listen unix:/run/blockcache.sock --max-size 50G
   curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head", exit_line!()))]
     Serve(ServeArgs),
     /// List objects: reference, state, progress, length, source
@@ -377,15 +393,42 @@ impl ParentArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8472")]
-    pub listen: String,
+    /// Address to listen on (repeatable): 127.0.0.1:8472, [::1]:8472,
+    /// localhost:8472 (every address it resolves to), :8472 (all
+    /// interfaces), unix:/run/blockcache.sock [default: 127.0.0.1:8472]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
     /// Mirror: serve URL/<PATH> at /m/NAME/<PATH> (repeatable)
     #[arg(long, value_name = "NAME=URL")]
     pub mirror: Vec<String>,
+    /// A header sent to mirror NAME's origin with every request
+    /// (repeatable), e.g. --mirror-header 'images=Authorization: Bearer X'
+    #[arg(long, value_name = "NAME='Header: value'")]
+    pub mirror_header: Vec<String>,
     /// Re-check a mirrored URL with the origin at most this often [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub revalidate: Option<u64>,
+    /// Configuration file (TOML) [default: $XDG_CONFIG_HOME/blockcache/config.toml
+    /// when it exists]; flags override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it (secrets masked) and exit
+    #[arg(long)]
+    pub check_config: bool,
+    /// On SIGTERM/SIGINT, let running responses finish for at most this
+    /// long [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
+    /// Keep the store under SIZE: evict least recently used complete
+    /// objects nobody uses; refuse (507) a fill that cannot fit
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Access log: a file path, `-` for stderr, or `off` [default: -]
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// Access log format [default: combined]
+    #[arg(long, value_name = "FORMAT", value_parser = ["combined", "json"])]
+    pub access_log_format: Option<String>,
     #[command(flatten)]
     pub parents: ParentArgs,
     #[command(flatten)]

@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let g = &cli.global;
     match cli.command {
         Command::Fetch(a) => fetch(g, *a).await,
-        Command::Serve(a) => serve(g, a).await,
+        Command::Serve(_) => unreachable!("main runs serve"),
         Command::Ls(a) => crate::ls::run(g, a).await,
         Command::Cat(a) => cat(g, a).await,
         Command::Verify(a) => verify(g, a).await,
@@ -173,7 +173,7 @@ pub fn http_source(url: &str, config: HttpSourceConfig) -> Result<Arc<dyn Source
         .map_err(source_failure)
 }
 
-fn source_failure(e: cache_http::HttpSourceError) -> Failure {
+pub fn source_failure(e: cache_http::HttpSourceError) -> Failure {
     match e {
         cache_http::HttpSourceError::ExtraCa { path, reason } => {
             Failure::usage(format!("--cacert {}: {reason}", path.display()))
@@ -435,75 +435,6 @@ async fn stream_to_stdout(
     }
 }
 
-async fn serve(g: &cli::Global, a: cli::ServeArgs) -> Result<(), Failure> {
-    use cache_http::endpoint::{Endpoint, EndpointConfig, EndpointError};
-    let listen: std::net::SocketAddr = a
-        .listen
-        .parse()
-        .map_err(|e| Failure::usage(format!("--listen {:?}: {e}", a.listen)))?;
-    let mut mirrors = Vec::new();
-    for m in &a.mirror {
-        let (name, base) = m
-            .split_once('=')
-            .ok_or_else(|| Failure::usage(format!("--mirror {m:?}: expected NAME=URL")))?;
-        let base =
-            url::Url::parse(base).map_err(|e| Failure::usage(format!("--mirror {m:?}: {e}")))?;
-        mirrors.push((name.to_owned(), base));
-    }
-    let parents = a.parents.urls();
-    for p in &parents {
-        HttpSource::new(p, HttpSourceConfig::default())
-            .map_err(|e| Failure::usage(format!("--parent {p:?}: {e}")))?;
-    }
-    let store = open_store(g, Some(&a.http))?;
-    let defaults = EndpointConfig::default();
-    let config = EndpointConfig {
-        listen,
-        mirrors,
-        source_factory: Some(
-            cache_http::source_factory(http_config(Some(&a.http))).map_err(source_failure)?,
-        ),
-        revalidate: a
-            .revalidate
-            .map(std::time::Duration::from_secs)
-            .unwrap_or(defaults.revalidate),
-        fetch: FetchOptions {
-            fill: FillOptions {
-                connections: usize::from(a.http.connections),
-                ..FillOptions::default()
-            },
-            ..FetchOptions::default()
-        },
-        parents,
-        ..defaults
-    };
-    let names: Vec<String> = config
-        .mirrors
-        .iter()
-        .map(|(n, u)| format!("/m/{n}/ -> {u}"))
-        .collect();
-    let bound = Endpoint::bind(store, config).await.map_err(|e| match e {
-        EndpointError::Bind { .. } => Failure::new(exit::LOCAL_IO, e.to_string()),
-        e => Failure::usage(e.to_string()),
-    })?;
-    let addr = bound.local_addr();
-    // The address on stdout (the port is real when --listen asked for 0).
-    println!("listening on http://{addr}/");
-    if !g.quiet {
-        eprintln!("status page at http://{addr}/ (JSON at /status, metrics at /metrics)");
-        eprintln!("objects at http://{addr}/blobs/<BLAKE3>");
-        for n in &names {
-            eprintln!("mirror {n}");
-        }
-    }
-    bound
-        .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| Failure::io(format!("serve on {addr}"), e))
-}
-
 /// Parses `START-END` (inclusive), `START-` or `-N` against `len`.
 pub fn parse_range(spec: &str, len: u64) -> Result<std::ops::Range<u64>, String> {
     let bad = || format!("--range {spec:?}: expected START-END, START- or -N");
@@ -532,7 +463,8 @@ pub fn parse_range(spec: &str, len: u64) -> Result<std::ops::Range<u64>, String>
     Ok(range)
 }
 
-/// Every known digest of a listed object, `{"blake3": HEX, "sha256": HEX}`.
+/// `cat REF`: writes the object (or `--range` of it) to stdout as its
+/// chunks arrive; a URL not in the store is fetched first.
 async fn cat(g: &cli::Global, a: cli::CatArgs) -> Result<(), Failure> {
     let r = &a.reference;
     // Only a URL (fetched when missing) may create the store.

@@ -13,6 +13,8 @@ mod ls;
 mod origin;
 mod output;
 mod progress;
+mod serve;
+mod serve_config;
 mod shared;
 mod size;
 mod upstream;
@@ -75,7 +77,35 @@ impl Failure {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+/// Prints only an event's message: access log lines are complete lines.
+struct MessageOnly;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for MessageOnly
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Logs on stderr; with `access`, `serve`'s access log lines (target
+/// `blockcache::access`) go to their own sink.
+fn init_logging(
+    verbose: u8,
+    quiet: bool,
+    access: Option<&serve_config::AccessLog>,
+) -> Result<(), Failure> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     // Without -v, warnings the command reports itself (damaged chunks)
     // are not logged twice.
     let default = match (quiet, verbose) {
@@ -85,21 +115,94 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = if verbose == 0 && std::env::var_os("RUST_LOG").is_some() {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let general = if verbose == 0 && rust_log.is_some() {
         EnvFilter::from_default_env()
     } else {
         EnvFilter::new(default)
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let general = general.add_directive(
+        "blockcache::access=off"
+            .parse()
+            .map_err(|e| Failure::usage(format!("log filter: {e}")))?,
+    );
+    let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(general);
+    let access_layer = match access {
+        None | Some(serve_config::AccessLog::Off) => None,
+        Some(dest) => {
+            // RUST_LOG directives about the access target win
+            // (e.g. RUST_LOG=blockcache::access=off).
+            let mut directives = "off".to_owned();
+            let user: Vec<&str> = rust_log
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|d| d.trim().starts_with(cache_http::endpoint::access::TARGET))
+                .collect();
+            if user.is_empty() {
+                directives.push_str(",blockcache::access=info");
+            }
+            for d in user {
+                directives.push(',');
+                directives.push_str(d);
+            }
+            let filter = EnvFilter::new(directives);
+            let layer = tracing_subscriber::fmt::layer().event_format(MessageOnly);
+            Some(match dest {
+                serve_config::AccessLog::File(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| Failure::io(format!("access log {}", path.display()), e))?;
+                    layer
+                        .with_writer(std::sync::Mutex::new(file))
+                        .with_filter(filter)
+                        .boxed()
+                }
+                _ => layer
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter)
+                    .boxed(),
+            })
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr_layer)
+        .with(access_layer)
         .try_init();
+    Ok(())
+}
+
+fn fail(f: Failure) -> ExitCode {
+    let line = f.message.replace('\n', " ");
+    let _ = writeln!(std::io::stderr(), "blockcache: {line}");
+    ExitCode::from(f.code)
 }
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    // `serve` reads its configuration first: it says where the access log goes.
+    let serve_config = match &cli.command {
+        cli::Command::Serve(a) => match serve_config::load(a) {
+            Ok(c) => Some(c),
+            Err(f) => return fail(f),
+        },
+        _ => None,
+    };
+    if let (cli::Command::Serve(a), Some(c)) = (&cli.command, &serve_config) {
+        if a.check_config {
+            serve::check_config(c);
+            return ExitCode::SUCCESS;
+        }
+    }
+    let access = serve_config.as_ref().map(|c| &c.access_log);
+    if let Err(f) = init_logging(cli.global.verbose, cli.global.quiet, access) {
+        return fail(f);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,15 +213,18 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::LOCAL_IO);
         }
     };
-    // `serve` shuts down gracefully on Ctrl-C (exit 0); the others stop
-    // at once and say how to resume.
-    let serve = matches!(cli.command, cli::Command::Serve(_));
+    // `serve` drains on SIGTERM/SIGINT (exit 0); the others stop at once
+    // and say how to resume.
     // `ls --watch` runs until Ctrl-C: that is its normal end.
     let watch = matches!(&cli.command, cli::Command::Ls(a) if a.watch);
     let result = rt.block_on(async {
-        if serve {
-            return commands::run(cli).await;
-        }
+        let cli = match (cli.command, serve_config) {
+            (cli::Command::Serve(a), Some(c)) => return serve::run(&cli.global, a, c).await,
+            (command, _) => cli::Cli {
+                global: cli.global,
+                command,
+            },
+        };
         tokio::select! {
             r = commands::run(cli) => r,
             _ = tokio::signal::ctrl_c() => if watch {
@@ -133,10 +239,6 @@ fn main() -> ExitCode {
     rt.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            let line = f.message.replace('\n', " ");
-            let _ = writeln!(std::io::stderr(), "blockcache: {line}");
-            ExitCode::from(f.code)
-        }
+        Err(f) => fail(f),
     }
 }

@@ -120,14 +120,11 @@ fn a_child_fetches_from_a_parent_still_downloading_and_the_origin_sends_the_imag
     );
     // The child's bytes came from the parent.
     let (_, _, metrics) = http_get(&parent, "/metrics", None);
-    let served = String::from_utf8_lossy(&metrics)
+    let served: u64 = String::from_utf8_lossy(&metrics)
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("blockcache_bytes_served_total ")?
-                .parse::<u64>()
-                .ok()
-        })
-        .expect("bytes served metric");
+        .filter(|l| l.starts_with("blockcache_http_response_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
     assert!(served >= len as u64, "parent served {served} bytes");
 }
 

@@ -30,7 +30,7 @@ async fn mirror_of_nginx_two_clients_each_byte_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut config = EndpointConfig {
-        mirrors: vec![("ng".to_owned(), url::Url::parse(&ng.url("")).unwrap())],
+        mirrors: vec![("ng".to_owned(), url::Url::parse(&ng.url("")).unwrap()).into()],
         source_factory: Some(http_factory()),
         ..EndpointConfig::default()
     };

@@ -1,37 +1,38 @@
 //! A [`Source`] wrapper that records upstream traffic in [`Metrics`]:
-//! bytes received and the time each chunk-sized piece of a body took.
+//! every request with its outcome (by mirror) and the body bytes received.
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
 
 use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use super::metrics::Metrics;
-use super::server::MirrorSourceFactory;
 
-struct Metered {
-    inner: Arc<dyn Source>,
-    metrics: Arc<Metrics>,
-    chunk_size: u64,
+/// `source`, with its traffic counted under `mirror`.
+pub(crate) fn metered(source: Arc<dyn Source>, metrics: Arc<Metrics>, mirror: &str) -> Metered {
+    Metered {
+        inner: source,
+        metrics,
+        mirror: mirror.to_owned(),
+    }
 }
 
-/// Wraps every source `factory` makes so that its bodies are metered.
-pub(crate) fn metered_factory(
-    factory: MirrorSourceFactory,
+pub(crate) struct Metered {
+    inner: Arc<dyn Source>,
     metrics: Arc<Metrics>,
-    chunk_size: u32,
-) -> MirrorSourceFactory {
-    Arc::new(move |url: &str| {
-        let inner = factory(url)?;
-        Ok(Arc::new(Metered {
-            inner,
-            metrics: metrics.clone(),
-            chunk_size: u64::from(chunk_size.max(1)),
-        }) as Arc<dyn Source>)
-    })
+    mirror: String,
+}
+
+impl Metered {
+    fn outcome<T>(&self, r: &Result<T, SourceError>) {
+        let status = match r {
+            Ok(_) => "2xx".to_owned(),
+            Err(e) => format!("{:?}", e.kind).to_ascii_lowercase(),
+        };
+        self.metrics.upstream_request(&self.mirror, &status);
+    }
 }
 
 impl Source for Metered {
@@ -40,7 +41,11 @@ impl Source for Metered {
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<SourceInfo, SourceError>> {
-        self.inner.probe()
+        Box::pin(async move {
+            let r = self.inner.probe().await;
+            self.outcome(&r);
+            r
+        })
     }
 
     fn read_range<'a>(
@@ -49,27 +54,13 @@ impl Source for Metered {
         expect: &'a SourceInfo,
     ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
         Box::pin(async move {
-            let started = Instant::now();
-            let body = self.inner.read_range(range, expect).await?;
+            let r = self.inner.read_range(range, expect).await;
+            self.outcome(&r);
+            let body = r?;
             let metrics = self.metrics.clone();
-            let cs = self.chunk_size;
-            // (bytes so far, start of the current chunk-sized piece)
-            let mut state = (0u64, started);
             let stream = body.stream.inspect(move |piece| {
                 if let Ok(b) = piece {
-                    let n = b.len() as u64;
-                    metrics.upstream_bytes_total.add(n);
-                    let before = state.0 / cs;
-                    state.0 += n;
-                    let crossed = state.0 / cs - before;
-                    if crossed > 0 {
-                        let now = Instant::now();
-                        let per = now.duration_since(state.1) / crossed as u32;
-                        for _ in 0..crossed.min(64) {
-                            metrics.chunk_fetch_seconds.observe(per);
-                        }
-                        state.1 = now;
-                    }
+                    metrics.upstream_bytes(b.len() as u64);
                 }
             });
             Ok(RangeBody {
@@ -77,5 +68,46 @@ impl Source for Metered {
                 stream: Box::pin(stream),
             })
         })
+    }
+}
+
+/// A source whose probe was already made: `Store::fetch` probes again, and
+/// this answers with the first probe's result instead of asking the origin
+/// twice (the endpoint probes first to answer HEAD and to check the size
+/// limit before a fill starts).
+/// Only the first probe is answered from memory; later ones (a fill
+/// restarted after a fault) ask the origin.
+pub(crate) struct Probed {
+    inner: Metered,
+    info: parking_lot::Mutex<Option<SourceInfo>>,
+}
+
+impl Probed {
+    pub(crate) fn new(inner: Metered, info: SourceInfo) -> Probed {
+        Probed {
+            inner,
+            info: parking_lot::Mutex::new(Some(info)),
+        }
+    }
+}
+
+impl Source for Probed {
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<SourceInfo, SourceError>> {
+        match self.info.lock().take() {
+            Some(info) => Box::pin(async move { Ok(info) }),
+            None => self.inner.probe(),
+        }
+    }
+
+    fn read_range<'a>(
+        &'a self,
+        range: Range<u64>,
+        expect: &'a SourceInfo,
+    ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
+        self.inner.read_range(range, expect)
     }
 }

@@ -1,253 +1,293 @@
-//! A tiny Prometheus registry rendering the text exposition format 0.0.4,
-//! without extra dependencies.
+//! The endpoint's Prometheus metrics, kept with the `prometheus-client`
+//! crate (OpenMetrics text exposition at `/metrics`).
 //!
-//! The set of metrics is fixed, so a struct of atomics beats a generic
-//! registry: recording is one relaxed atomic add on the hot path (every
-//! served chunk), and there is nothing to register or look up.
+//! Every value is kept live in memory: recording is an atomic add on the
+//! hot path, and a scrape only encodes what is there. Store-wide values
+//! (`blockcache_store_bytes`, `blockcache_store_objects`) are set by the
+//! endpoint's housekeeping pass, never computed per scrape, so `/metrics`
+//! costs the same with ten objects or ten thousand.
+//!
+//! | name | type | labels |
+//! | --- | --- | --- |
+//! | `blockcache_http_requests_total` | counter | `mirror`, `status`, `result` |
+//! | `blockcache_http_response_bytes_total` | counter | `mirror` |
+//! | `blockcache_http_request_duration_seconds` | histogram | |
+//! | `blockcache_http_time_to_first_byte_seconds` | histogram | |
+//! | `blockcache_upstream_requests_total` | counter | `mirror`, `status` |
+//! | `blockcache_upstream_bytes_total` | counter | |
+//! | `blockcache_upstream_retries_total` | counter | |
+//! | `blockcache_fills_in_progress` | gauge | |
+//! | `blockcache_store_bytes` | gauge | |
+//! | `blockcache_store_objects` | gauge | `state` |
+//! | `blockcache_evictions_total` | counter | |
+//! | `blockcache_chunk_verify_failures_total` | counter | |
+//!
+//! `mirror` is the mirror's name (empty for `/blobs/` and the other
+//! routes); `result` is the cache result of the access log (`hit`,
+//! `partial`, `miss`, `coalesced`, `error`, or `none` for routes that serve
+//! no object); the upstream `status` is `2xx` for an answered request, else
+//! the kind of failure (`not_found`, `network`, `changed`, ...).
 //!
 //! ```
 //! use cache_http::endpoint::metrics::Metrics;
-//! use std::time::Duration;
 //!
 //! let m = Metrics::new();
-//! m.bytes_served_total.add(4096);
-//! m.hits_total.inc();
-//! {
-//!     let _fill = m.active_fills.track(); // +1 until dropped
-//!     m.chunk_fetch_seconds.observe(Duration::from_millis(30));
-//! }
+//! m.request("images", 200, "miss", 4096);
 //! let text = m.render();
-//! assert!(text.contains("blockcache_bytes_served_total 4096\n"));
-//! assert!(text.contains("blockcache_chunk_fetch_seconds_bucket{le=\"0.05\"} 1\n"));
-//! assert!(text.contains("blockcache_active_fills 0\n"));
+//! assert!(text.contains(
+//!     "blockcache_http_requests_total{mirror=\"images\",status=\"200\",result=\"miss\"} 1\n"
+//! ));
+//! assert!(text.contains("blockcache_http_response_bytes_total{mirror=\"images\"} 4096\n"));
 //! ```
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 /// The `Content-Type` to serve [`Metrics::render`] with.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        // Relaxed: metrics need no ordering with other memory operations.
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Subtracts one.
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Sets the value.
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Increments now and decrements when the guard drops, so an early
-    /// return or a panic in a fill cannot leave the gauge too high.
-    pub fn track(&self) -> GaugeGuard<'_> {
-        self.inc();
-        GaugeGuard(self)
-    }
-}
-
-/// Decrements its [`Gauge`] on drop; see [`Gauge::track`].
-#[derive(Debug)]
-#[must_use = "the gauge is decremented as soon as the guard is dropped"]
-pub struct GaugeGuard<'a>(&'a Gauge);
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Upper bounds (seconds) of [`Histogram`] buckets for chunk fetches: from
-/// a loopback hit (~1 ms) to a stalled upstream (a minute).
-pub const CHUNK_FETCH_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+/// Upper bounds (seconds) of the latency histograms: from a loopback hit
+/// (~1 ms) to a multi-GiB download (an hour).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+    3600.0,
 ];
 
-const NBUCKETS: usize = CHUNK_FETCH_BUCKETS.len() + 1; // + the +Inf bucket
-
-/// A histogram of durations with the fixed [`CHUNK_FETCH_BUCKETS`].
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Non-cumulative counts; the last is the +Inf overflow bucket.
-    buckets: [AtomicU64; NBUCKETS],
-    /// Sum of observations in nanoseconds: an integer atomic add is exact and
-    /// lock-free, unlike a CAS loop on f64 bits. (u64 ns overflows after
-    /// 584 years of accumulated fetch time.)
-    sum_nanos: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    mirror: String,
+    status: u16,
+    result: &'static str,
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = CHUNK_FETCH_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(NBUCKETS - 1);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
-    }
-
-    /// Sum of observations, in seconds.
-    pub fn sum_seconds(&self) -> f64 {
-        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabel {
+    mirror: String,
 }
 
-/// All metrics of a blockcache process. Share it as `Arc<Metrics>` (or a
-/// `static`): every method takes `&self`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    mirror: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// All metrics of a serving process. Share it as `Arc<Metrics>`: every
+/// method takes `&self`.
+#[derive(Debug)]
 pub struct Metrics {
-    /// Bytes sent to clients of the endpoint (bodies only).
-    pub bytes_served_total: Counter,
-    /// Bytes received from upstream sources.
-    pub upstream_bytes_total: Counter,
-    /// Requests served from already-complete chunks.
-    pub hits_total: Counter,
-    /// Requests that needed at least one chunk fetched.
-    pub misses_total: Counter,
-    /// Requests that attached to a fill already in progress instead of
-    /// starting their own download.
-    pub coalesced_requests_total: Counter,
-    /// Fills running now.
-    pub active_fills: Gauge,
-    /// Time to fetch one chunk from upstream.
-    pub chunk_fetch_seconds: Histogram,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    response_bytes: Family<MirrorLabel, Counter>,
+    request_duration: Histogram,
+    time_to_first_byte: Histogram,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_bytes: Counter,
+    upstream_retries: Counter,
+    fills_in_progress: Gauge,
+    store_bytes: Gauge,
+    store_objects: Family<StateLabel, Gauge>,
+    evictions: Counter,
+    chunk_verify_failures: Counter,
 }
 
-fn write_header(out: &mut String, name: &str, kind: &str, help: &str) {
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    /// All metrics at zero.
+    /// All metrics at zero, registered.
     pub fn new() -> Self {
-        Self::default()
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let response_bytes = Family::<MirrorLabel, Counter>::default();
+        let request_duration = Histogram::new(LATENCY_BUCKETS);
+        let time_to_first_byte = Histogram::new(LATENCY_BUCKETS);
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        let upstream_bytes = Counter::default();
+        let upstream_retries = Counter::default();
+        let fills_in_progress = Gauge::default();
+        let store_bytes = Gauge::default();
+        let store_objects = Family::<StateLabel, Gauge>::default();
+        let evictions = Counter::default();
+        let chunk_verify_failures = Counter::default();
+        // Counters get their `_total` suffix from the crate.
+        let r = &mut registry;
+        r.register(
+            "blockcache_http_requests",
+            "Requests answered, by mirror, HTTP status and cache result",
+            requests.clone(),
+        );
+        r.register(
+            "blockcache_http_response_bytes",
+            "Response body bytes sent to clients, by mirror",
+            response_bytes.clone(),
+        );
+        r.register(
+            "blockcache_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response body",
+            request_duration.clone(),
+        );
+        r.register(
+            "blockcache_http_time_to_first_byte_seconds",
+            "Time from a request's arrival to the first byte of its response body",
+            time_to_first_byte.clone(),
+        );
+        r.register(
+            "blockcache_upstream_requests",
+            "Requests sent to origins (probes and range reads), by mirror and outcome",
+            upstream_requests.clone(),
+        );
+        r.register(
+            "blockcache_upstream_bytes",
+            "Body bytes received from origins",
+            upstream_bytes.clone(),
+        );
+        r.register(
+            "blockcache_upstream_retries",
+            "Upstream requests retried after a transient fault",
+            upstream_retries.clone(),
+        );
+        r.register(
+            "blockcache_fills_in_progress",
+            "Object fills this process runs now",
+            fills_in_progress.clone(),
+        );
+        r.register(
+            "blockcache_store_bytes",
+            "Disk bytes of the store's objects (as of the last housekeeping pass)",
+            store_bytes.clone(),
+        );
+        r.register(
+            "blockcache_store_objects",
+            "Objects in the store by state (as of the last housekeeping pass)",
+            store_objects.clone(),
+        );
+        r.register(
+            "blockcache_evictions",
+            "Objects evicted to keep the store under its size limit",
+            evictions.clone(),
+        );
+        r.register(
+            "blockcache_chunk_verify_failures",
+            "Chunks refused because they did not match the trusted manifest (fetched again elsewhere)",
+            chunk_verify_failures.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            response_bytes,
+            request_duration,
+            time_to_first_byte,
+            upstream_requests,
+            upstream_bytes,
+            upstream_retries,
+            fills_in_progress,
+            store_bytes,
+            store_objects,
+            evictions,
+            chunk_verify_failures,
+        }
     }
 
-    /// Renders every metric in the Prometheus text exposition format
-    /// (serve with [`CONTENT_TYPE`]).
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let counters = [
-            (
-                "blockcache_bytes_served_total",
-                "Bytes of object data sent to endpoint clients.",
-                &self.bytes_served_total,
-            ),
-            (
-                "blockcache_upstream_bytes_total",
-                "Bytes received from upstream sources.",
-                &self.upstream_bytes_total,
-            ),
-            (
-                "blockcache_hits_total",
-                "Requests served entirely from complete chunks.",
-                &self.hits_total,
-            ),
-            (
-                "blockcache_misses_total",
-                "Requests that needed chunks fetched from upstream.",
-                &self.misses_total,
-            ),
-            (
-                "blockcache_coalesced_requests_total",
-                "Requests that attached to a fill already in progress.",
-                &self.coalesced_requests_total,
-            ),
-        ];
-        for (name, help, c) in counters {
-            write_header(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {}", c.get());
+    /// Records one answered request and the body bytes it sent.
+    pub fn request(&self, mirror: &str, status: u16, result: &'static str, bytes: u64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                mirror: mirror.to_owned(),
+                status,
+                result,
+            })
+            .inc();
+        self.response_bytes
+            .get_or_create(&MirrorLabel {
+                mirror: mirror.to_owned(),
+            })
+            .inc_by(bytes);
+    }
+
+    /// Records a request's total time and its time to first byte.
+    pub fn latency(&self, total: Duration, first_byte: Duration) {
+        self.request_duration.observe(total.as_secs_f64());
+        self.time_to_first_byte.observe(first_byte.as_secs_f64());
+    }
+
+    /// Records one upstream request of `mirror` with its outcome.
+    pub fn upstream_request(&self, mirror: &str, status: &str) {
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                mirror: mirror.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Adds body bytes received from an origin.
+    pub fn upstream_bytes(&self, n: u64) {
+        self.upstream_bytes.inc_by(n);
+    }
+
+    /// Sets the fills running now.
+    pub fn set_fills_in_progress(&self, n: usize) {
+        self.fills_in_progress
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the store's size and object counts by state.
+    pub fn set_store(&self, bytes: u64, objects: &[(&'static str, usize)]) {
+        self.store_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        for (state, n) in objects {
+            self.store_objects
+                .get_or_create(&StateLabel { state })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
+    }
 
-        // Kept by cache-core (the filler refuses the chunk there).
-        let name = "blockcache_chunk_verify_failures_total";
-        write_header(
-            &mut out,
-            name,
-            "counter",
-            "Chunks refused because they did not match the trusted manifest (fetched again elsewhere).",
-        );
-        let _ = writeln!(out, "{name} {}", cache_core::chunk_verify_failures());
+    /// Counts evicted objects.
+    pub fn evicted(&self, n: u64) {
+        self.evictions.inc_by(n);
+    }
 
-        let name = "blockcache_active_fills";
-        write_header(&mut out, name, "gauge", "Object fills running now.");
-        let _ = writeln!(out, "{name} {}", self.active_fills.get());
-
-        let name = "blockcache_chunk_fetch_seconds";
-        let h = &self.chunk_fetch_seconds;
-        write_header(
-            &mut out,
-            name,
-            "histogram",
-            "Time to fetch one chunk from upstream.",
-        );
-        // Load each bucket once and derive _count from the same snapshot, so
-        // the output is self-consistent (+Inf == _count, buckets monotone)
-        // even while observations race with the scrape.
-        let mut cumulative = 0u64;
-        for (i, b) in h.buckets.iter().enumerate() {
-            cumulative += b.load(Ordering::Relaxed);
-            match CHUNK_FETCH_BUCKETS.get(i) {
-                // `{:?}` prints floats with a decimal point ("1.0"), which is
-                // the conventional Prometheus spelling of `le`.
-                Some(le) => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{le:?}\"}} {cumulative}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-                }
+    /// Brings the counters kept outside the endpoint up to date: retries
+    /// of this process's HTTP sources ([`crate::source::retries_total`])
+    /// and chunks the core's filler refused
+    /// ([`cache_core::chunk_verify_failures`]); both count where the event
+    /// happens, which knows nothing of the endpoint.
+    fn sync_process_counters(&self) {
+        for (counter, total) in [
+            (&self.upstream_retries, crate::source::retries_total()),
+            (
+                &self.chunk_verify_failures,
+                cache_core::chunk_verify_failures(),
+            ),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
             }
         }
-        let _ = writeln!(out, "{name}_sum {:?}", h.sum_seconds());
-        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+
+    /// Encodes every metric in the OpenMetrics text format (serve with
+    /// [`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        self.sync_process_counters();
+        let mut out = String::with_capacity(4096);
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -255,150 +295,32 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
-    /// Checks the exposition format strictly enough to catch real mistakes:
-    /// every sample has a preceding `# TYPE` for its family, names are valid,
-    /// values parse, histogram buckets are cumulative and +Inf == _count.
-    /// Returns sample name (with labels) → value.
-    fn validate(text: &str) -> HashMap<String, f64> {
-        assert!(text.ends_with('\n'));
-        let valid_name = |n: &str| {
-            let mut c = n.chars();
-            c.next()
-                .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
-                && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        };
-        let mut types: HashMap<String, String> = HashMap::new();
-        let mut helps = 0;
-        let mut samples = HashMap::new();
-        let mut last_bucket: Option<f64> = None;
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (n, help) = rest.split_once(' ').unwrap();
-                assert!(valid_name(n) && !help.is_empty());
-                helps += 1;
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (n, t) = rest.split_once(' ').unwrap();
-                assert!(valid_name(n));
-                assert!(["counter", "gauge", "histogram"].contains(&t));
-                assert!(
-                    types.insert(n.to_string(), t.to_string()).is_none(),
-                    "dup TYPE {n}"
-                );
-                continue;
-            }
-            assert!(!line.starts_with('#'), "{line}");
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let v: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
-            let base = series.split('{').next().unwrap();
-            assert!(valid_name(base), "{line}");
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| {
-                    base.strip_suffix(s)
-                        .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
-                })
-                .unwrap_or(base);
-            let ty = types
-                .get(family)
-                .unwrap_or_else(|| panic!("no TYPE before {line}"));
-            if ty == "counter" {
-                assert!(family.ends_with("_total") && v >= 0.0);
-            }
-            if base.ends_with("_bucket") {
-                let le = series
-                    .strip_prefix(&format!("{base}{{le=\""))
-                    .unwrap()
-                    .strip_suffix("\"}")
-                    .unwrap();
-                assert!(le == "+Inf" || le.parse::<f64>().is_ok());
-                assert!(last_bucket.is_none_or(|p| p <= v), "buckets not cumulative");
-                last_bucket = Some(v);
-            }
-            assert!(
-                samples.insert(series.to_string(), v).is_none(),
-                "dup {series}"
-            );
-        }
-        assert_eq!(helps, types.len());
-        samples
-    }
 
     #[test]
-    fn empty_registry_is_valid() {
-        let s = validate(&Metrics::new().render());
-        assert_eq!(s["blockcache_hits_total"], 0.0);
-        assert_eq!(s["blockcache_chunk_fetch_seconds_count"], 0.0);
-        assert_eq!(s["blockcache_chunk_fetch_seconds_bucket{le=\"+Inf\"}"], 0.0);
-        assert!(s.contains_key("blockcache_chunk_verify_failures_total"));
-        assert_eq!(s.len(), 6 + 1 + NBUCKETS + 2);
-    }
-
-    #[test]
-    fn values_and_buckets() {
+    fn counters_and_histograms_move() {
         let m = Metrics::new();
-        m.bytes_served_total.add(10);
-        m.bytes_served_total.add(5);
-        m.upstream_bytes_total.add(7);
-        m.hits_total.inc();
-        m.misses_total.inc();
-        m.misses_total.inc();
-        m.coalesced_requests_total.inc();
-        m.active_fills.set(3);
-        m.active_fills.dec();
-        {
-            let _g = m.active_fills.track();
-            assert_eq!(m.active_fills.get(), 3);
+        m.request("", 200, "hit", 10);
+        m.request("", 200, "hit", 5);
+        m.latency(Duration::from_millis(200), Duration::from_micros(500));
+        m.upstream_request("img", "2xx");
+        m.upstream_bytes(7);
+        m.set_store(1000, &[("complete", 2), ("partial", 1)]);
+        m.evicted(3);
+        let s = m.render();
+        for line in [
+            "blockcache_http_requests_total{mirror=\"\",status=\"200\",result=\"hit\"} 2",
+            "blockcache_http_response_bytes_total{mirror=\"\"} 15",
+            "blockcache_http_request_duration_seconds_count 1",
+            "blockcache_http_time_to_first_byte_seconds_bucket{le=\"0.001\"} 1",
+            "blockcache_upstream_requests_total{mirror=\"img\",status=\"2xx\"} 1",
+            "blockcache_upstream_bytes_total 7",
+            "blockcache_store_bytes 1000",
+            "blockcache_store_objects{state=\"partial\"} 1",
+            "blockcache_evictions_total 3",
+            "blockcache_fills_in_progress 0",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} missing in\n{s}");
         }
-        let h = &m.chunk_fetch_seconds;
-        h.observe(Duration::from_micros(500)); // ≤ 0.001
-        h.observe(Duration::from_millis(1)); // exactly on a bound: le is inclusive
-        h.observe(Duration::from_millis(200)); // ≤ 0.25
-        h.observe(Duration::from_secs(120)); // +Inf only
-        let s = validate(&m.render());
-        assert_eq!(s["blockcache_bytes_served_total"], 15.0);
-        assert_eq!(s["blockcache_upstream_bytes_total"], 7.0);
-        assert_eq!(s["blockcache_misses_total"], 2.0);
-        assert_eq!(s["blockcache_coalesced_requests_total"], 1.0);
-        assert_eq!(s["blockcache_active_fills"], 2.0);
-        let b = |le: &str| s[&format!("blockcache_chunk_fetch_seconds_bucket{{le=\"{le}\"}}")];
-        assert_eq!(b("0.001"), 2.0);
-        assert_eq!(b("0.1"), 2.0);
-        assert_eq!(b("0.25"), 3.0);
-        assert_eq!(b("60.0"), 3.0);
-        assert_eq!(b("+Inf"), 4.0);
-        assert_eq!(s["blockcache_chunk_fetch_seconds_count"], 4.0);
-        assert!((s["blockcache_chunk_fetch_seconds_sum"] - 120.2015).abs() < 1e-9);
-        assert_eq!(h.count(), 4);
-    }
-
-    #[test]
-    fn concurrent_recording() {
-        let m = Arc::new(Metrics::new());
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let m = Arc::clone(&m);
-                std::thread::spawn(move || {
-                    for i in 0..10_000u64 {
-                        m.bytes_served_total.add(2);
-                        let _g = m.active_fills.track();
-                        m.chunk_fetch_seconds.observe(Duration::from_micros(i));
-                        if i % 1000 == 0 {
-                            validate(&m.render());
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(m.bytes_served_total.get(), 80_000);
-        assert_eq!(m.active_fills.get(), 0);
-        assert_eq!(m.chunk_fetch_seconds.count(), 40_000);
+        assert!(s.ends_with("# EOF\n"));
     }
 }

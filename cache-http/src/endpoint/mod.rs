@@ -10,7 +10,9 @@
 //! - [`mirror_path`]: joining a request path onto a mirror base URL without
 //!   ever escaping the base path.
 //! - [`etag`]: ETag generation and `If-None-Match` evaluation.
-//! - [`metrics`]: a dependency-free Prometheus text-format registry.
+//! - [`metrics`]: the Prometheus metrics (`prometheus-client`).
+//! - [`access`]: the access log (one line per request, `tracing` target
+//!   `blockcache::access`).
 //!
 //! and the server itself:
 //!
@@ -21,6 +23,7 @@
 //! - [`live`]: the status page `/`, its event stream `/events` and
 //!   `/status` (schema in its docs).
 
+pub mod access;
 pub mod etag;
 pub mod manifest;
 pub mod metrics;
@@ -29,11 +32,16 @@ pub mod multipart;
 pub mod range;
 pub mod server;
 
+mod housekeeping;
 pub mod live;
 mod metered;
 mod routes;
 mod serve_object;
 mod status;
 
+pub use access::AccessLogFormat;
 pub use serve_object::{Body, BodyError};
-pub use server::{BoundEndpoint, Endpoint, EndpointConfig, EndpointError, MirrorSourceFactory};
+pub use server::{
+    BoundEndpoint, Endpoint, EndpointConfig, EndpointError, Listener, MirrorConfig, MirrorReloader,
+    MirrorSourceFactory,
+};

@@ -21,7 +21,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 
 use super::etag;
-use super::metrics::Metrics;
 use super::multipart::MultipartPlan;
 use super::range::{
     content_range, if_range_matches, parse_range_header, unsatisfied_content_range, RangeOutcome,
@@ -111,23 +110,57 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The bytes of `range` as body frames, counting served bytes; an error
-/// (failed fill) ends the body with an error so the connection is reset.
+/// The bytes of `range` as body frames; an error (failed fill) ends the
+/// body with an error so the connection is reset.
 fn object_stream(
     object: &Object,
     range: Range<u64>,
-    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<Frame<Bytes>, BodyError>> + Send + 'static {
     object.stream(range).map(move |piece| match piece {
-        Ok(b) => {
-            metrics.bytes_served_total.add(b.len() as u64);
-            Ok(Frame::data(b))
-        }
+        Ok(b) => Ok(Frame::data(b)),
         Err(e) => {
             tracing::warn!(error = %e, "aborting a response: the object's fill failed");
             Err(Box::new(e) as BodyError)
         }
     })
+}
+
+/// Answers a HEAD of an object known only from a probe of its origin
+/// (nothing stored, nothing fetched): the headers a GET would get.
+pub(crate) fn serve_head(
+    parts: &http::request::Parts,
+    len: u64,
+    meta: &ServeMeta,
+) -> Response<Body> {
+    let builder = base_headers(meta);
+    if let Some(v) = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if meta.matches_if_none_match(v) {
+            return finish(builder.status(StatusCode::NOT_MODIFIED), empty());
+        }
+    }
+    let b = builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, meta.content_type)
+        .header(header::CONTENT_LENGTH, len);
+    finish(b, empty())
+}
+
+/// The headers every object response carries.
+fn base_headers(meta: &ServeMeta) -> http::response::Builder {
+    let mut builder = Response::builder()
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, hv(&meta.etag));
+    if let Some(lm) = meta.last_modified {
+        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
+    }
+    if meta.immutable {
+        builder = builder.header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    }
+    builder
 }
 
 /// Answers a GET or HEAD for `object`.
@@ -142,17 +175,9 @@ pub(crate) fn serve(
     let req = &parts.headers;
     let get = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
 
-    let mut builder = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, hv(&meta.etag));
+    let mut builder = base_headers(meta);
     if let Some(v) = repr_digest(&object) {
         builder = builder.header("repr-digest", hv(&v));
-    }
-    if let Some(lm) = meta.last_modified {
-        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
-    }
-    if meta.immutable {
-        builder = builder.header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
     }
 
     // RFC 9110 §13.2.2: If-None-Match before Range.
@@ -173,7 +198,6 @@ pub(crate) fn serve(
         }
     }
 
-    let metrics = app.metrics.clone();
     match outcome {
         RangeOutcome::Full | RangeOutcome::TooMany => {
             let b = builder
@@ -183,7 +207,7 @@ pub(crate) fn serve(
             let body = if head {
                 empty()
             } else {
-                StreamBody::new(object_stream(&object, 0..len, metrics)).boxed_unsync()
+                StreamBody::new(object_stream(&object, 0..len)).boxed_unsync()
             };
             finish(b, body)
         }
@@ -201,7 +225,7 @@ pub(crate) fn serve(
                 .header(header::CONTENT_TYPE, meta.content_type)
                 .header(header::CONTENT_RANGE, content_range(&r, len))
                 .header(header::CONTENT_LENGTH, r.end - r.start);
-            let body = StreamBody::new(object_stream(&object, r, metrics)).boxed_unsync();
+            let body = StreamBody::new(object_stream(&object, r)).boxed_unsync();
             finish(b, body)
         }
         RangeOutcome::Ranges(ranges) => {
@@ -215,14 +239,14 @@ pub(crate) fn serve(
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_TYPE, plan.content_type())
                 .header(header::CONTENT_LENGTH, plan.content_length());
-            finish(b, multipart_body(object, plan, metrics))
+            finish(b, multipart_body(object, plan))
         }
     }
 }
 
 /// The multipart body: each part header then its bytes, streamed lazily
 /// (one object reader at a time), then the closing delimiter.
-fn multipart_body(object: Object, plan: MultipartPlan, metrics: Arc<Metrics>) -> Body {
+fn multipart_body(object: Object, plan: MultipartPlan) -> Body {
     let plan = Arc::new(plan);
     let n = plan.len();
     let parts = futures::stream::iter(0..=n).flat_map(move |i| {
@@ -233,7 +257,7 @@ fn multipart_body(object: Object, plan: MultipartPlan, metrics: Arc<Metrics>) ->
         let header = plan.part_header(i);
         let r = plan.ranges()[i].clone();
         futures::stream::once(async move { Ok(Frame::data(header)) })
-            .chain(object_stream(&object, r, metrics.clone()))
+            .chain(object_stream(&object, r))
             .boxed()
     });
     StreamBody::new(parts).boxed_unsync()

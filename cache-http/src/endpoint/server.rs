@@ -1,12 +1,13 @@
-//! The hyper 1.x server of the local endpoint: configuration, binding,
-//! the accept loop with its hardening (connection limit, header read
-//! time-out, header size limit) and graceful shutdown.
+//! The hyper 1.x server of the local endpoint: configuration, binding
+//! (TCP and Unix sockets, or listeners handed over by systemd), the accept
+//! loop with its hardening (connection limit, header read time-out, header
+//! size limit), the access log, mirror reloads and the graceful drain.
 //!
 //! ```no_run
 //! # async fn demo(store: cache_core::Store) -> Result<(), Box<dyn std::error::Error>> {
-//! use cache_http::endpoint::server::{Endpoint, EndpointConfig};
+//! use cache_http::endpoint::server::{Endpoint, EndpointConfig, MirrorConfig};
 //! let mut config = EndpointConfig::default();
-//! config.mirrors.push(("debian".into(), url::Url::parse("https://deb.example/debian/")?));
+//! config.mirrors.push(MirrorConfig::new("debian", url::Url::parse("https://deb.example/debian/")?));
 //! let bound = Endpoint::bind(store, config).await?;
 //! println!("listening on {}", bound.local_addr());
 //! bound.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
@@ -14,25 +15,33 @@
 //! ```
 //!
 //! Routes: `GET|HEAD /blobs/{blake3-hex}`, `GET|HEAD /m/{mirror}/{path}`
-//! (pull-through mirror), `GET /` (live status page), `GET /events`
-//! (its server-sent events), `GET /status` (JSON), `GET /metrics`
-//! (Prometheus).
+//! (pull-through mirror), `GET|HEAD /blobs/{blake3-hex}/manifest`,
+//! `GET|HEAD /u?url=` (parent route for child caches), `GET /` (live status
+//! page), `GET /events` (its server-sent events), `GET /status` (JSON),
+//! `GET /metrics` (Prometheus).
+//!
+//! Drain: when the shutdown future completes the listeners are closed at
+//! once (new connections are refused), idle keep-alive connections are
+//! closed, and responses in progress run to their end for at most
+//! [`EndpointConfig::shutdown_grace`]. Fills keep every chunk that arrived:
+//! cache-core makes chunks durable as they come.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cache_core::{FetchOptions, Source, SourceError, Store};
+use cache_core::{FetchOptions, FillPolicy, Source, SourceError, Store};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use url::Url;
 
+use super::access::{self, AccessLogFormat};
 use super::mirror_path::{join_mirror_path, split_mirror_name, PathError};
 use super::routes::App;
 
@@ -45,15 +54,69 @@ pub type MirrorSourceFactory =
 /// The default port of the CLI's `serve` command.
 pub const DEFAULT_PORT: u16 = 8472;
 
+/// One pull-through mirror: `/m/{name}/{path}` maps onto `base/path`.
+#[derive(Clone)]
+pub struct MirrorConfig {
+    /// The name in `/m/{name}/`.
+    pub name: String,
+    /// The origin's base URL (http or https, no query).
+    pub base: Url,
+    /// `Eager` (default): a GET starts the whole fill, demanded chunks
+    /// first. `Lazy`: only the chunks readers demand, plus read-ahead.
+    pub fill: FillPolicy,
+    /// Pass the client's query string on to the origin (off by default:
+    /// the object is then named by the full URL, query included).
+    pub pass_query: bool,
+    /// Re-probe interval of this mirror's URLs; `None` takes
+    /// [`EndpointConfig::revalidate`].
+    pub revalidate: Option<Duration>,
+    /// This mirror's own source factory (its headers, CA); `None` takes
+    /// [`EndpointConfig::source_factory`].
+    pub source_factory: Option<MirrorSourceFactory>,
+}
+
+impl MirrorConfig {
+    /// A mirror with the defaults: eager fill, no query, the endpoint's
+    /// revalidation interval and source factory.
+    pub fn new(name: impl Into<String>, base: Url) -> MirrorConfig {
+        MirrorConfig {
+            name: name.into(),
+            base,
+            fill: FillPolicy::Eager,
+            pass_query: false,
+            revalidate: None,
+            source_factory: None,
+        }
+    }
+}
+
+impl From<(String, Url)> for MirrorConfig {
+    fn from((name, base): (String, Url)) -> MirrorConfig {
+        MirrorConfig::new(name, base)
+    }
+}
+
+impl std::fmt::Debug for MirrorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorConfig")
+            .field("name", &self.name)
+            .field("base", &self.base.as_str())
+            .field("fill", &self.fill)
+            .field("pass_query", &self.pass_query)
+            .field("revalidate", &self.revalidate)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Configuration of an [`Endpoint`].
 #[derive(Clone)]
 pub struct EndpointConfig {
-    /// Address to listen on. Default `127.0.0.1:0` (loopback only; the
-    /// CLI uses [`DEFAULT_PORT`]).
+    /// Address [`Endpoint::bind`] listens on. Default `127.0.0.1:0`
+    /// (loopback only; the CLI uses [`DEFAULT_PORT`]). Ignored by
+    /// [`Endpoint::with_listeners`].
     pub listen: SocketAddr,
-    /// Pull-through mirrors: `(name, base URL)`; `/m/{name}/{path}` maps
-    /// onto `base/path`. Nothing else is ever fetched (no open proxy).
-    pub mirrors: Vec<(String, Url)>,
+    /// Pull-through mirrors. Nothing else is ever fetched (no open proxy).
+    pub mirrors: Vec<MirrorConfig>,
     /// Makes the upstream source of a mirrored URL. Without one, mirrors
     /// serve only what the store already has.
     pub source_factory: Option<MirrorSourceFactory>,
@@ -73,8 +136,17 @@ pub struct EndpointConfig {
     /// How mirrored objects are fetched (chunk size, fill options).
     pub fetch: FetchOptions,
     /// On shutdown, responses in progress get this long to finish before
-    /// their connections are cut.
+    /// their connections are cut (the CLI's `--drain-timeout`).
     pub shutdown_grace: Duration,
+    /// Keep the store's objects under this many disk bytes: least recently
+    /// used complete objects nobody reads or fills are evicted, and a new
+    /// fill that cannot fit is refused with 507.
+    pub max_size: Option<u64>,
+    /// Format of the access log lines (target [`access::TARGET`]).
+    pub access_log: AccessLogFormat,
+    /// How often the store's size and object counts are refreshed (and the
+    /// size limit enforced) in the background.
+    pub housekeeping_interval: Duration,
     /// Parent blockcache endpoints, asked in order (by origin URL, through
     /// their `/u` route) before the origin when a mirrored object is
     /// fetched; see [`crate::ParentSource`].
@@ -94,6 +166,9 @@ impl Default for EndpointConfig {
             max_ranges: super::range::DEFAULT_MAX_RANGES,
             fetch: FetchOptions::default(),
             shutdown_grace: Duration::from_secs(10),
+            max_size: None,
+            access_log: AccessLogFormat::Combined,
+            housekeeping_interval: Duration::from_secs(5),
             parents: Vec::new(),
         }
     }
@@ -103,13 +178,14 @@ impl std::fmt::Debug for EndpointConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointConfig")
             .field("listen", &self.listen)
-            .field("parents", &self.parents)
             .field("mirrors", &self.mirrors)
             .field("revalidate", &self.revalidate)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_ranges", &self.max_ranges)
+            .field("max_size", &self.max_size)
+            .field("parents", &self.parents)
             .finish_non_exhaustive()
     }
 }
@@ -121,7 +197,7 @@ pub enum EndpointError {
     #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
-        addr: SocketAddr,
+        addr: String,
         /// The OS error.
         cause: std::io::Error,
     },
@@ -143,14 +219,53 @@ pub enum EndpointError {
     Config(&'static str),
 }
 
+/// A listening socket for [`Endpoint::with_listeners`]: bound by the
+/// caller, or handed over by systemd socket activation.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP socket.
+    Tcp(std::net::TcpListener),
+    /// A Unix stream socket.
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Listener {
+    /// How the socket is reached: `http://ADDR/` or `unix:PATH`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}/"),
+                Err(_) => "tcp:?".to_owned(),
+            },
+            Listener::Unix(l) => match l.local_addr() {
+                Ok(a) => match a.as_pathname() {
+                    Some(p) => format!("unix:{}", p.display()),
+                    None => "unix:(unnamed)".to_owned(),
+                },
+                Err(_) => "unix:?".to_owned(),
+            },
+        }
+    }
+}
+
 /// The local HTTP endpoint (see the module docs).
 #[derive(Debug)]
 pub struct Endpoint;
 
+/// The byte stream of one accepted connection.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
 /// A bound, not yet serving endpoint.
 pub struct BoundEndpoint {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listeners: Vec<Bound>,
+    addresses: Vec<String>,
+    local_addr: Option<SocketAddr>,
     app: Arc<App>,
     config: EndpointConfig,
 }
@@ -158,9 +273,33 @@ pub struct BoundEndpoint {
 impl std::fmt::Debug for BoundEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundEndpoint")
-            .field("local_addr", &self.local_addr)
+            .field("addresses", &self.addresses)
             .finish_non_exhaustive()
     }
+}
+
+/// Checks names and base URLs of `mirrors`.
+pub(crate) fn check_mirrors(mirrors: &[MirrorConfig]) -> Result<(), EndpointError> {
+    let mut names = std::collections::HashSet::new();
+    for m in mirrors {
+        let bad = |cause| EndpointError::Mirror {
+            name: m.name.clone(),
+            base: m.base.to_string(),
+            cause,
+        };
+        match split_mirror_name(&format!("{}/x", m.name)) {
+            Ok((n, _)) if n == m.name => {}
+            _ => return Err(bad(PathError::BadMirrorName)),
+        }
+        // A probe join checks the base (http(s), host, no query).
+        if let Err(PathError::BadBase) = join_mirror_path(&m.base, "x") {
+            return Err(bad(PathError::BadBase));
+        }
+        if !names.insert(m.name.clone()) {
+            return Err(EndpointError::DuplicateMirror(m.name.clone()));
+        }
+    }
+    Ok(())
 }
 
 impl Endpoint {
@@ -168,6 +307,21 @@ impl Endpoint {
     pub async fn bind(
         store: Store,
         config: EndpointConfig,
+    ) -> Result<BoundEndpoint, EndpointError> {
+        let bind_err = |cause| EndpointError::Bind {
+            addr: config.listen.to_string(),
+            cause,
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_err)?;
+        Self::with_listeners(store, config, vec![Listener::Tcp(listener)])
+    }
+
+    /// Validates `config` and serves on `listeners` (bound by the caller,
+    /// or inherited from systemd). Must be called inside a Tokio runtime.
+    pub fn with_listeners(
+        store: Store,
+        config: EndpointConfig,
+        listeners: Vec<Listener>,
     ) -> Result<BoundEndpoint, EndpointError> {
         if config.max_connections == 0 {
             return Err(EndpointError::Config("max_connections must be at least 1"));
@@ -177,39 +331,40 @@ impl Endpoint {
                 "header_read_timeout must be positive",
             ));
         }
-        let mut names = std::collections::HashSet::new();
-        for (name, base) in &config.mirrors {
-            let bad = |cause| EndpointError::Mirror {
-                name: name.clone(),
-                base: base.to_string(),
+        if listeners.is_empty() {
+            return Err(EndpointError::Config("no address to listen on"));
+        }
+        check_mirrors(&config.mirrors)?;
+        let mut bound = Vec::with_capacity(listeners.len());
+        let mut addresses = Vec::with_capacity(listeners.len());
+        let mut local_addr = None;
+        for l in listeners {
+            let what = l.describe();
+            let err = |cause| EndpointError::Bind {
+                addr: what.clone(),
                 cause,
             };
-            match split_mirror_name(&format!("{name}/x")) {
-                Ok((n, _)) if n == name => {}
-                _ => return Err(bad(PathError::BadMirrorName)),
+            match l {
+                Listener::Tcp(l) => {
+                    l.set_nonblocking(true).map_err(err)?;
+                    local_addr = local_addr.or(l.local_addr().ok());
+                    bound.push(Bound::Tcp(
+                        tokio::net::TcpListener::from_std(l).map_err(err)?,
+                    ));
+                }
+                Listener::Unix(l) => {
+                    l.set_nonblocking(true).map_err(err)?;
+                    bound.push(Bound::Unix(
+                        tokio::net::UnixListener::from_std(l).map_err(err)?,
+                    ));
+                }
             }
-            // A probe join checks the base (http(s), host, no query).
-            if let Err(PathError::BadBase) = join_mirror_path(base, "x") {
-                return Err(bad(PathError::BadBase));
-            }
-            if !names.insert(name.clone()) {
-                return Err(EndpointError::DuplicateMirror(name.clone()));
-            }
+            addresses.push(what);
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|cause| EndpointError::Bind {
-                    addr: config.listen,
-                    cause,
-                })?;
-        let local_addr = listener.local_addr().map_err(|cause| EndpointError::Bind {
-            addr: config.listen,
-            cause,
-        })?;
         let app = Arc::new(App::new(store, &config));
         Ok(BoundEndpoint {
-            listener,
+            listeners: bound,
+            addresses,
             local_addr,
             app,
             config,
@@ -217,10 +372,40 @@ impl Endpoint {
     }
 }
 
+/// Replaces the mirrors of a running endpoint (SIGHUP reload). Requests
+/// already answered by a removed or changed mirror run on unchanged.
+#[derive(Clone)]
+pub struct MirrorReloader {
+    app: Arc<App>,
+}
+
+impl std::fmt::Debug for MirrorReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorReloader").finish_non_exhaustive()
+    }
+}
+
+impl MirrorReloader {
+    /// Validates `mirrors` and makes them the endpoint's mirrors; on an
+    /// error the old set stays.
+    pub fn set_mirrors(&self, mirrors: Vec<MirrorConfig>) -> Result<(), EndpointError> {
+        check_mirrors(&mirrors)?;
+        self.app.set_mirrors(mirrors);
+        Ok(())
+    }
+}
+
 impl BoundEndpoint {
-    /// The address the endpoint listens on (the real port when bound to 0).
+    /// The first TCP address the endpoint listens on (the real port when
+    /// bound to 0); `0.0.0.0:0` when it listens on Unix sockets only.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    /// Every address, as `http://ADDR/` or `unix:PATH`.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
     }
 
     /// The endpoint's metrics (also served at `/metrics`).
@@ -228,13 +413,18 @@ impl BoundEndpoint {
         self.app.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets the
-    /// responses in progress end (at most
-    /// [`EndpointConfig::shutdown_grace`]) and returns. Fills keep their
-    /// progress: cache-core persists chunks as they arrive.
+    /// A handle that replaces the mirrors while the endpoint serves.
+    pub fn reloader(&self) -> MirrorReloader {
+        MirrorReloader {
+            app: self.app.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then drains (see the module
+    /// docs) and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let BoundEndpoint {
-            listener,
+            listeners,
             app,
             config,
             ..
@@ -247,6 +437,17 @@ impl BoundEndpoint {
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(config.max_header_bytes.max(8192))
             .keep_alive(true);
+        // One accept task per listener; aborting them closes the sockets.
+        let (tx, mut accepted) = mpsc::channel::<(Box<dyn Io>, String)>(1);
+        let mut acceptors = JoinSet::new();
+        for l in listeners {
+            acceptors.spawn(accept_loop(l, tx.clone()));
+        }
+        drop(tx);
+        let housekeeper = tokio::spawn(super::housekeeping::run(
+            app.clone(),
+            config.housekeeping_interval,
+        ));
         tokio::pin!(shutdown);
         loop {
             // Reap finished connection tasks so the set stays small.
@@ -260,41 +461,79 @@ impl BoundEndpoint {
             };
             let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
+                c = accepted.recv() => match c {
+                    Some(c) => c,
+                    None => break,
                 },
             };
-            let _ = stream.set_nodelay(true);
             let app = app.clone();
+            let client: Arc<str> = peer.into();
             let service = service_fn(move |req| {
                 let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req).await) }
+                let client = client.clone();
+                async move {
+                    let started = Instant::now();
+                    let request = access::RequestLine::of(&req, &client);
+                    let resp = app.clone().handle(req).await;
+                    Ok::<_, Infallible>(access::log_response(&app, request, started, resp))
+                }
             });
             let conn = http.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn);
             conns.spawn(async move {
                 if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
                 drop(permit);
             });
         }
-        drop(listener);
-        tracing::info!("endpoint shutting down");
+        acceptors.shutdown().await;
+        drop(accepted);
+        housekeeper.abort();
         app.live.close(); // event streams never end by themselves
+                          // Said once the listeners are closed: from here on a new
+                          // connection is refused.
+        tracing::warn!(
+            connections = conns.len(),
+            "draining: no new connections; responses in progress get up to {}s to end",
+            config.shutdown_grace.as_secs()
+        );
         if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
             .await
             .is_err()
         {
-            tracing::warn!("responses still running after the shutdown grace; cutting them");
+            tracing::warn!("responses still running after the drain timeout; cutting them");
         }
         conns.shutdown().await;
         Ok(())
+    }
+}
+
+/// Accepts connections on `l` and hands them to the serve loop with the
+/// client's address.
+async fn accept_loop(l: Bound, tx: mpsc::Sender<(Box<dyn Io>, String)>) {
+    loop {
+        let accepted: std::io::Result<(Box<dyn Io>, String)> = match &l {
+            Bound::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                let _ = s.set_nodelay(true);
+                (Box::new(s) as Box<dyn Io>, peer.ip().to_string())
+            }),
+            Bound::Unix(l) => l
+                .accept()
+                .await
+                .map(|(s, _)| (Box::new(s) as Box<dyn Io>, "unix".to_owned())),
+        };
+        match accepted {
+            Ok(c) => {
+                if tx.send(c).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cache_core::{FillState, Object, Store};
+use cache_core::{FillState, Object};
 use parking_lot::Mutex;
 
 struct Tracked {
@@ -39,16 +39,19 @@ impl Tracker {
             });
     }
 
-    /// Number of fills running for objects of the store.
-    pub(crate) fn active_fills(&self, store: &Store) -> usize {
-        match store.list() {
-            Ok(list) => list.iter().filter(|s| s.state == "filling").count(),
-            Err(_) => self
-                .objects
-                .lock()
-                .values()
-                .filter(|t| t.object.progress().state == FillState::Filling)
-                .count(),
-        }
+    /// Lets go of objects nobody reads any more (so eviction may take
+    /// them).
+    pub(crate) fn prune(&self) {
+        self.objects.lock().retain(|_, t| !idle_done(t));
+    }
+
+    /// Number of fills this process runs for the objects it serves, from
+    /// memory (a scrape must not read every object's index).
+    pub(crate) fn active_fills(&self) -> usize {
+        self.objects
+            .lock()
+            .values()
+            .filter(|t| t.object.progress().state == FillState::Filling)
+            .count()
     }
 }

@@ -62,6 +62,7 @@ use credentials::{BasicAuth, Netrc};
 
 pub use factory::source_factory;
 pub use parent::{parent_config, ParentSource};
+pub use retry::retries_total;
 pub use validate::{
     is_strong_etag, parse_content_range, validator_of, ContentRange, ContentRangeError,
 };

@@ -1,6 +1,7 @@
 //! Retry policy (bounded exponential backoff with full jitter, `Retry-After`)
 //! and the shared bandwidth limiter.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
@@ -10,6 +11,14 @@ use cache_core::SourceErrorKind;
 
 use super::diagnose::REFUSED_TRIES;
 use super::request::Failure;
+/// Retries of every source of this process (for the endpoint's
+/// `blockcache_upstream_retries_total`).
+static RETRIES_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// How many upstream requests this process has retried so far.
+pub fn retries_total() -> u64 {
+    RETRIES_TOTAL.load(Ordering::Relaxed)
+}
 
 /// Backoff state of one logical request (a probe, or one `read_range` with
 /// all its resumptions).
@@ -65,6 +74,7 @@ impl Backoff {
             return None;
         }
         self.attempt += 1;
+        RETRIES_TOTAL.fetch_add(1, Ordering::Relaxed);
         if let Some(ra) = retry_after {
             return Some(ra.min(self.max_retry_after));
         }

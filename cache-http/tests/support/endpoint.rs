@@ -129,7 +129,7 @@ impl TestEndpoint {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open store");
         let mut config = EndpointConfig {
-            mirrors: vec![(MIRROR.to_owned(), url::Url::parse(BASE).expect("base url"))],
+            mirrors: vec![(MIRROR.to_owned(), url::Url::parse(BASE).expect("base url")).into()],
             source_factory: Some(origin.factory()),
             ..EndpointConfig::default()
         };

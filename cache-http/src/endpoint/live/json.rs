@@ -71,7 +71,7 @@ fn store_json(st: &HubState) -> Value {
         "bytes": st.totals.bytes,
         "objects": st.totals.objects,
         "free_bytes": st.totals.free_bytes,
-        "max_bytes": Value::Null,
+        "max_bytes": st.totals.max_bytes,
     })
 }
 

@@ -91,7 +91,7 @@ use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 use tokio::sync::{broadcast, Notify};
 
-pub(crate) use origin::counting_factory;
+pub(crate) use origin::counting;
 pub(crate) use sse::events_response;
 
 /// How often the hub folds chunk changes into a delta.
@@ -156,6 +156,8 @@ pub(crate) struct Totals {
     pub bytes: u64,
     pub objects: usize,
     pub free_bytes: Option<u64>,
+    /// The endpoint's size limit (`max_size`), if any.
+    pub max_bytes: Option<u64>,
 }
 
 /// One upstream error of a mirror.
@@ -197,8 +199,10 @@ struct HubState {
 /// The live-status hub of one endpoint (see the module docs).
 pub(crate) struct Live {
     store: Store,
-    /// Mirror name and base URL.
-    mirrors: Vec<(String, String)>,
+    /// The size limit shown with the store totals.
+    max_bytes: Option<u64>,
+    /// Mirror name and base URL (replaced when the endpoint reloads).
+    mirrors: parking_lot::RwLock<Vec<(String, String)>>,
     state: Mutex<HubState>,
     frames: broadcast::Sender<Bytes>,
     wake: Arc<Notify>,
@@ -211,10 +215,11 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    pub(crate) fn new(store: Store, mirrors: Vec<(String, String)>) -> Live {
+    pub(crate) fn new(store: Store, max_bytes: Option<u64>) -> Live {
         Live {
             store,
-            mirrors,
+            max_bytes,
+            mirrors: Default::default(),
             state: Mutex::new(HubState::default()),
             frames: broadcast::channel(FRAME_BACKLOG).0,
             wake: Arc::new(Notify::new()),
@@ -223,6 +228,17 @@ impl Live {
             origin_bytes: Mutex::default(),
             pending: Mutex::default(),
         }
+    }
+
+    /// Shows `mirrors` (name, base URL) from now on; errors recorded for
+    /// a mirror that is gone are dropped with it.
+    pub(crate) fn set_mirrors(&self, mut mirrors: Vec<(String, String)>) {
+        mirrors.sort();
+        let mut st = self.state.lock();
+        st.errors
+            .retain(|name, _| mirrors.iter().any(|(n, _)| n == name));
+        st.errors_dirty = true;
+        *self.mirrors.write() = mirrors;
     }
 
     /// Ends every `/events` stream (the endpoint shuts down).
@@ -303,6 +319,7 @@ impl Live {
 
     fn mirror_of(&self, url: &str) -> Option<String> {
         self.mirrors
+            .read()
             .iter()
             .find(|(_, base)| url.starts_with(base.as_str()))
             .map(|(n, _)| n.clone())
@@ -381,6 +398,7 @@ impl Live {
                 bytes: list.iter().map(|s| s.disk_bytes).sum(),
                 objects: list.len(),
                 free_bytes: free,
+                max_bytes: self.max_bytes,
             };
             if totals != st.totals {
                 st.totals = totals;
@@ -448,6 +466,24 @@ impl Live {
         for key in to_watch {
             if let Ok(o) = self.store.open_ref(&key) {
                 self.watch(&o);
+            }
+        }
+    }
+
+    /// Lets go of watched objects that neither fill nor have readers, at
+    /// once (the size limit wants to evict them; the next tick would).
+    pub(crate) fn release_idle(&self) {
+        let mut st = self.state.lock();
+        for e in st.objects.values_mut() {
+            let idle = e.watched.as_ref().is_some_and(|w| {
+                w.object.readers() == 0
+                    && !matches!(
+                        w.object.progress().state,
+                        FillState::Filling | FillState::Following
+                    )
+            });
+            if idle {
+                e.watched = None;
             }
         }
     }
@@ -521,7 +557,7 @@ impl Live {
             st.errors_dirty = false;
             return;
         }
-        if let Some(frame) = json::delta(&mut st, &self.mirrors) {
+        if let Some(frame) = json::delta(&mut st, &self.mirrors.read()) {
             let _ = self.frames.send(frame);
         }
     }
@@ -533,7 +569,7 @@ impl Live {
         self.tick();
         let st = self.state.lock();
         let rx = self.frames.subscribe();
-        let snapshot = json::snapshot_event(&st, &self.mirrors);
+        let snapshot = json::snapshot_event(&st, &self.mirrors.read());
         drop(st);
         self.wake.notify_one();
         (snapshot, rx)
@@ -545,7 +581,7 @@ impl Live {
         self.refresh_list().await;
         self.tick();
         let st = self.state.lock();
-        json::status(&st, &self.mirrors, false).to_string()
+        json::status(&st, &self.mirrors.read(), false).to_string()
     }
 
     fn record_of_object(&self, o: &Object, map: &ChunkMap, rate: Option<f64>) -> Record {

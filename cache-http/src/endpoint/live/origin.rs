@@ -10,24 +10,17 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use super::Live;
-use crate::endpoint::server::MirrorSourceFactory;
 
 struct Counting {
     inner: Arc<dyn Source>,
     bytes: Arc<AtomicU64>,
 }
 
-/// Wraps every source `factory` makes so that body bytes are counted in
-/// `live` under the source's identity.
-pub(crate) fn counting_factory(
-    factory: MirrorSourceFactory,
-    live: Arc<Live>,
-) -> MirrorSourceFactory {
-    Arc::new(move |url: &str| {
-        let inner = factory(url)?;
-        let bytes = live.origin_counter(&inner.identity());
-        Ok(Arc::new(Counting { inner, bytes }) as Arc<dyn Source>)
-    })
+/// `inner`, with its body bytes counted in `live` under the source's
+/// identity.
+pub(crate) fn counting(live: &Live, inner: Arc<dyn Source>) -> Arc<dyn Source> {
+    let bytes = live.origin_counter(&inner.identity());
+    Arc::new(Counting { inner, bytes })
 }
 
 impl Source for Counting {

@@ -1,0 +1,339 @@
+//! The access log: one line per request, written when its response body
+//! has ended (or was cut), through `tracing` with the target [`TARGET`] so
+//! `RUST_LOG` and any subscriber can route or silence it.
+//!
+//! Each line has the time, client, method, path, status, body bytes sent,
+//! the `Range` asked for, the duration, the time to first byte and the
+//! cache result:
+//!
+//! | result | meaning |
+//! | --- | --- |
+//! | `hit` | the object was complete |
+//! | `partial` | served while the object fills (a fill this request did not start or join here: another process's, or a `/blobs/` read) |
+//! | `miss` | this request started the fill |
+//! | `coalesced` | joined a fill another request of this endpoint started |
+//! | `error` | an error status, or a body cut short (failed fill, client gone) |
+//! | `none` | a route that serves no object (`/status`, `/metrics`) |
+//!
+//! The default format is the combined log format with these extras:
+//!
+//! ```text
+//! 127.0.0.1 - - [28/Nov/2026:13:05:01 +0000] "GET /m/img/disk.raw HTTP/1.1" 206 1048576 "-" "curl/8.5.0" range="bytes=0-1048575" duration=0.004 ttfb=0.002 cache=miss mirror=img
+//! ```
+//!
+//! and JSON lines hold the same fields:
+//!
+//! ```text
+//! {"time":"2026-11-28T13:05:01.123Z","client":"127.0.0.1","method":"GET","path":"/m/img/disk.raw","status":206,"bytes":1048576,"range":"bytes=0-1048575","duration":0.004,"ttfb":0.002,"cache":"miss","mirror":"img","user_agent":"curl/8.5.0","referer":null}
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use super::routes::App;
+use super::serve_object::{Body, BodyError};
+
+/// The `tracing` target of access log lines.
+pub const TARGET: &str = "blockcache::access";
+
+/// How access log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// The combined log format plus `range=`, `duration=`, `ttfb=`,
+    /// `cache=` and `mirror=` fields.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The cache result of one request (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CacheResult {
+    Hit,
+    Partial,
+    Miss,
+    Coalesced,
+}
+
+impl CacheResult {
+    fn name(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Partial => "partial",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// What a route tells the access log, as a response extension.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RouteInfo {
+    pub(crate) mirror: Option<String>,
+    pub(crate) result: Option<CacheResult>,
+}
+
+/// The request side of a log line, taken before the request is consumed.
+pub(crate) struct RequestLine {
+    client: Arc<str>,
+    method: String,
+    target: String,
+    version: &'static str,
+    range: Option<String>,
+    user_agent: Option<String>,
+    referer: Option<String>,
+}
+
+impl RequestLine {
+    pub(crate) fn of<B>(req: &Request<B>, client: &Arc<str>) -> RequestLine {
+        let h = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        RequestLine {
+            client: client.clone(),
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+            version: match req.version() {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                _ => "HTTP/1.1",
+            },
+            range: h(header::RANGE),
+            user_agent: h(header::USER_AGENT),
+            referer: h(header::REFERER),
+        }
+    }
+}
+
+/// Wraps `resp`'s body so that the log line (and the request metrics) are
+/// written when the body ends or is dropped.
+pub(crate) fn log_response(
+    app: &Arc<App>,
+    request: RequestLine,
+    started: Instant,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let route = parts.extensions.remove::<RouteInfo>().unwrap_or_default();
+    // hyper stops polling a body once it has sent `Content-Length` bytes,
+    // so the end of a streamed body is known from its length.
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or(body.size_hint().exact());
+    let entry = Entry {
+        length,
+        app: app.clone(),
+        request,
+        route,
+        status: parts.status.as_u16(),
+        started,
+        first_byte: None,
+        bytes: 0,
+        // hyper never polls a body that is empty from the start (HEAD, 304).
+        ended: body.is_end_stream(),
+        failed: false,
+    };
+    let body = LoggedBody { inner: body, entry }.boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+struct Entry {
+    /// The body's announced length, when it has one.
+    length: Option<u64>,
+    app: Arc<App>,
+    request: RequestLine,
+    route: RouteInfo,
+    status: u16,
+    started: Instant,
+    first_byte: Option<Duration>,
+    bytes: u64,
+    ended: bool,
+    failed: bool,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        let ttfb = self.first_byte.unwrap_or(duration);
+        let complete = self.ended || self.length.is_some_and(|n| self.bytes >= n);
+        let result = if self.status >= 400 || self.failed || !complete {
+            "error"
+        } else {
+            self.route.result.map_or("none", CacheResult::name)
+        };
+        let mirror = self.route.mirror.as_deref().unwrap_or("");
+        let m = &self.app.metrics;
+        m.request(mirror, self.status, result, self.bytes);
+        m.latency(duration, ttfb);
+        let line = match self.app.access_log {
+            AccessLogFormat::Combined => self.combined(result, duration, ttfb),
+            AccessLogFormat::Json => self.json(result, duration, ttfb),
+        };
+        tracing::info!(target: TARGET, "{line}");
+    }
+}
+
+impl Entry {
+    fn combined(&self, result: &str, duration: Duration, ttfb: Duration) -> String {
+        let r = &self.request;
+        let q = |v: &Option<String>| {
+            v.as_deref()
+                .map_or_else(|| "-".to_owned(), |s| s.replace(['"', '\\'], "_"))
+        };
+        format!(
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" range=\"{}\" duration={:.6} ttfb={:.6} cache={} mirror={}",
+            r.client,
+            clf_time(SystemTime::now()),
+            r.method,
+            r.target.replace(['"', ' '], "_"),
+            r.version,
+            self.status,
+            self.bytes,
+            q(&r.referer),
+            q(&r.user_agent),
+            q(&r.range),
+            duration.as_secs_f64(),
+            ttfb.as_secs_f64(),
+            result,
+            self.route.mirror.as_deref().unwrap_or("-"),
+        )
+    }
+
+    fn json(&self, result: &str, duration: Duration, ttfb: Duration) -> String {
+        let r = &self.request;
+        serde_json::json!({
+            "time": rfc3339(SystemTime::now()),
+            "client": &*r.client,
+            "method": r.method,
+            "path": r.target,
+            "status": self.status,
+            "bytes": self.bytes,
+            "range": r.range,
+            "duration": duration.as_secs_f64(),
+            "ttfb": ttfb.as_secs_f64(),
+            "cache": result,
+            "mirror": self.route.mirror,
+            "user_agent": r.user_agent,
+            "referer": r.referer,
+        })
+        .to_string()
+    }
+}
+
+/// Civil date (UTC) of a Unix time: (year, month, day, secs of day).
+fn civil(t: SystemTime) -> (i64, u32, u32, u64, u32) {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, secs % 86_400, d.subsec_millis())
+}
+
+/// `28/Nov/2026:13:05:01 +0000`, the combined log format's time.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, m, d, s, _) = civil(t);
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// `2026-11-28T13:05:01.123Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let (y, m, d, s, ms) = civil(t);
+    format!(
+        "{y}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// A response body that counts what it sends and logs when it goes.
+struct LoggedBody {
+    inner: Body,
+    entry: Entry,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if this.entry.first_byte.is_none() && !data.is_empty() {
+                        this.entry.first_byte = Some(this.entry.started.elapsed());
+                    }
+                    this.entry.bytes += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.entry.ended = true;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.entry.failed = true,
+            Poll::Ready(None) => this.entry.ended = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_formatted_in_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_871_101_123);
+        assert_eq!(clf_time(t), "28/Nov/2026:13:05:01 +0000");
+        assert_eq!(rfc3339(t), "2026-11-28T13:05:01.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+}
