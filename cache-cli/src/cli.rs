@@ -99,7 +99,19 @@ against it before it is stored: a wrong chunk is refused and fetched from the
 next source. Without --blake3 a parent serves the URL only through one of its
 mirrors and only in the version the origin serves now (same validator); its
 chunks are then checked only by the final hash. A parent that is down,
-stalls or lies is dropped for this fetch; the origin is always last.", exit_line!()))]
+stalls or lies is dropped for this fetch; the origin is always last.
+
+Shared S3 tier (--shared s3://BUCKET[/PREFIX], or BLOCKCACHE_SHARED):
+  AWS_ENDPOINT_URL=http://s3.lan:8333 AWS_ALLOW_HTTP=true \\
+    blockcache fetch https://example.com/disk.raw --shared s3://images/fleet
+The bucket is asked after the parents and before the origin: b3/<BLAKE3> (by
+--blake3, or through the pointer src/<id> for this URL and version). Its
+manifest must merge to the name and every chunk is checked before it is
+stored. When the bucket lacks the image, one node takes the lease
+lease/<id> and downloads it from the origin while the others wait for it; a
+completed fetch publishes the object, its manifest and the pointer before it
+exits. Any bucket error falls back to the next source and never fails the
+fetch.", exit_line!()))]
     Fetch(Box<FetchArgs>),
     /// Serve the store over HTTP (Range requests, partial objects included)
     #[command(after_help = concat!("\
@@ -271,8 +283,28 @@ pub struct FetchArgs {
     pub parents: ParentArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    // After the untitled groups: its heading applies to what follows,
+    // up to the next heading (OriginArgs's).
+    #[command(flatten)]
+    pub shared: SharedArgs,
     #[command(flatten)]
     pub origin: OriginArgs,
+}
+
+/// The shared S3 tier (issue 12 section 3; `cache-s3`).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Shared S3 tier")]
+pub struct SharedArgs {
+    /// An S3 bucket the fleet shares, asked after the parents and before
+    /// the origin; a completed fetch publishes there. Configured with the
+    /// AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP)
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]", env = "BLOCKCACHE_SHARED")]
+    pub shared: Option<String>,
+    /// How long the lease of a node downloading an image for the fleet
+    /// lasts without renewal (the others take over after it) [default: 60s]
+    #[arg(long, value_name = "DUR", env = "BLOCKCACHE_SHARED_LEASE", value_parser = crate::upstream::parse_duration)]
+    pub shared_lease: Option<std::time::Duration>,
 }
 
 /// Private and signed origins (issue 9): credentials, TLS trust, retries.

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cache_core::{
-    check_chunk_size, Error, FetchOptions, FillOptions, Object, Source, SourceChain, Store,
-    StoreOptions,
+    check_chunk_size, object_key, Error, FetchOptions, FillOptions, Object, Source, SourceChain,
+    Store, StoreOptions,
 };
 use cache_http::source::parent_config;
 use cache_http::{HttpSource, HttpSourceConfig, ParentSource};
@@ -204,6 +204,7 @@ fn name_of(o: &Object) -> String {
 
 async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
     let chunk_size = check_chunk_size(a.chunk_size).map_err(|e| Failure::core("", e))?;
+    let tier = crate::shared::open(&a.shared)?;
     let config = crate::upstream::config(http_config(Some(&a.http)), &a.origin)?;
     let source = http_source(&a.url, config.clone())?;
     // How the URL appears in messages: the source's identity, which has
@@ -220,7 +221,70 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             ..FillOptions::default()
         },
     };
-    let chain = source_chain(&a, source, &expected).await?;
+    let shared = tier.as_ref().map(|tier| SharedArgs {
+        tier,
+        store: &store,
+        quiet: g.quiet,
+    });
+    let (chain, shared) = source_chain(&a, source, &expected, shared).await?;
+    let result = fill_and_verify(g, &a, &store, chain, options, &expected).await;
+    let (object, hash) = match result {
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            // Stdout closed by its reader: incomplete, nothing to publish.
+            if let Some(s) = shared {
+                s.abandon().await;
+            }
+            return Ok(());
+        }
+        Err(f) => {
+            if let Some(s) = shared {
+                s.abandon().await;
+            }
+            return Err(f);
+        }
+    };
+    if let Some(s) = shared {
+        // Before exit, so the next node finds it.
+        s.publish(&object).await;
+        let errors = cache_s3::shared_errors();
+        if errors > 0 && !g.quiet {
+            eprintln!(
+                "blockcache: {errors} shared-tier error(s); the bytes concerned came from the next source"
+            );
+        }
+    }
+    let to_stdout = a.output.as_deref() == Some(std::path::Path::new("-"));
+    match &a.output {
+        Some(_) if to_stdout => {
+            let _ = writeln!(std::io::stderr(), "{}", hash.to_hex());
+            return Ok(());
+        }
+        Some(path) => {
+            let (data, len, dest) = (object.data_path(), object.len(), path.clone());
+            let method =
+                tokio::task::spawn_blocking(move || crate::output::write_out(&data, len, &dest))
+                    .await
+                    .map_err(|e| Failure::new(exit::LOCAL_IO, format!("write-out task: {e}")))??;
+            tracing::info!(path = %path.display(), ?method, "object written out");
+        }
+        None => {}
+    }
+    println!("{}", hash.to_hex());
+    Ok(())
+}
+
+/// Runs the fill of `fetch` (progress, `-o -` streaming) until the root is
+/// verified: `Ok(None)` when stdout was closed by its reader first.
+async fn fill_and_verify(
+    g: &cli::Global,
+    a: &cli::FetchArgs,
+    store: &Store,
+    chain: SourceChain,
+    options: FetchOptions,
+    expected: &[cache_core::Digest],
+) -> Result<Option<(Object, blake3::Hash)>, Failure> {
+    let url = &chain.origin().identity();
     let object = store
         .fetch_chain(chain, options)
         .await
@@ -250,7 +314,7 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
                 // The reader went away (`| head`): stop, keep what arrived.
                 object.release().await;
                 reporter.finish().await;
-                return Ok(());
+                return Ok(None);
             }
             Err(f) => {
                 reporter.finish().await;
@@ -258,7 +322,7 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             }
         }
     }
-    let hash = object.wait_verified(&expected).await;
+    let hash = object.wait_verified(expected).await;
     reporter.finish().await;
     let hash = hash.map_err(|e| Failure::core(url, e))?;
     let refused = cache_core::chunk_verify_failures();
@@ -267,23 +331,7 @@ async fn fetch(g: &cli::Global, a: cli::FetchArgs) -> Result<(), Failure> {
             "blockcache: refused {refused} chunk(s) that did not match the manifest; fetched them again from the next source"
         );
     }
-    match &a.output {
-        Some(_) if to_stdout => {
-            let _ = writeln!(std::io::stderr(), "{}", hash.to_hex());
-            return Ok(());
-        }
-        Some(path) => {
-            let (data, len, dest) = (object.data_path(), object.len(), path.clone());
-            let method =
-                tokio::task::spawn_blocking(move || crate::output::write_out(&data, len, &dest))
-                    .await
-                    .map_err(|e| Failure::new(exit::LOCAL_IO, format!("write-out task: {e}")))??;
-            tracing::info!(path = %path.display(), ?method, "object written out");
-        }
-        None => {}
-    }
-    println!("{}", hash.to_hex());
-    Ok(())
+    Ok(Some((object, hash)))
 }
 
 /// How a stream to stdout ended.
@@ -296,16 +344,18 @@ enum Streamed {
 
 /// The origin, with the `--parent`s in front: by BLAKE3 (verified by
 /// manifest) when `--blake3` is given, and by origin URL (same validator as
-/// the origin's, checked by a probe of the origin here).
+/// the origin's, checked by a probe of the origin here); then the
+/// `--shared` bucket (see [`crate::shared`]).
 async fn source_chain(
     a: &cli::FetchArgs,
     origin: Arc<dyn Source>,
     expected: &[cache_core::Digest],
-) -> Result<SourceChain, Failure> {
+    shared: Option<SharedArgs<'_>>,
+) -> Result<(SourceChain, Option<crate::shared::SharedFetch>), Failure> {
     let mut chain = SourceChain::new(origin.clone());
     let parents = a.parents.urls();
-    if parents.is_empty() {
-        return Ok(chain);
+    if parents.is_empty() && shared.is_none() {
+        return Ok((chain, None));
     }
     let config = parent_config(&http_config(Some(&a.http)));
     // The parent must hold the version the origin serves now.
@@ -318,16 +368,48 @@ async fn source_chain(
             },
         )
     })?;
+    let root = cache_core::Digest::find_blake3(expected);
     for p in parents.iter().map(String::as_str) {
         let bad = |e: cache_http::HttpSourceError| Failure::usage(format!("--parent {p:?}: {e}"));
-        if let Some(h) = cache_core::Digest::find_blake3(expected) {
+        if let Some(h) = root {
             let by_hash = ParentSource::by_hash(p, &h, config.clone()).map_err(bad)?;
             chain = chain.with_alternate(Arc::new(by_hash));
         }
         let by_url = ParentSource::by_url(p, &a.url, &origin_info, config.clone()).map_err(bad)?;
         chain = chain.with_alternate(Arc::new(by_url));
     }
-    Ok(chain)
+    let Some(shared) = shared else {
+        return Ok((chain, None));
+    };
+    let identity = origin.identity();
+    // An object already complete here is not waited for (the fetch still
+    // publishes it when the bucket lacks it).
+    let local = !a.expect.revalidate
+        && (expected
+            .iter()
+            .any(|d| matches!(shared.store.get_digest(d), Ok(Some(o)) if o.blake3().is_some()))
+            || matches!(
+                shared.store.open_ref(&object_key(&identity, &origin_info.validator, origin_info.len)),
+                Ok(o) if o.blake3().is_some()
+            ));
+    let (chain, fetch) = crate::shared::prepare(
+        shared.tier,
+        chain,
+        &identity,
+        &origin_info,
+        root,
+        local,
+        shared.quiet,
+    )
+    .await;
+    Ok((chain, Some(fetch)))
+}
+
+/// What [`source_chain`] needs for `--shared`.
+struct SharedArgs<'a> {
+    tier: &'a cache_s3::SharedTier,
+    store: &'a Store,
+    quiet: bool,
 }
 
 /// Streams `range` of `object` to stdout as its chunks arrive. A closed

@@ -15,6 +15,7 @@ mod output;
 mod progress;
 mod serve;
 mod serve_config;
+mod shared;
 mod size;
 mod upstream;
 

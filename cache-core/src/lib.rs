@@ -92,7 +92,7 @@ pub use chain::SourceChain;
 pub use data::WriteFault;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
-pub use fill::{chunk_verify_failures, FillOptions, FillPolicy};
+pub use fill::{chunk_verify_failures, count_chunk_verify_failure, FillOptions, FillPolicy};
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
     BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,

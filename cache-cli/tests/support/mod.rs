@@ -5,6 +5,7 @@
 
 #[path = "../../../cache-http/tests/support/nginx.rs"]
 pub mod nginx;
+pub mod seaweed;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

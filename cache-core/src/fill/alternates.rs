@@ -21,7 +21,10 @@ pub fn chunk_verify_failures() -> u64 {
     CHUNK_VERIFY_FAILURES.load(Ordering::Relaxed)
 }
 
-pub(crate) fn count_chunk_verify_failure() {
+/// Counts one refused chunk. For sources that check chunks themselves
+/// (the shared S3 tier checks every chunk it reads against the object's
+/// manifest, also when the caller expects no root).
+pub fn count_chunk_verify_failure() {
     CHUNK_VERIFY_FAILURES.fetch_add(1, Ordering::Relaxed);
 }
 

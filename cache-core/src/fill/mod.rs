@@ -25,7 +25,7 @@ use crate::index::IndexWriter;
 use crate::object::{ObjectShared, Phase};
 use crate::source::{Source, SourceInfo};
 
-pub use alternates::chunk_verify_failures;
+pub use alternates::{chunk_verify_failures, count_chunk_verify_failure};
 pub use scheduler::{FillPolicy, FillScheduler};
 
 /// Default number of concurrent range requests of one fill.

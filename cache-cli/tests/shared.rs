@@ -1,0 +1,445 @@
+//! The shared S3 tier with real parts: SeaweedFS as the bucket, nginx as
+//! the origin, `blockcache fetch --shared` processes as the nodes of a
+//! fleet, each with its own store. Origin bytes are counted from nginx's
+//! access log. Images are 48–64 MiB instead of the 512 MiB: the
+//! shared 2-core test machine runs these next to the other suites, and the
+//! ratios asserted do not depend on the size. Bounded waits only.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use support::seaweed::Seaweed;
+use support::*;
+
+const BUCKET: &str = "fleet";
+
+/// A `blockcache fetch --shared` node.
+fn node(s3: &Seaweed, store: &std::path::Path, url: &str, extra: &[&str]) -> Command {
+    let mut c = bc(store);
+    s3.env(&mut c);
+    c.args(["fetch", url, "--shared"])
+        .arg(format!("s3://{BUCKET}/ci"))
+        .args(extra);
+    c
+}
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An origin serving `len` bytes, a bucket, and a first node's fetch
+/// that published the image there.
+struct Published {
+    ng: Nginx,
+    s3: Seaweed,
+    url: String,
+    want: String,
+    _first: tempfile::TempDir,
+}
+
+fn published(len: usize, seed: u64) -> Published {
+    let (ng, _data, want) = origin(None, len, seed);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let (t, first) = store_dir();
+    let o = run(node(&s3, &first, &url, &[]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    assert!(stderr_of(&o).contains("published"), "{}", stderr_of(&o));
+    Published {
+        ng,
+        s3,
+        url,
+        want,
+        _first: t,
+    }
+}
+
+#[test]
+fn sequential_nodes_take_the_image_from_the_origin_once() {
+    let len = 48 * MIB + 123;
+    let (ng, _data, want) = origin(Some("40m"), len, 71);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let mut temps = Vec::new();
+    for i in 0..4 {
+        let (t, store) = store_dir();
+        let o = run(node(&s3, &store, &url, &[]));
+        let out = ok(&o);
+        assert_eq!(last_line(out.as_bytes()), want, "node {i}");
+        if i == 0 {
+            assert!(stderr_of(&o).contains("published"), "{}", stderr_of(&o));
+        }
+        temps.push(t);
+    }
+    let sent = fill_bytes(&settled_log(&ng));
+    assert_eq!(
+        sent, len as u64,
+        "the origin sent {sent} bytes for four nodes of a {len}-byte image"
+    );
+    // The documented layout.
+    let keys = s3.list(BUCKET, "ci/");
+    assert!(keys.contains(&format!("ci/b3/{want}")), "{keys:?}");
+    assert!(keys.contains(&format!("ci/b3/{want}.manifest")), "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("ci/src/")).count(),
+        1,
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("ci/lease/")),
+        "leases are released after publishing: {keys:?}"
+    );
+    let pointer_key = keys.iter().find(|k| k.starts_with("ci/src/")).unwrap();
+    let pointer: serde_json::Value =
+        serde_json::from_slice(&s3.get(BUCKET, pointer_key)).expect("pointer is JSON");
+    assert_eq!(pointer["blake3"], want.as_str());
+    assert_eq!(pointer["len"], len as u64);
+}
+
+#[test]
+fn a_tampered_chunk_is_refused_and_a_foreign_manifest_refused_whole() {
+    let len = 8 * MIB + 5;
+    let Published {
+        ng, s3, url, want, ..
+    } = published(len, 72);
+    let before = fill_bytes(&settled_log(&ng));
+    assert_eq!(before, len as u64);
+
+    // One byte of chunk 3 changed in the bucket's copy.
+    let key = format!("ci/b3/{want}");
+    let mut object = s3.get(BUCKET, &key);
+    object[3 * MIB + 77] ^= 0x40;
+    s3.put(BUCKET, &key, &object);
+    let (_t2, second) = store_dir();
+    let o = run(node(&s3, &second, &url, &[]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("chunk 3 (bytes 3145728..4194304) does not match the manifest"),
+        "{err}"
+    );
+    assert!(err.contains("refused 1 chunk(s)"), "{err}");
+    // Chunks 0-2 came from the bucket; the origin sent the rest.
+    let sent = fill_bytes(&settled_log(&ng)) - before;
+    eprintln!("{err}\norigin sent {sent} bytes after the tampered chunk");
+    assert!(
+        sent <= (len - 3 * MIB) as u64,
+        "the origin sent {sent} bytes; chunks 0..3 should have come from the bucket"
+    );
+
+    // A well-formed manifest of other bytes under this name: refused whole,
+    // nothing read from the bucket, the origin sends everything.
+    let other = pattern(9, len);
+    let cs = 1u32 << 20;
+    let cvs: Vec<[u8; 32]> = other
+        .chunks(cs as usize)
+        .enumerate()
+        .map(|(i, c)| cache_core::hash::chunk_cv(c, i as u32, cs, len as u64))
+        .collect();
+    let foreign = cache_core::Manifest::new(len as u64, cs, cvs).unwrap();
+    s3.put(BUCKET, &format!("ci/b3/{want}.manifest"), &foreign.encode());
+    let before = fill_bytes(&settled_log(&ng));
+    let (_t3, third) = store_dir();
+    let o = run(node(&s3, &third, &url, &["--blake3", &want]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    assert!(err.contains("refused: manifest does not match"), "{err}");
+    assert!(!err.contains("refused 1 chunk"), "{err}");
+    assert_eq!(fill_bytes(&settled_log(&ng)) - before, len as u64);
+}
+
+/// What a [`relay`] does to the bytes it passes.
+#[derive(Clone, Copy)]
+struct Relay {
+    /// Bytes per second toward the client (0: no limit).
+    rate: usize,
+    /// Renames the `if-none-match` request header (same length, so bodies
+    /// and framing stay intact): the relayed store then ignores
+    /// create-only writes, as Garage and `rclone serve s3` do.
+    hide_if_none_match: bool,
+}
+
+/// A TCP relay to `port` doing `how`; its port. A fault real SeaweedFS
+/// does not produce on its own (slow reads; ignored create-only writes).
+fn relay(port: u16, how: Relay) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let relay_port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in l.incoming().flatten() {
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else {
+                let _ = client.shutdown(Shutdown::Both);
+                continue;
+            };
+            let (c_in, u_out) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || pump(c_in, u_out, 0, how.hide_if_none_match));
+            std::thread::spawn(move || pump(upstream, client, how.rate, false));
+        }
+    });
+    relay_port
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, rate: usize, hide: bool) {
+    const HEADER: &[u8] = b"if-none-match:";
+    const RENAMED: &[u8] = b"x-ignored-mat:";
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let started = Instant::now();
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if hide {
+            let mut i = 0;
+            while i + HEADER.len() <= n {
+                if buf[i..i + HEADER.len()].eq_ignore_ascii_case(HEADER) {
+                    buf[i..i + HEADER.len()].copy_from_slice(RENAMED);
+                }
+                i += 1;
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if rate > 0 {
+            let due = Duration::from_secs_f64(n as f64 / rate as f64);
+            if let Some(rest) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
+    // `_ng`: the origin must keep running.
+    let Published {
+        ng: _ng,
+        mut s3,
+        url,
+        want,
+        ..
+    } = published(48 * MIB, 73);
+
+    // The second node reads the bucket through a 8 MB/s relay.
+    let relay = relay(
+        s3.port,
+        Relay {
+            rate: 8 << 20,
+            hide_if_none_match: false,
+        },
+    );
+    let (_t2, second) = store_dir();
+    let mut c = node(&s3, &second, &url, &[]);
+    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{relay}"));
+    let child = spawn(c);
+    wait_bytes_done(&second, 4 * MIB as u64);
+    s3.kill();
+    let o = finish(child);
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    eprintln!("{err}");
+    assert!(err.contains("shared-tier error(s)"), "{err}");
+    assert!(err.contains("not published"), "{err}");
+}
+
+/// The bytes the origin sent, asserted to be at most `times` the image
+/// (and printed: the measurement of the test).
+fn origin_bytes_at_most(ng: &Nginx, len: usize, times: f64) -> u64 {
+    let sent = fill_bytes(&settled_log(ng));
+    eprintln!(
+        "origin sent {sent} bytes: {:.3}x the image",
+        sent as f64 / len as f64
+    );
+    assert!(
+        sent as f64 <= times * len as f64,
+        "the origin sent {sent} bytes for a {len}-byte image (more than {times}x)"
+    );
+    sent
+}
+
+/// The stores' first objects' bytes done, per node.
+fn progress_of(stores: &[std::path::PathBuf]) -> Vec<u64> {
+    stores.iter().map(|s| bytes_done(s)).collect()
+}
+
+fn start_nodes(
+    s3: &Seaweed,
+    url: &str,
+    n: usize,
+    extra: &[&str],
+) -> (
+    Vec<tempfile::TempDir>,
+    Vec<std::path::PathBuf>,
+    Vec<Option<Child>>,
+) {
+    let mut temps = Vec::new();
+    let mut stores = Vec::new();
+    let mut children = Vec::new();
+    for _ in 0..n {
+        let (t, store) = store_dir();
+        children.push(Some(spawn(node(s3, &store, url, extra))));
+        temps.push(t);
+        stores.push(store);
+    }
+    (temps, stores, children)
+}
+
+#[test]
+fn concurrent_nodes_share_one_origin_download_through_the_lease() {
+    // 32 MiB at 4 x 2 MB/s: the holder needs ~4 s, far longer than the
+    // other nodes take to start, even on a loaded machine.
+    let len = 32 * MIB;
+    let (ng, _data, want) = origin(Some("2m"), len, 74);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let (_temps, _stores, children) = start_nodes(&s3, &url, 4, &[]);
+    let mut errs = Vec::new();
+    for child in children.into_iter().flatten() {
+        let o = finish(child);
+        assert_eq!(last_line(ok(&o).as_bytes()), want);
+        errs.push(stderr_of(&o));
+    }
+    let waited = errs
+        .iter()
+        .filter(|e| e.contains("waiting for it to publish"))
+        .count();
+    let all = errs.join("\n---\n");
+    assert_eq!(waited, 3, "three nodes wait for the lease holder:\n{all}");
+    origin_bytes_at_most(&ng, len, 1.05);
+}
+
+#[test]
+fn a_killed_lease_holder_is_taken_over_after_expiry() {
+    let len = 48 * MIB;
+    let (ng, _data, want) = origin(Some("3m"), len, 75);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let (_temps, stores, mut children) = start_nodes(&s3, &url, 4, &["--shared-lease", "2s"]);
+    // The holder is the node whose store fills; kill -9 it part-way.
+    let deadline = Instant::now() + STEP;
+    let holder = loop {
+        let done = progress_of(&stores);
+        if let Some(i) = done.iter().position(|&d| d >= 8 * MIB as u64) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no node downloads: {done:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut killed = children[holder].take().unwrap();
+    killed.kill().expect("kill -9 the holder");
+    let _ = killed.wait();
+    for child in children.into_iter().flatten() {
+        let o = finish(child);
+        assert_eq!(last_line(ok(&o).as_bytes()), want, "{}", stderr_of(&o));
+    }
+    let sent = origin_bytes_at_most(&ng, len, 2.0);
+    assert!(
+        sent > len as u64,
+        "the killed holder's part and the taker's whole download: {sent}"
+    );
+}
+
+#[test]
+fn an_object_deleted_from_the_bucket_falls_back_and_is_published_again() {
+    let len = 4 * MIB + 9;
+    let Published {
+        ng, s3, url, want, ..
+    } = published(len, 76);
+    // A lifecycle rule removed the object; its pointer is still there.
+    let key = format!("ci/b3/{want}");
+    assert_eq!(
+        s3.request("DELETE", &format!("/{BUCKET}/{key}"), b"", &[])
+            .0,
+        204
+    );
+    let (_t2, second) = store_dir();
+    let o = run(node(&s3, &second, &url, &[]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    assert!(err.contains("not in the bucket"), "{err}");
+    assert!(
+        err.contains("published"),
+        "the second node publishes it again: {err}"
+    );
+    assert_eq!(fill_bytes(&settled_log(&ng)), 2 * len as u64);
+    assert_eq!(s3.get(BUCKET, &key).len(), len);
+}
+
+#[test]
+fn a_store_that_ignores_create_only_writes_runs_without_the_lease() {
+    let len = 32 * MIB;
+    // Slow enough that neither node publishes before the other looked.
+    let (ng, _data, want) = origin(Some("2m"), len, 77);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let port = relay(
+        s3.port,
+        Relay {
+            rate: 0,
+            hide_if_none_match: true,
+        },
+    );
+    let mut temps = Vec::new();
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let (t, store) = store_dir();
+        let mut c = node(&s3, &store, &url, &[]);
+        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+        children.push(spawn(c));
+        temps.push(t);
+    }
+    for child in children {
+        let o = finish(child);
+        assert_eq!(last_line(ok(&o).as_bytes()), want);
+        let err = stderr_of(&o);
+        assert!(err.contains("ignores create-only writes"), "{err}");
+        assert!(!err.contains("waiting for it to publish"), "{err}");
+    }
+    // Both nodes downloaded it: nothing coordinated them.
+    assert_eq!(fill_bytes(&settled_log(&ng)), 2 * len as u64);
+}
+
+#[test]
+fn a_bad_shared_url_is_one_usage_line() {
+    let (_t, store) = store_dir();
+    for (bad, says) in [
+        ("http://bucket/x", "expected s3://BUCKET[/PREFIX]"),
+        ("s3://", "no bucket name"),
+    ] {
+        let mut c = bc(&store);
+        c.args(["fetch", "http://127.0.0.1:1/disk.img", "--shared", bad]);
+        let (code, err) = code_and_err(&run(c));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("--shared") && err.contains(says), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn a_store_that_has_the_image_seeds_the_bucket_without_downloading() {
+    let len = 6 * MIB + 1;
+    let (ng, _data, want) = origin(None, len, 78);
+    let s3 = Seaweed::start(BUCKET);
+    let url = ng.url("disk.img");
+    let (_t1, first) = store_dir();
+    let mut plain = bc(&first);
+    plain.args(["fetch", &url]);
+    assert_eq!(last_line(ok(&run(plain)).as_bytes()), want);
+    // The same store, now with --shared: a local hit, published as it is.
+    let o = run(node(&s3, &first, &url, &[]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    assert!(err.contains("already stored"), "{err}");
+    assert!(err.contains("published"), "{err}");
+    let (_t2, second) = store_dir();
+    assert_eq!(
+        last_line(ok(&run(node(&s3, &second, &url, &[]))).as_bytes()),
+        want
+    );
+    assert_eq!(fill_bytes(&settled_log(&ng)), len as u64);
+}
