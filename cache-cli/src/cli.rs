@@ -259,7 +259,7 @@ pub struct CompletionsArgs {
 pub struct HttpArgs {
     /// Range requests kept in flight (more reach a far origin's full speed
     /// when each connection is rate-limited)
-    #[arg(long, value_name = "N", default_value_t = cache_core::fill::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = cache_core::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
     /// Bandwidth limit for this download (RATE, e.g. 10MB/s)
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]

@@ -115,7 +115,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<(), Failure> {
     let requests = origin.stats.requests.load(Ordering::Relaxed);
     // A request the scheduler cuts short (to serve a demand first) may
     // have a piece in flight past the cut: allow one chunk per connection.
-    let slack = u64::from(object.chunk_size()) * (cache_core::fill::DEFAULT_CONNECTIONS as u64 + 1);
+    let slack = u64::from(object.chunk_size()) * (cache_core::DEFAULT_CONNECTIONS as u64 + 1);
     let once = sent >= image.len && sent - image.len <= slack;
     let early = far_ok && at_far.bytes_done < image.len;
     let verified = h1 == generated.to_hex().as_str() && h2 == h1;

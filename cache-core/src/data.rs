@@ -9,7 +9,6 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -95,8 +94,7 @@ impl DataFile {
         if let Some(fault) = &self.fault {
             fault(offset, buf.len()).map_err(|e| Error::io(&self.path, "write chunk", e))?;
         }
-        self.file
-            .write_all_at(buf, offset)
+        crate::platform::pwrite_all(&self.file, buf, offset)
             .map_err(|e| Error::io(&self.path, "write chunk", e))
     }
 

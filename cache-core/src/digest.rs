@@ -8,7 +8,7 @@
 //! chunk that arrived out of order is read back when the prefix reaches
 //! it). After a resume the prefix already on disk is hashed again from the
 //! data file: a hasher's state is not persisted. Final digests are stored
-//! with the object ([`crate::store`], file `digests`) and are names of the
+//! with the object (the store's file `digests` of the object) and are names of the
 //! object, like its BLAKE3.
 //!
 //! An [`Expected`] digest belongs to one request: it never names, renames
@@ -22,8 +22,11 @@ use sha2::Digest as _;
 /// A digest algorithm the store knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algo {
+    /// BLAKE3, the store's address (merged from the chunk values).
     Blake3,
+    /// SHA-256, what publishers print (computed over the completed prefix).
     Sha256,
+    /// SHA-512 (computed over the completed prefix when a request expects it).
     Sha512,
 }
 
@@ -87,7 +90,9 @@ impl FromStr for Algo {
 /// A digest value of one algorithm.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Digest {
+    /// Which algorithm produced `bytes`.
     pub algo: Algo,
+    /// The raw digest (32 bytes for BLAKE3 and SHA-256, 64 for SHA-512).
     pub bytes: Vec<u8>,
 }
 
@@ -117,6 +122,7 @@ impl Digest {
         Digest::from_hex(algo.parse()?, hex)
     }
 
+    /// The BLAKE3 digest `hash`.
     pub fn blake3(hash: &blake3::Hash) -> Digest {
         Digest {
             algo: Algo::Blake3,

@@ -14,6 +14,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// `Error` is `Clone` (causes are shared behind `Arc`) because one failed
 /// fill must be reported to every reader that was waiting on it.
+// Field docs come with the error-chain rework (issue 15 item 7).
+#[allow(missing_docs)]
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// A local file operation failed.

@@ -8,12 +8,12 @@
 //!
 //! * An **object** is stored as fixed-size **chunks** (a power of two,
 //!   64 KiB–64 MiB, 1 MiB by default) in one data file, plus a **chunk
-//!   index** ([`index`]): a roaring bitmap of the completed chunks and each
+//!   index**: a roaring bitmap of the completed chunks and each
 //!   chunk's BLAKE3 chaining value. Because a power-of-two chunk at an
 //!   aligned offset is a complete BLAKE3 subtree, the object's hash — what
 //!   `b3sum` prints — is merged from the chunk values without re-reading a
 //!   byte ([`hash`]).
-//! * A **fill** ([`fill`]) copies an object from a [`Source`] (HTTP lives in
+//! * A **fill** ([`Store::fetch`]) copies an object from a [`Source`] (HTTP lives in
 //!   `cache-http`): several range requests at once, adjacent missing chunks
 //!   merged, chunks readers wait for first. A chunk becomes visible only
 //!   once written and hashed; it becomes durable in batches (data synced
@@ -74,25 +74,138 @@
 //! assert_eq!(object.wait_complete().await?, blake3::hash(&bytes));
 //! # Ok(()) }
 //! ```
+//!
+//! ## Example: read a range, verify what is stored
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cache_core::{testing::MemorySource, FetchOptions, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> cache_core::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path())?;
+//! let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+//! let object = store
+//!     .fetch(Arc::new(MemorySource::new("mem://r", bytes.clone())), FetchOptions::default())
+//!     .await?;
+//! // Any range, even one that crosses chunks; it waits for what is missing.
+//! let piece = object.read_at(1_000_000, 100_000).await?;
+//! assert_eq!(&piece[..], &bytes[1_000_000..1_100_000]);
+//! // The last 16 bytes (no arithmetic that underflows on short objects).
+//! assert_eq!(&object.read_tail(16).await?[..], &bytes[bytes.len() - 16..]);
+//!
+//! // Re-hash every stored chunk against the value recorded on arrival.
+//! let hash = object.wait_complete().await?;
+//! let report = object.verify().await?;
+//! assert!(report.damaged.is_empty());
+//! assert_eq!(report.blake3, Some(hash));
+//! // The store finds it by its BLAKE3 (what `b3sum` prints).
+//! assert!(store.get(&blake3::hash(&bytes))?.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Example: follow a fill that another process runs
+//!
+//! Two [`Store`]s opened on one directory behave as two processes would:
+//! the second fetch of the same source finds the object busy (the first
+//! holds its index lock), follows its index, reads chunks as the first
+//! commits them, and would take the fill over if the first died.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cache_core::{testing::MemorySource, FetchOptions, FillState, Store};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> cache_core::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let bytes: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
+//! let source = MemorySource::new("mem://f", bytes.clone()).with_piece_delay_ms(2);
+//!
+//! let filler = Store::open(dir.path())?; // "process" 1 downloads
+//! let object = filler.fetch(Arc::new(source.clone()), FetchOptions::default()).await?;
+//!
+//! let other = Store::open(dir.path())?; // "process" 2 follows
+//! let followed = other.fetch(Arc::new(source.clone()), FetchOptions::default()).await?;
+//! let tail = followed.read_tail(10).await?;
+//! assert_eq!(&tail[..], &bytes[bytes.len() - 10..]);
+//! assert_eq!(followed.wait_complete().await?, blake3::hash(&bytes));
+//! assert!(matches!(object.progress().state, FillState::Complete));
+//! # Ok(()) }
+//! ```
+//!
+//! ## The public API
+//!
+//! * [`Store`]: open ([`Store::open`], [`Store::open_with`] with
+//!   [`StoreOptions`] and a [`SourceFactory`] so objects found on disk can
+//!   resume), [`Store::fetch`] / [`Store::fetch_chain`] ([`FetchOptions`],
+//!   [`FillOptions`], [`FillPolicy`], [`Expected`] digests), look-ups
+//!   ([`Store::open_ref`], [`Store::get`], [`Store::get_digest`],
+//!   [`Store::list`] → [`ObjectSummary`]), [`Store::remove`],
+//!   [`Store::gc`] → [`GcReport`], [`Store::import`].
+//! * [`Object`]: reads ([`Object::read_at`], [`Object::read_tail`],
+//!   [`Object::stream`], [`Object::reader`] (`AsyncRead + AsyncSeek`),
+//!   [`Object::blocking_reader`] (`Read + Seek`)), progress
+//!   ([`Progress`], [`FillState`], [`Object::watch_progress`],
+//!   [`Object::chunk_feed`] → [`ChunkMap`] / [`ChunkChange`]), names and
+//!   checks ([`Object::blake3`], [`Object::digests`],
+//!   [`Object::wait_verified`], [`Object::verify`] → [`VerifyReport`],
+//!   [`Object::manifest`]).
+//! * Sources: the [`Source`] trait ([`SourceInfo`], [`RangeBody`],
+//!   [`SourceError`]), [`SourceChain`] (alternates before the origin),
+//!   [`Manifest`] (verified chunk values).
+//! * Hashing: [`hash`] (chunk chaining values and the root merged from
+//!   them), [`digest`] ([`Digest`], [`Algo`]).
+//! * Errors: [`Error`] (with [`ErrorClass`] for exit codes), [`IndexError`].
+//!
+//! Features: `testing` adds `testing::MemorySource` (an in-memory source
+//! for your own tests, used by the examples above); `internals` exposes the
+//! chunk index format and fault hooks to this workspace's tests, benchmarks
+//! and fuzz targets (no stability promise).
+//!
+//! ## Portability
+//!
+//! Everything the store needs from the operating system beyond portable
+//! `std` lives in one private module (`platform`); its documentation lists
+//! what a Windows port needs (share modes, mandatory locks, deleting mapped
+//! files).
+
+#![deny(missing_docs)]
 
 pub mod chain;
 mod data;
 pub mod digest;
 pub mod error;
-pub mod fill;
+mod fill;
 pub mod hash;
+// The chunk index's format and its reader/writer are an implementation
+// detail; this workspace's tests, benches and fuzz targets reach them with
+// the `internals` feature.
+#[cfg(feature = "internals")]
 pub mod index;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code, unreachable_pub)]
+mod index;
 pub mod manifest;
-pub mod object;
+mod object;
+mod platform;
 pub mod source;
-pub mod store;
+mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(all(test, not(feature = "testing")))]
+mod testing;
 
 pub use chain::SourceChain;
+#[cfg(feature = "internals")]
 pub use data::WriteFault;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
-pub use fill::{chunk_verify_failures, count_chunk_verify_failure, FillOptions, FillPolicy};
+pub use fill::{
+    chunk_verify_failures, count_chunk_verify_failure, FillOptions, FillPolicy,
+    DEFAULT_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_READAHEAD_CHUNKS,
+};
+pub use index::IndexError;
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
     BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,

@@ -54,7 +54,12 @@ pub enum ManifestError {
     /// Well-formed, but its CVs do not merge to the expected root: it is
     /// not a manifest of that object, and none of its CVs may be used.
     #[error("manifest does not match BLAKE3 {expected}: its chunk values merge to {actual}")]
-    RootMismatch { expected: String, actual: String },
+    RootMismatch {
+        /// The root the caller trusts (hex).
+        expected: String,
+        /// The root the manifest's chunk values merge to (hex).
+        actual: String,
+    },
 }
 
 /// A decoded (well-formed, not yet trusted) manifest. See the module docs.

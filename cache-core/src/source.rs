@@ -110,11 +110,14 @@ pub enum SourceErrorKind {
 /// the byte range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceError {
+    /// What kind of failure: decides retrying, falling back, exit codes.
     pub kind: SourceErrorKind,
+    /// One line for people: the URL, the cause, the byte range.
     pub message: String,
 }
 
 impl SourceError {
+    /// An error of `kind` with `message`.
     pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
         SourceError {
             kind,

@@ -10,7 +10,7 @@
 //!   (Range parsing, multipart/byteranges framing, safe mirror paths,
 //!   ETags, Prometheus metrics).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod endpoint;
 pub mod source;

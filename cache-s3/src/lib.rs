@@ -54,7 +54,7 @@
 //! source (the origin at the end); it is logged and counted
 //! ([`shared_errors`]), never fatal to a fetch.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod fill;
 mod layout;

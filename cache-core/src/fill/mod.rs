@@ -15,7 +15,7 @@ mod alternates;
 mod durability;
 mod fetch;
 mod filler;
-pub mod scheduler;
+mod scheduler;
 
 use std::fs::{File, TryLockError};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::object::{ObjectShared, Phase};
 use crate::source::{Source, SourceInfo};
 
 pub use alternates::{chunk_verify_failures, count_chunk_verify_failure};
-pub use scheduler::{FillPolicy, FillScheduler};
+pub use scheduler::FillPolicy;
 
 /// Default number of concurrent range requests of one fill.
 ///
@@ -150,9 +150,8 @@ pub(crate) fn filler_pid(dir: &std::path::Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    std::path::Path::new(&format!("/proc/{pid}"))
-        .exists()
-        .then_some(pid)
+    // Unknown liveness (not Linux) still names the pid: it is informational.
+    (crate::platform::process_alive(pid) != Some(false)).then_some(pid)
 }
 
 /// Starts filling `obj` with `plan`, or attaches to the fill that runs.

@@ -92,11 +92,6 @@ impl FillScheduler {
         self.done.contains(c)
     }
 
-    /// Number of chunks currently claimed by running requests.
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.len()
-    }
-
     /// Switches to one stream for the whole object (the source ignores
     /// ranges). Takes effect once the running requests have ended.
     pub fn set_single_stream(&mut self) {

@@ -121,6 +121,9 @@ use std::path::{Path, PathBuf};
 
 use roaring::RoaringBitmap;
 
+pub(crate) use crate::platform::sync_parent;
+use crate::platform::{pread, pwrite_all};
+
 pub use format::RECORD_LEN;
 pub use reader::{read_cvs, IndexReader};
 pub use writer::IndexWriter;
@@ -188,17 +191,30 @@ impl IndexHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
     /// Chunk `index` is complete and durable; `cv` is its chaining value.
-    Chunk { index: u32, cv: [u8; 32] },
+    Chunk {
+        /// Chunk number.
+        index: u32,
+        /// Its BLAKE3 chaining value.
+        cv: [u8; 32],
+    },
     /// Chunk `index` was found damaged and must be fetched again.
-    Clear { index: u32 },
+    Clear {
+        /// Chunk number.
+        index: u32,
+    },
     /// All chunks are complete and the object's BLAKE3 hash is `hash`.
-    Root { hash: [u8; 32] },
+    Root {
+        /// The object's BLAKE3 hash.
+        hash: [u8; 32],
+    },
 }
 
 /// The state an index log describes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IndexState {
+    /// Complete, durable chunks.
     pub done: RoaringBitmap,
+    /// The object's BLAKE3 hash once every chunk is done.
     pub root: Option<[u8; 32]>,
 }
 
@@ -246,15 +262,27 @@ pub struct Recovery {
 /// Errors of the index, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// Reading, writing or syncing the index file failed.
     #[error("{path}: {op}: {source}")]
     Io {
+        /// The index file.
         path: PathBuf,
+        /// What was being done ("open", "append record", ...).
         op: &'static str,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a chunk index this version can trust (bad magic,
+    /// version or header checksum); a damaged tail is never this error,
+    /// it is truncated and refetched.
     #[error("{path}: corrupt chunk index: {detail}")]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> IndexError {
@@ -275,53 +303,6 @@ fn invalid_input(path: &Path, op: &'static str, msg: String) -> IndexError {
         op,
         source: io::Error::new(io::ErrorKind::InvalidInput, msg),
     }
-}
-
-/// Fsyncs the directory holding `path`, so a create or rename in it is
-/// durable (a file's own fsync does not cover its directory entry).
-#[cfg(unix)]
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
-}
-
-/// Windows cannot open a directory as a `File` without special flags, and
-/// NTFS journals directory entries itself; nothing to do there.
-#[cfg(not(unix))]
-pub(crate) fn sync_parent(_path: &Path) -> io::Result<()> {
-    Ok(())
-}
-
-/// Positional read: never moves a shared cursor, so reads and the writer's
-/// appends need no seeking.
-fn pread(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    #[cfg(unix)]
-    return std::os::unix::fs::FileExt::read_at(file, buf, off);
-    #[cfg(windows)]
-    return std::os::windows::fs::FileExt::seek_read(file, buf, off);
-}
-
-/// Positional write of all of `buf` at `off`.
-fn pwrite_all(file: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        #[cfg(unix)]
-        let r = std::os::unix::fs::FileExt::write_at(file, buf, off);
-        #[cfg(windows)]
-        let r = std::os::windows::fs::FileExt::seek_write(file, buf, off);
-        match r {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
-            Ok(n) => {
-                buf = &buf[n..];
-                off += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Reads into `buf` at `off` until it is full or the file ends; returns the

@@ -48,6 +48,7 @@ pub enum ChunkChange {
 /// A snapshot of an object's chunk map (the states a page draws).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ChunkMap {
+    /// Chunks the object has.
     pub chunk_count: u32,
     /// Complete chunks.
     pub done: RoaringBitmap,

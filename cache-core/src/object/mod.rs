@@ -31,7 +31,7 @@ use crate::index::{IndexHeader, Record};
 use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
-pub use feed::{ranges, ChunkChange, ChunkMap, FEED_CAPACITY};
+pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use verify::VerifyReport;
@@ -67,11 +67,17 @@ impl FillState {
 /// A snapshot of an object's progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
+    /// Object length in bytes.
     pub len: u64,
+    /// Chunk size in bytes.
     pub chunk_size: u32,
+    /// Chunks complete (visible to readers).
     pub chunks_done: u64,
+    /// Chunks the object has.
     pub chunks_total: u64,
+    /// Bytes of the complete chunks.
     pub bytes_done: u64,
+    /// Who fills the object, if anyone, and how that ended.
     pub state: FillState,
 }
 
@@ -84,7 +90,9 @@ pub struct ObjectInfo {
     pub source: String,
     /// Source validator the bytes belong to.
     pub validator: String,
+    /// Object length in bytes.
     pub len: u64,
+    /// Chunk size in bytes.
     pub chunk_size: u32,
     /// The object's BLAKE3 hash, known once it is complete (computed from
     /// its bytes: an expected hash is never shown here).

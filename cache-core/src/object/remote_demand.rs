@@ -14,7 +14,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{ObjectShared, Phase};
@@ -46,7 +45,7 @@ impl DemandFile {
 
     fn write(&self, chunks: &[u32]) -> std::io::Result<()> {
         let text: String = chunks.iter().map(|c| format!("{c}\n")).collect();
-        self.file.write_all_at(text.as_bytes(), 0)?;
+        crate::platform::pwrite_all(&self.file, text.as_bytes(), 0)?;
         self.file.set_len(text.len() as u64)
     }
 }

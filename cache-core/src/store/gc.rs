@@ -15,8 +15,9 @@ use crate::error::{Error, Result};
 pub struct GcReport {
     /// Keys of the evicted objects, oldest first, with their disk bytes.
     pub evicted: Vec<(String, u64)>,
-    /// Disk bytes of all objects before and after.
+    /// Disk bytes of all objects before.
     pub bytes_before: u64,
+    /// Disk bytes of all objects after (what remains).
     pub bytes_after: u64,
     /// Objects that would have been evicted but were in use.
     pub skipped_busy: Vec<String>,

@@ -55,6 +55,7 @@ pub struct StoreOptions {
     /// ... or as soon as this many bytes of chunks wait to be made durable.
     pub flush_bytes: u64,
     /// Test hook: fails data writes (see [`WriteFault`]).
+    #[cfg(feature = "internals")]
     #[doc(hidden)]
     pub write_fault: Option<WriteFault>,
 }
@@ -65,8 +66,19 @@ impl Default for StoreOptions {
             source_factory: None,
             flush_interval: Duration::from_millis(250),
             flush_bytes: 64 << 20,
+            #[cfg(feature = "internals")]
             write_fault: None,
         }
+    }
+}
+
+impl StoreOptions {
+    /// The data-write fault hook of the `internals` feature, if any.
+    fn write_fault(&self) -> Option<WriteFault> {
+        #[cfg(feature = "internals")]
+        return self.write_fault.clone();
+        #[cfg(not(feature = "internals"))]
+        None
     }
 }
 
@@ -102,9 +114,13 @@ impl Default for FetchOptions {
 /// One line of [`Store::list`].
 #[derive(Clone, Debug)]
 pub struct ObjectSummary {
+    /// The object's static facts (key, source, length, BLAKE3).
     pub info: ObjectInfo,
+    /// Chunks durable on disk.
     pub chunks_done: u64,
+    /// Chunks the object has.
     pub chunks_total: u64,
+    /// Bytes of the durable chunks.
     pub bytes_done: u64,
     /// `complete`, `filling` (by some process) or `partial`.
     pub state: &'static str,
@@ -405,7 +421,7 @@ impl StoreShared {
             e => e.into(),
         })?;
         let data_path = dir.join(header.data_file_name());
-        let data = DataFile::open(&data_path, header.len, self.options.write_fault.clone())?;
+        let data = DataFile::open(&data_path, header.len, self.options.write_fault())?;
         // The shared lock says "in use" to eviction in every process.
         match data.file().try_lock_shared() {
             Ok(()) => {}
@@ -572,13 +588,12 @@ fn touch(path: &Path) {
 /// file shared by several objects (same bytes, hard-linked) counts for
 /// each of them in equal parts, so the sum over objects is the real usage.
 pub(crate) fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
     fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.metadata().ok())
-        .map(|m| m.blocks() * 512 / m.nlink().max(1))
+        .map(|m| crate::platform::disk_usage(&m))
         .sum()
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cache_core::store::SourceFactory;
+use cache_core::SourceFactory;
 use cache_core::{Source, SourceError, SourceErrorKind};
 
 use super::{client, HttpSource, HttpSourceConfig, HttpSourceError};
@@ -14,7 +14,7 @@ use super::{client, HttpSource, HttpSourceConfig, HttpSourceError};
 /// it to the store so that objects it reopens can resume:
 ///
 /// ```
-/// use cache_core::store::{Store, StoreOptions};
+/// use cache_core::{Store, StoreOptions};
 /// use cache_http::{source_factory, HttpSourceConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,0 +1,121 @@
+//! Everything the store needs from the operating system beyond portable
+//! `std`, in one place.
+//!
+//! The rest of the crate uses only these functions and portable `std`
+//! (`File::lock`/`try_lock_shared` for the filler and in-use locks,
+//! `memmap2` for reads). A port to another system implements this module
+//! and checks the rules below; nothing else in the crate names an OS.
+//!
+//! | function | Unix | Windows |
+//! | --- | --- | --- |
+//! | [`pread`], [`pwrite_all`] | `FileExt::read_at` / `write_at` | `FileExt::seek_read` / `seek_write` (they move the file cursor, which the store never uses) |
+//! | [`sync_parent`] | `fsync` of the directory | nothing: NTFS journals directory entries |
+//! | [`disk_usage`] | allocated blocks / hard links | the file length (no allocated size in `std`) |
+//! | [`process_alive`] | `/proc/PID` on Linux, unknown elsewhere | unknown |
+//!
+//! # What a Windows port needs beyond this module
+//!
+//! The original problem came from Windows ("the process cannot access the
+//! file because it is being used by another process"), so these are the
+//! rules a port must keep, checked against the store's use of files:
+//!
+//! * **Share modes.** `std` opens files with `FILE_SHARE_READ |
+//!   FILE_SHARE_WRITE | FILE_SHARE_DELETE`, so a follower can read an index
+//!   and a data file another process writes. Keep it that way (no
+//!   `share_mode(0)` anywhere).
+//! * **Locks.** `File::lock` is `LockFileEx` there: mandatory for the locked
+//!   range. The filler's exclusive lock is on the *index* file, which
+//!   followers read: a port must lock a separate, never-read lock file (or
+//!   a byte range past the end of the index) instead.
+//! * **Deleting and renaming open or mapped files.** Unix unlinks an object
+//!   directory while a reader still maps its data file; Windows refuses to
+//!   delete or truncate a mapped file. Eviction already skips objects with
+//!   an in-use lock; a port must also retry removals that fail with
+//!   `ERROR_SHARING_VIOLATION` later instead of reporting them.
+//! * **Hard links** (one data file shared by objects with the same bytes)
+//!   work on NTFS; on FAT or network shares the store falls back to
+//!   separate copies (the link error is already handled that way).
+//! * **mmap** (`memmap2`) works as is; the contract in `data` (bytes of a
+//!   complete chunk never change under a handed-out `Bytes`) holds.
+//!
+//! `cargo check --target x86_64-pc-windows-gnu -p cache-core` is the goal of
+//! this module's shape; it needs that target's standard library, which this
+//! project's build machines cannot install (no `rustup` downloads), so the
+//! check is not part of CI yet.
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::Path;
+
+/// Positional read: never moves a shared cursor, so readers and the
+/// writer's appends need no seeking. Returns the bytes read (0 at the end).
+pub(crate) fn pread(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_at(file, buf, off);
+    #[cfg(windows)]
+    return std::os::windows::fs::FileExt::seek_read(file, buf, off);
+}
+
+/// Positional write of all of `buf` at `off`.
+pub(crate) fn pwrite_all(file: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        #[cfg(unix)]
+        let r = std::os::unix::fs::FileExt::write_at(file, buf, off);
+        #[cfg(windows)]
+        let r = std::os::windows::fs::FileExt::seek_write(file, buf, off);
+        match r {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
+            Ok(n) => {
+                buf = &buf[n..];
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Fsyncs the directory holding `path`, so a create or rename in it is
+/// durable (a file's own fsync does not cover its directory entry).
+#[cfg(unix)]
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+/// Windows cannot open a directory as a `File` without special flags, and
+/// NTFS journals directory entries itself; nothing to do there.
+#[cfg(not(unix))]
+pub(crate) fn sync_parent(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Bytes a file takes on disk, shared out among its hard links: a data
+/// file linked from two objects counts half for each, so the sum over
+/// objects is the real usage.
+pub(crate) fn disk_usage(meta: &Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.blocks() * 512 / meta.nlink().max(1)
+    }
+    #[cfg(not(unix))]
+    {
+        meta.len()
+    }
+}
+
+/// Whether process `pid` runs: `Some` where the system can tell cheaply,
+/// `None` where it cannot (callers treat that as "unknown", never as a
+/// reason to take anything over: locks decide that).
+pub(crate) fn process_alive(pid: u32) -> Option<bool> {
+    if cfg!(target_os = "linux") {
+        Some(Path::new(&format!("/proc/{pid}")).exists())
+    } else {
+        None
+    }
+}
