@@ -86,6 +86,7 @@ pub mod manifest;
 pub mod object;
 pub mod source;
 pub mod store;
+mod task;
 pub mod testing;
 
 pub use chain::SourceChain;

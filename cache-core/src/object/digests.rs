@@ -34,15 +34,7 @@ impl Object {
             return Ok(d);
         }
         let obj = self.shared.clone();
-        match tokio::task::spawn_blocking(move || compute_and_store(&obj, algo)).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::io(
-                self.data_path(),
-                "hash",
-                std::io::Error::other(e),
-            )),
-        }
+        crate::task::blocking("hash object", move || compute_and_store(&obj, algo)).await
     }
 
     /// Waits for the object to complete, then checks it against what this

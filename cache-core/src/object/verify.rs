@@ -27,15 +27,7 @@ impl Object {
     /// runs (here or in another process).
     pub async fn verify(&self) -> Result<VerifyReport> {
         let obj = self.shared.clone();
-        match tokio::task::spawn_blocking(move || verify_blocking(&obj)).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::io(
-                self.shared.index_path(),
-                "verify",
-                std::io::Error::other(e),
-            )),
-        }
+        crate::task::blocking("verify", move || verify_blocking(&obj)).await
     }
 }
 
