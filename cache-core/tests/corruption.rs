@@ -185,3 +185,72 @@ async fn garbled_index_header_is_a_clear_error() {
     assert!(msg.contains("index") && msg.contains("corrupt"), "{msg}");
     assert_eq!(err.class(), cache_core::ErrorClass::LocalIo);
 }
+
+/// A snapshot covers 8 records; record 2 is then damaged on disk. The
+/// chunks from record 2 on are not trusted any more — their chaining
+/// values are lost with the record — so they are not done: dropped from
+/// the log durably and fetched again, and the fill completes. (Before one
+/// replay gave both, the done set came from the snapshot and the hashes
+/// from a replay that stopped at record 2: every fill ended `Corrupt`.)
+#[tokio::test]
+async fn a_damaged_record_under_a_snapshot_refetches_its_chunks_and_completes() {
+    use cache_core::index::{IndexWriter, RECORD_LEN};
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pattern(16 * CS, 2);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let src = MemorySource::new("mem://snap-flip", bytes.clone());
+        let object = store
+            .fetch(Arc::new(src), options(FillPolicy::Lazy))
+            .await
+            .unwrap();
+        let head = bounded("first 8 chunks", object.read_at(0, 8 * CS as u64))
+            .await
+            .unwrap();
+        assert_eq!(&head[..], &bytes[..8 * CS]);
+        // No handle and no demand left: the lazy fill pauses, flushing.
+        bounded("pause", object.release()).await;
+    }
+    let index = object_dir(dir.path()).join("index");
+    {
+        let (mut writer, _, state, _) = IndexWriter::open(&index).unwrap();
+        assert_eq!(state.done.len(), 8, "8 chunks were made durable");
+        writer.snapshot(&state).unwrap();
+    }
+    // Flip a checksum byte of record 2 (records are the last 8 x 48 bytes).
+    let len = fs::metadata(&index).unwrap().len();
+    let record_2 = len - 8 * RECORD_LEN as u64 + 2 * RECORD_LEN as u64;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&index)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(&mut byte, record_2 + 40).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x01], record_2 + 40).unwrap();
+    drop(f);
+
+    let store = Store::open(dir.path()).unwrap();
+    let src = MemorySource::new("mem://snap-flip", bytes.clone());
+    let object = store
+        .fetch(Arc::new(src.clone()), options(FillPolicy::Eager))
+        .await
+        .unwrap();
+    let root = bounded("refill", object.wait_complete()).await;
+    assert_eq!(root.unwrap(), blake3::hash(&bytes));
+    let counts = src.chunk_request_counts(CS as u64);
+    assert_eq!(&counts[..2], &[0, 0], "chunks 0 and 1 stay trusted");
+    assert!(
+        counts[2..].iter().all(|&n| n == 1),
+        "chunks 2..16 fetched once each: {counts:?}"
+    );
+    // The log now holds only records that replay: a fresh open agrees.
+    let (_, _, state, recovery) = IndexWriter::open(&index).unwrap();
+    assert_eq!(state.done.len(), 16);
+    assert_eq!(recovery.dropped_bytes, 0);
+    assert_eq!(
+        &object.read_at(0, 16 * CS as u64).await.unwrap()[..],
+        &bytes[..]
+    );
+}

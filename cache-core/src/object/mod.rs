@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 use crate::data::DataFile;
 use crate::error::{Error, Result};
 use crate::fill::FillPlan;
-use crate::index::{IndexHeader, Record};
+use crate::index::{IndexHeader, IndexState, Record};
 use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
@@ -254,6 +254,44 @@ impl ObjectShared {
             let _ = w.send(());
         }
         self.progress.send_replace(progress);
+    }
+
+    /// Takes the state a replay of the index found as the truth: chunks it
+    /// has and this process did not are published (and their readers
+    /// woken); chunks it lacks — a record lost to damage, say — are missing
+    /// again and will be fetched.
+    pub(crate) fn adopt_index(&self, index: IndexState) {
+        let woken = {
+            let mut st = self.state.lock();
+            let lost = &st.done - &index.done;
+            let found = &index.done - &st.done;
+            for c in lost.iter() {
+                st.damaged.insert(c);
+                self.send_change(ChunkChange::Damaged(c));
+            }
+            let mut woken = Vec::new();
+            for r in ranges(&found) {
+                self.send_change(ChunkChange::Done(r.clone()));
+                for c in r {
+                    st.damaged.remove(c);
+                    woken.extend(st.waiters.remove(&c).into_iter().flatten());
+                }
+            }
+            if !lost.is_empty() {
+                tracing::warn!(
+                    object = %self.key,
+                    chunks = lost.len(),
+                    "chunks without a trusted index record are missing again"
+                );
+            }
+            st.done = index.done;
+            st.root = index.root;
+            woken
+        };
+        for w in woken {
+            let _ = w.send(());
+        }
+        self.publish_progress();
     }
 
     /// Applies records another process committed to the index.
