@@ -97,7 +97,7 @@ pub use fill::{chunk_verify_failures, count_chunk_verify_failure, FillOptions, F
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
     BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
-    Progress, VerifyReport,
+    ObjectState, Progress, VerifyReport,
 };
 pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 pub use store::{

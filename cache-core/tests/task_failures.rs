@@ -140,3 +140,43 @@ async fn a_panic_in_the_fill_task_itself_leaves_the_object_failed_not_filling() 
     let root = bounded("refill", again.wait_complete()).await.unwrap();
     assert_eq!(root, blake3::hash(&bytes));
 }
+
+/// The error of a failed fill keeps its chain: every cause is reachable
+/// through `std::error::Error::source`, down to the task failure, and the
+/// store's listing names the object's state from the one vocabulary.
+#[tokio::test]
+async fn a_failed_fill_keeps_its_error_chain_and_lists_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault: cache_core::WriteFault = Arc::new(|_, _| Err(std::io::Error::from_raw_os_error(28)));
+    let store = store_with_fault(dir.path(), fault);
+    let source = MemorySource::new("mem://enospc-chain", pattern(2 * CS, 17));
+    let object = store
+        .fetch(Arc::new(source), one_connection())
+        .await
+        .unwrap();
+    let err = bounded("fill end", object.wait_complete())
+        .await
+        .unwrap_err();
+    let mut chain = Vec::new();
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(cause) = e {
+        chain.push(cause.to_string());
+        e = cause.source();
+    }
+    assert_eq!(
+        chain.len(),
+        3,
+        "fill failed -> write chunk -> ENOSPC: {chain:#?}"
+    );
+    assert!(chain[1].contains("write chunk"), "{chain:#?}");
+    assert!(
+        !chain.iter().any(|c| c.contains("<")),
+        "placeholder path: {chain:#?}"
+    );
+    assert_eq!(chain[2], std::io::Error::from_raw_os_error(28).to_string());
+
+    let listed = store.list().unwrap();
+    assert_eq!(listed[0].state, cache_core::ObjectState::Failed);
+    assert_eq!(object.state(), cache_core::ObjectState::Failed);
+    assert_eq!(format!("{:<8}|", listed[0].state), "failed  |");
+}

@@ -13,6 +13,7 @@ mod feed;
 mod follow;
 mod read;
 mod remote_demand;
+mod state;
 mod verify;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub(crate) use demand::DemandQueue;
 pub use feed::{ranges, ChunkChange, ChunkMap, FEED_CAPACITY};
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
+pub use state::ObjectState;
 pub use verify::VerifyReport;
 
 /// What an object's fill is doing, as seen from this process.
@@ -49,19 +51,6 @@ pub enum FillState {
     Complete,
     /// The last fill failed with this error.
     Failed(String),
-}
-
-impl FillState {
-    /// A short lowercase name (`idle`, `filling`, ...), for status output.
-    pub fn name(&self) -> &'static str {
-        match self {
-            FillState::Idle => "idle",
-            FillState::Filling => "filling",
-            FillState::Following => "following",
-            FillState::Complete => "complete",
-            FillState::Failed(_) => "failed",
-        }
-    }
 }
 
 /// A snapshot of an object's progress.
@@ -504,6 +493,22 @@ impl Object {
             return None;
         }
         crate::fill::filler_pid(&self.shared.dir).filter(|&p| p != std::process::id())
+    }
+
+    /// The object's state by its status name (see [`ObjectState`]): the
+    /// fill's phase, damage verification found, and whether another
+    /// process is known to fill it.
+    pub fn state(&self) -> ObjectState {
+        let damaged = !self.shared.state.lock().damaged.is_empty();
+        match self.progress().state {
+            FillState::Complete => ObjectState::Complete,
+            FillState::Failed(_) => ObjectState::Failed,
+            _ if damaged => ObjectState::Damaged,
+            FillState::Filling => ObjectState::Filling,
+            FillState::Following => ObjectState::Following,
+            FillState::Idle if self.filler_pid().is_some() => ObjectState::Following,
+            FillState::Idle => ObjectState::Partial,
+        }
     }
 
     /// Number of readers currently streaming from this object in this

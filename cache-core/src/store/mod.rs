@@ -106,8 +106,9 @@ pub struct ObjectSummary {
     pub chunks_done: u64,
     pub chunks_total: u64,
     pub bytes_done: u64,
-    /// `complete`, `filling` (by some process) or `partial`.
-    pub state: &'static str,
+    /// Complete, filling (this process), following (another process fills
+    /// it), failed (this process's last fill) or partial.
+    pub state: crate::ObjectState,
     /// Last time the object was opened.
     pub last_used: Option<SystemTime>,
     /// Bytes the object takes on disk.
