@@ -254,3 +254,69 @@ async fn a_damaged_record_under_a_snapshot_refetches_its_chunks_and_completes() 
         &bytes[..]
     );
 }
+
+/// A repair never changes bytes already handed out: the refetch goes to a
+/// copy of the data file switched to atomically (the mapping contract in
+/// `data.rs`). And an object whose data file is shared (hard-linked) with
+/// another object of the same bytes is repaired without writing a byte of
+/// the other's file.
+#[tokio::test]
+async fn a_repair_leaves_handed_out_bytes_and_a_shared_data_file_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pattern(8 * CS, 3);
+    let store = Store::open(dir.path()).unwrap();
+    let fill = |url: &str| {
+        let src = MemorySource::new(url, bytes.clone());
+        let store = store.clone();
+        async move {
+            let o = store
+                .fetch(Arc::new(src), options(FillPolicy::Eager))
+                .await
+                .unwrap();
+            bounded("fill", o.wait_complete()).await.unwrap();
+            o
+        }
+    };
+    let other = fill("mem://shared-a").await.data_path();
+    let object = fill("mem://shared-b").await;
+    drop(object);
+    // A fresh store (as another process would) maps the shared file.
+    let store = Store::open(dir.path()).unwrap();
+    let object = store.open_ref("mem://shared-b").unwrap();
+    let (path, other_path) = (object.data_path(), other);
+    assert_eq!(
+        fs::metadata(&path).unwrap().ino(),
+        fs::metadata(&other_path).unwrap().ino(),
+        "same bytes: one data file"
+    );
+
+    // Damage chunk 5 on disk (both objects see it: one inode).
+    let at = 5 * CS + 123;
+    let damaged = bytes[at] ^ 0x40;
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[damaged], at as u64).unwrap();
+    drop(f);
+    let held = object.read_at(5 * CS as u64, CS as u64).await.unwrap();
+    assert_eq!(held[123], damaged);
+    let held_before = held.to_vec();
+
+    let report = object.verify().await.unwrap();
+    assert_eq!(report.damaged, vec![5]);
+    let src = MemorySource::new("mem://shared-b", bytes.clone());
+    let again = store
+        .fetch(Arc::new(src.clone()), options(FillPolicy::Eager))
+        .await
+        .unwrap();
+    bounded("repair", again.wait_complete()).await.unwrap();
+    assert_eq!(src.requests(), vec![5 * CS as u64..6 * CS as u64]);
+
+    assert!(held[..] == held_before[..], "handed-out bytes changed");
+    let fresh = object.read_at(at as u64, 1).await.unwrap();
+    assert_eq!(fresh[0], bytes[at], "the repaired chunk is served");
+    assert!(fs::read(&path).unwrap() == bytes, "repaired file on disk");
+    // The other object's file is its own again, not written by the repair.
+    assert_eq!(fs::metadata(&path).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(&other_path).unwrap().nlink(), 1);
+    assert_eq!(fs::read(&other_path).unwrap()[at], damaged);
+}

@@ -39,6 +39,8 @@ pub(crate) struct FillCtx {
     pub(crate) trusted: Option<Vec<[u8; 32]>>,
     /// How long an alternate may go without delivering a chunk.
     pub(crate) stall: std::time::Duration,
+    /// This fill refetches chunks verification cleared.
+    repair: bool,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
     /// Chunks readers in other processes wait for: flushed at once when
     /// committed, since those readers see only durable chunks.
@@ -146,6 +148,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
     let WriterLease { _lock, writer, cvs } = lease;
     let _lock = _lock; // held for the whole fill
     let options = plan.options;
+    let repair = !obj.state.lock().damaged.is_empty();
     let prepared = prepare(
         &obj,
         &plan.source,
@@ -161,6 +164,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
         alternates: prepared.alternates,
         trusted: prepared.trusted,
         stall: plan.stall,
+        repair,
         cvs: Mutex::new(cvs),
         remote_demand: Mutex::new(RoaringBitmap::new()),
         pending: Mutex::new(Pending {
@@ -444,7 +448,7 @@ impl FillCtx {
             return Ok(());
         }
         let offset = header.chunk_range(c).start;
-        if let Err(e) = obj.data.write_at(offset, data) {
+        if let Err(e) = obj.data().write_at(offset, data) {
             self.pending.lock().stopped = true;
             return Err(e);
         }
@@ -478,7 +482,7 @@ impl FillCtx {
         let from = p.hasher.pos;
         while p.next < header.chunk_count() && obj.is_done(p.next) {
             let range = header.chunk_range(p.next);
-            p.hasher.update(&obj.data.bytes(range));
+            p.hasher.update(&obj.data().bytes(range));
             p.next += 1;
         }
         if !p.resumed {
@@ -533,7 +537,13 @@ impl FillCtx {
         // process following the index) finds it by every name at once.
         let digests = self.finish_digests();
         obj.store.store_digests(&obj.dir, header, &digests)?;
-        obj.store.share_data(&obj.key, header, &root);
+        if self.repair {
+            // The copy this object shared its file with may hold the same
+            // damage (it was the same inode): keep the repaired file.
+            tracing::info!(object = %obj.key, "repaired: the data file stays unshared");
+        } else {
+            obj.store.share_data(&obj.key, header, &root);
+        }
         for d in std::iter::once(Digest::blake3(&root)).chain(digests) {
             obj.store.name_object(&d, &obj.key)?;
         }

@@ -106,6 +106,8 @@ pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
         Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock index", e)),
     }
     write_filler_pid(obj);
+    // A repair elsewhere may have switched the data file: write the current one.
+    obj.refresh_data_file()?;
     // One replay gives the done set and the CVs: they cannot disagree.
     let (writer, _header, replayed, recovery) = IndexWriter::open_replayed(&path)?;
     if recovery.dropped_bytes > 0 {

@@ -80,7 +80,7 @@ fn compute_and_store(obj: &Arc<ObjectShared>, algo: Algo) -> Result<Digest> {
     let mut pos = 0;
     while pos < obj.header.len {
         let end = (pos + step).min(obj.header.len);
-        hasher.update(&obj.data.bytes(pos..end));
+        hasher.update(&obj.data().bytes(pos..end));
         pos = end;
     }
     let digest = hasher

@@ -112,7 +112,9 @@ pub(crate) struct ObjectShared {
     pub(crate) key: String,
     pub(crate) dir: PathBuf,
     pub(crate) header: IndexHeader,
-    pub(crate) data: DataFile,
+    /// The data file; replaced (never written over) by a repair, see the
+    /// mapping contract in `data.rs`. Take it with [`ObjectShared::data`].
+    data: parking_lot::RwLock<Arc<DataFile>>,
     pub(crate) state: Mutex<State>,
     pub(crate) progress: watch::Sender<Progress>,
     /// Changes of the chunk map, for live status ([`Object::chunk_feed`]).
@@ -199,7 +201,7 @@ impl ObjectShared {
             key,
             dir,
             header,
-            data,
+            data: parking_lot::RwLock::new(Arc::new(data)),
             state: Mutex::new(state),
             progress,
             feed: broadcast::channel(FEED_CAPACITY).0,
@@ -210,6 +212,33 @@ impl ObjectShared {
             released: AtomicBool::new(false),
             remote_demand: Mutex::new(None),
         })
+    }
+
+    /// The current data file.
+    pub(crate) fn data(&self) -> Arc<DataFile> {
+        self.data.read().clone()
+    }
+
+    /// Moves to a fresh copy of the data file before chunks are rewritten
+    /// (a repair): `Bytes` handed out keep the old one. Call under the
+    /// fill lock.
+    pub(crate) fn fork_data_file(&self) -> Result<()> {
+        let mut data = self.data.write();
+        *data = Arc::new(data.fork()?);
+        Ok(())
+    }
+
+    /// Follows a repair another process made: reopens the data file when
+    /// a copy was renamed over it. Cheap (one `stat`) when nothing changed.
+    pub(crate) fn refresh_data_file(&self) -> Result<()> {
+        if self.data.read().is_current() {
+            return Ok(());
+        }
+        let mut data = self.data.write();
+        if !data.is_current() {
+            *data = Arc::new(data.reopen()?);
+        }
+        Ok(())
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {
@@ -285,6 +314,13 @@ impl ObjectShared {
 
     /// Applies records another process committed to the index.
     pub(crate) fn apply_records(&self, records: &[Record]) {
+        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
+            // A repair: the writer switched to a copy of the data file
+            // before recording the clears; its refetched chunks go there.
+            if let Err(e) = self.refresh_data_file() {
+                tracing::warn!(object = %self.key, "cannot follow the repaired data file: {e}");
+            }
+        }
         let mut woken = Vec::new();
         {
             let mut st = self.state.lock();

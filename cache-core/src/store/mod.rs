@@ -408,15 +408,11 @@ impl StoreShared {
         let data_path = dir.join(header.data_file_name());
         let data = DataFile::open(&data_path, header.len, self.options.write_fault.clone())?;
         // The shared lock says "in use" to eviction in every process.
-        match data.file().try_lock_shared() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Busy {
-                    key: key.to_owned(),
-                    what: "it is being removed",
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock data file", e)),
+        if !data.lock_shared()? {
+            return Err(Error::Busy {
+                key: key.to_owned(),
+                what: "it is being removed",
+            });
         }
         if !data_path.exists() {
             return Err(Error::NotFound(key.to_owned()));
