@@ -8,8 +8,9 @@
 //! * `index_45g/{open_snapshot,open_replay,read_cvs}`: a 45 GiB object at
 //!   64 KiB chunks (737,280 records, 34 MiB log): `IndexReader::open` with
 //!   a snapshot vs. without one (full replay: every record's checksum is
-//!   verified), and `index::read_cvs` (always a full replay; the filler
-//!   calls it when it takes the lease).
+//!   verified), and `index::read_cvs` (always a full replay: the cost of
+//!   `IndexWriter::open_replayed`, the one replay a filler does when it
+//!   takes the lease).
 //!
 //! Logs are written in batches of 4096 records (as the filler does); the
 //! files are page-cache hot.

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use std::process::Stdio;
 
-use cache_core::{Object, Store};
+use cache_core::{Object, ObjectState, Store};
 
 use crate::cli::{DemoArgs, Global};
 use crate::origin::{Image, Origin};
@@ -183,10 +183,9 @@ async fn wait_filling(store: &Store, url: &str) -> Result<Object, Failure> {
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Ok(list) = store.list() {
-            if list
-                .iter()
-                .any(|o| o.info.source == url && o.state != "partial")
-            {
+            if list.iter().any(|o| {
+                o.info.source == url && (o.state.is_filling() || o.state == ObjectState::Complete)
+            }) {
                 return store.open_ref(url).map_err(|e| Failure::core(url, e));
             }
         }

@@ -42,7 +42,7 @@ pub async fn run(g: &cli::Global, a: cli::LsArgs) -> Result<(), Failure> {
                     "blake3": o.info.blake3.map(|h| h.to_hex().to_string()),
                     "digests": digests_json(o),
                     "verified": o.info.verified,
-                    "state": o.state,
+                    "state": o.state.name(),
                     "len": o.info.len,
                     "bytes_done": o.bytes_done,
                     "chunks_done": o.chunks_done,
@@ -144,7 +144,7 @@ async fn watch(g: &cli::Global) -> Result<(), Failure> {
             }
             last.insert(o.info.key.clone(), (now, o.bytes_done));
         }
-        let filling = objects.iter().filter(|o| o.state == "filling").count();
+        let filling = objects.iter().filter(|o| o.state.is_filling()).count();
         let mut text = table(&objects, Some(&rates));
         text.push_str(&format!(
             "{} objects, {} filling; refreshed every second, Ctrl-C to stop\n",

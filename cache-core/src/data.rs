@@ -5,6 +5,31 @@
 //! memory map of the whole file, handed out as [`Bytes`] slices that share
 //! the map (no copy). The kernel's page cache makes a `pwrite` visible to
 //! the map at once; the chunk index decides *whether* a reader may look.
+//!
+//! # The mapping contract
+//!
+//! A [`Bytes`] handed out by [`DataFile::bytes`] is a view of the file's
+//! pages, not a copy, so it is only as immutable as the file. The store
+//! keeps it so with three rules, and this module holds the one `unsafe`
+//! that relies on them:
+//!
+//! 1. **A chunk is written once, before it is done.** Readers get bytes of
+//!    done chunks only; a fill never writes a done chunk again (a body
+//!    that passes one is compared, not written).
+//! 2. **A repair writes into a new file.** Chunks cleared by verification
+//!    are refetched into a copy of the data file ([`DataFile::fork`]),
+//!    renamed over the old name before the clearing is recorded. The old
+//!    inode, and every `Bytes` into its map, stays exactly as it was until
+//!    the last of them is dropped. This also unshares a data file
+//!    hard-linked with another object of the same bytes.
+//! 3. **Nothing shrinks a file in use.** Every opener holds a shared
+//!    `flock` on the data file, and eviction removes an object only under
+//!    an exclusive one.
+//!
+//! Another program that writes or truncates a data file breaks the
+//! contract: readers may see changed bytes, and a truncation makes an
+//! access past the new end raise `SIGBUS`. Nothing in the store can
+//! prevent that; keep other programs' hands off the store directory.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,6 +49,7 @@ pub type WriteFault = Arc<dyn Fn(u64, usize) -> io::Result<()> + Send + Sync>;
 
 pub(crate) struct DataFile {
     path: PathBuf,
+    len: u64,
     file: File,
     /// The whole file, mapped once; `None` for an empty object.
     map: Option<Bytes>,
@@ -70,23 +96,88 @@ impl DataFile {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the map is read-only and the file is never truncated
-            // while the store has it open (eviction takes an exclusive lock
-            // that every opener's shared lock excludes).
+            // SAFETY: the mapping contract of this module: bytes of done
+            // chunks never change (written once; repairs go to a new file)
+            // and the store never truncates a file in use (eviction's
+            // exclusive lock excludes every opener's shared lock). Another
+            // program breaking it is documented above.
             let map =
                 unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, "map data file", e))?;
             Some(Bytes::from_owner(map))
         };
         Ok(DataFile {
             path: path.to_owned(),
+            len,
             file,
             map,
             fault,
         })
     }
 
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// Takes the shared lock that says "in use" to eviction in every
+    /// process. `Ok(false)`: eviction holds it (the object is going away).
+    pub(crate) fn lock_shared(&self) -> Result<bool> {
+        match self.file.try_lock_shared() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&self.path, "lock data file", e)),
+        }
+    }
+
+    /// Whether the file at this data file's path is still the one this
+    /// opened (a repair in another process renames a copy over it).
+    pub(crate) fn is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(at_path), Ok(open)) => at_path.ino() == open.ino() && at_path.dev() == open.dev(),
+            _ => true,
+        }
+    }
+
+    /// Opens the file now at this data file's path, locked shared.
+    pub(crate) fn reopen(&self) -> Result<DataFile> {
+        let data = DataFile::open(&self.path, self.len, self.fault.clone())?;
+        if !data.lock_shared()? {
+            return Err(Error::io(
+                &self.path,
+                "lock data file",
+                io::Error::new(io::ErrorKind::WouldBlock, "the object is being removed"),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Copies the file to a new inode, renamed over the old name (rule 2
+    /// of the mapping contract), and opens that copy. The caller holds the
+    /// object's fill lock, so nothing writes the old file meanwhile; what
+    /// is mapped from it stays as it is.
+    pub(crate) fn fork(&self) -> Result<DataFile> {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self.path.with_file_name(format!(".{name}.repair"));
+        let copied = std::fs::copy(&self.path, &tmp)
+            .map_err(|e| Error::io(&tmp, "copy data file for repair", e))
+            .and_then(|_| {
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| Error::io(&tmp, "sync repaired data file", e))
+            })
+            .and_then(|()| {
+                std::fs::rename(&tmp, &self.path)
+                    .map_err(|e| Error::io(&self.path, "switch to repaired data file", e))
+            })
+            .and_then(|()| {
+                crate::index::sync_parent(&self.path)
+                    .map_err(|e| Error::io(&self.path, "sync object directory", e))
+            });
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.reopen()
     }
 
     /// Writes `buf` at `offset`.

@@ -23,6 +23,7 @@ pub enum Error {
     Io {
         path: PathBuf,
         op: &'static str,
+        #[source]
         cause: Arc<io::Error>,
     },
     /// The chunk index could not be read or written.
@@ -30,7 +31,11 @@ pub enum Error {
     Index(Arc<IndexError>),
     /// The source failed (after its own retries).
     #[error("{url}: {cause}")]
-    Source { url: String, cause: SourceError },
+    Source {
+        url: String,
+        #[source]
+        cause: SourceError,
+    },
     /// The bytes do not hash to the digest the request expected. The
     /// object is kept, under its computed names only.
     #[error("object {key}: {} mismatch: expected {expected}, got {actual}; the object is kept under its URL and real hash, never named by the expected value", algo.name().to_uppercase())]
@@ -82,7 +87,20 @@ pub enum Error {
     NoSource { key: String, url: String },
     /// The fill this read was waiting on failed.
     #[error("object {key}: fill failed: {}", without_key(.key, .cause))]
-    FillFailed { key: String, cause: Arc<Error> },
+    FillFailed {
+        key: String,
+        #[source]
+        cause: Arc<Error>,
+    },
+    /// A task doing `what` panicked or was cancelled (a bug, or a runtime
+    /// shutting down). The work it did fails like any other error, so
+    /// nobody waits for it for ever. Made by [`Error::task`] only.
+    #[error("{what}: the task {reason}")]
+    Task {
+        what: &'static str,
+        /// `panicked: <message>` or `was cancelled`.
+        reason: String,
+    },
 }
 
 /// `cause`'s message without a leading `object KEY: ` (the fill-failed
@@ -117,10 +135,40 @@ impl Error {
         }
     }
 
+    /// The failure of a task doing `what`, from its [`JoinError`]: the
+    /// panic's message, or that it was cancelled.
+    ///
+    /// [`JoinError`]: tokio::task::JoinError
+    pub fn task(what: &'static str, e: tokio::task::JoinError) -> Self {
+        if e.is_panic() {
+            Error::panicked(what, e.into_panic().as_ref())
+        } else {
+            Error::Task {
+                what,
+                reason: "was cancelled".into(),
+            }
+        }
+    }
+
+    /// The failure of a task doing `what` that panicked with `payload`.
+    pub(crate) fn panicked(what: &'static str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Error::Task {
+            what,
+            reason: format!("panicked: {message}"),
+        }
+    }
+
     /// The class of this error (see [`ErrorClass`]).
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Io { .. } | Error::Index(_) | Error::Busy { .. } => ErrorClass::LocalIo,
+            Error::Io { .. } | Error::Index(_) | Error::Busy { .. } | Error::Task { .. } => {
+                ErrorClass::LocalIo
+            }
             Error::Source { cause, .. } => match cause.kind {
                 SourceErrorKind::Changed => ErrorClass::Verification,
                 _ => ErrorClass::Network,

@@ -191,6 +191,7 @@ mod object;
 mod platform;
 pub mod source;
 mod store;
+mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(all(test, not(feature = "testing")))]
@@ -209,7 +210,7 @@ pub use index::IndexError;
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
     BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
-    Progress, VerifyReport,
+    ObjectState, Progress, VerifyReport,
 };
 pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 pub use store::{

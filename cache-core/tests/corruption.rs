@@ -185,3 +185,138 @@ async fn garbled_index_header_is_a_clear_error() {
     assert!(msg.contains("index") && msg.contains("corrupt"), "{msg}");
     assert_eq!(err.class(), cache_core::ErrorClass::LocalIo);
 }
+
+/// A snapshot covers 8 records; record 2 is then damaged on disk. The
+/// chunks from record 2 on are not trusted any more — their chaining
+/// values are lost with the record — so they are not done: dropped from
+/// the log durably and fetched again, and the fill completes. (Before one
+/// replay gave both, the done set came from the snapshot and the hashes
+/// from a replay that stopped at record 2: every fill ended `Corrupt`.)
+#[tokio::test]
+async fn a_damaged_record_under_a_snapshot_refetches_its_chunks_and_completes() {
+    use cache_core::index::{IndexWriter, RECORD_LEN};
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pattern(16 * CS, 2);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let src = MemorySource::new("mem://snap-flip", bytes.clone());
+        let object = store
+            .fetch(Arc::new(src), options(FillPolicy::Lazy))
+            .await
+            .unwrap();
+        let head = bounded("first 8 chunks", object.read_at(0, 8 * CS as u64))
+            .await
+            .unwrap();
+        assert_eq!(&head[..], &bytes[..8 * CS]);
+        // No handle and no demand left: the lazy fill pauses, flushing.
+        bounded("pause", object.release()).await;
+    }
+    let index = object_dir(dir.path()).join("index");
+    {
+        let (mut writer, _, state, _) = IndexWriter::open(&index).unwrap();
+        assert_eq!(state.done.len(), 8, "8 chunks were made durable");
+        writer.snapshot(&state).unwrap();
+    }
+    // Flip a checksum byte of record 2 (records are the last 8 x 48 bytes).
+    let len = fs::metadata(&index).unwrap().len();
+    let record_2 = len - 8 * RECORD_LEN as u64 + 2 * RECORD_LEN as u64;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&index)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(&mut byte, record_2 + 40).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x01], record_2 + 40).unwrap();
+    drop(f);
+
+    let store = Store::open(dir.path()).unwrap();
+    let src = MemorySource::new("mem://snap-flip", bytes.clone());
+    let object = store
+        .fetch(Arc::new(src.clone()), options(FillPolicy::Eager))
+        .await
+        .unwrap();
+    let root = bounded("refill", object.wait_complete()).await;
+    assert_eq!(root.unwrap(), blake3::hash(&bytes));
+    let counts = src.chunk_request_counts(CS as u64);
+    assert_eq!(&counts[..2], &[0, 0], "chunks 0 and 1 stay trusted");
+    assert!(
+        counts[2..].iter().all(|&n| n == 1),
+        "chunks 2..16 fetched once each: {counts:?}"
+    );
+    // The log now holds only records that replay: a fresh open agrees.
+    let (_, _, state, recovery) = IndexWriter::open(&index).unwrap();
+    assert_eq!(state.done.len(), 16);
+    assert_eq!(recovery.dropped_bytes, 0);
+    assert_eq!(
+        &object.read_at(0, 16 * CS as u64).await.unwrap()[..],
+        &bytes[..]
+    );
+}
+
+/// A repair never changes bytes already handed out: the refetch goes to a
+/// copy of the data file switched to atomically (the mapping contract in
+/// `data.rs`). And an object whose data file is shared (hard-linked) with
+/// another object of the same bytes is repaired without writing a byte of
+/// the other's file.
+#[tokio::test]
+async fn a_repair_leaves_handed_out_bytes_and_a_shared_data_file_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = pattern(8 * CS, 3);
+    let store = Store::open(dir.path()).unwrap();
+    let fill = |url: &str| {
+        let src = MemorySource::new(url, bytes.clone());
+        let store = store.clone();
+        async move {
+            let o = store
+                .fetch(Arc::new(src), options(FillPolicy::Eager))
+                .await
+                .unwrap();
+            bounded("fill", o.wait_complete()).await.unwrap();
+            o
+        }
+    };
+    let other = fill("mem://shared-a").await.data_path();
+    let object = fill("mem://shared-b").await;
+    drop(object);
+    // A fresh store (as another process would) maps the shared file.
+    let store = Store::open(dir.path()).unwrap();
+    let object = store.open_ref("mem://shared-b").unwrap();
+    let (path, other_path) = (object.data_path(), other);
+    assert_eq!(
+        fs::metadata(&path).unwrap().ino(),
+        fs::metadata(&other_path).unwrap().ino(),
+        "same bytes: one data file"
+    );
+
+    // Damage chunk 5 on disk (both objects see it: one inode).
+    let at = 5 * CS + 123;
+    let damaged = bytes[at] ^ 0x40;
+    let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[damaged], at as u64).unwrap();
+    drop(f);
+    let held = object.read_at(5 * CS as u64, CS as u64).await.unwrap();
+    assert_eq!(held[123], damaged);
+    let held_before = held.to_vec();
+
+    let report = object.verify().await.unwrap();
+    assert_eq!(report.damaged, vec![5]);
+    let src = MemorySource::new("mem://shared-b", bytes.clone());
+    let again = store
+        .fetch(Arc::new(src.clone()), options(FillPolicy::Eager))
+        .await
+        .unwrap();
+    bounded("repair", again.wait_complete()).await.unwrap();
+    assert_eq!(src.requests(), vec![5 * CS as u64..6 * CS as u64]);
+
+    assert!(held[..] == held_before[..], "handed-out bytes changed");
+    let fresh = object.read_at(at as u64, 1).await.unwrap();
+    assert_eq!(fresh[0], bytes[at], "the repaired chunk is served");
+    assert!(fs::read(&path).unwrap() == bytes, "repaired file on disk");
+    // The other object's file is its own again, not written by the repair.
+    assert_eq!(fs::metadata(&path).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(&other_path).unwrap().nlink(), 1);
+    assert_eq!(fs::read(&other_path).unwrap()[at], damaged);
+}

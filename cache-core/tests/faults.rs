@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cache_core::testing::MemorySource;
 use cache_core::{
-    Digest, Error, ErrorClass, FetchOptions, FillOptions, RangeBody, Source, SourceError,
-    SourceErrorKind, SourceInfo, Store, StoreOptions,
+    Digest, Error, ErrorClass, FetchOptions, RangeBody, Source, SourceError, SourceErrorKind,
+    SourceInfo, Store,
 };
 use common::*;
 use futures::future::BoxFuture;
@@ -20,15 +20,7 @@ use futures::future::BoxFuture;
 const CS: usize = 64 * KIB;
 
 fn one_connection() -> FetchOptions {
-    FetchOptions {
-        chunk_size: CS as u32,
-        fill: FillOptions {
-            connections: 1,
-            max_request_bytes: 4 * CS as u64,
-            ..FillOptions::default()
-        },
-        ..FetchOptions::default()
-    }
+    one_connection_with(CS, 4)
 }
 
 /// An upstream that switches to a new version when told to. Bodies already
@@ -136,14 +128,7 @@ async fn a_write_error_ends_the_fill_and_commits_nothing_past_it() {
     });
     let bytes = pattern(30 * CS + 5, 300);
     {
-        let store = Store::open_with(
-            dir.path(),
-            StoreOptions {
-                write_fault: Some(fault),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let store = store_with_fault(dir.path(), fault);
         let src = MemorySource::new("mem://enospc", bytes.clone());
         let object = store.fetch(Arc::new(src), one_connection()).await.unwrap();
         let err = bounded("fill end", object.wait_complete())

@@ -55,7 +55,8 @@ async fn references_resolve_by_hash_prefix_and_url() {
     ));
     let listed = store.list().unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].state, "complete");
+    assert_eq!(listed[0].state, cache_core::ObjectState::Complete);
+    assert_eq!(listed[0].state.to_string(), "complete");
     assert_eq!(listed[0].info.blake3, Some(hash));
     assert_eq!(listed[0].info.source, "http://example.test/img.raw");
 }

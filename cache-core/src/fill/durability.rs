@@ -61,7 +61,7 @@ impl Durability {
         if batch.is_empty() {
             return Ok(());
         }
-        obj.data.sync()?;
+        obj.data().sync()?;
         inner.append(&batch)
     }
 

@@ -50,7 +50,7 @@ pub(crate) async fn fetch_run(
             Ok(()) => return Ok(()),
             // Local trouble is not the source's fault: no other source helps.
             Err(Interrupted {
-                error: error @ (Error::Io { .. } | Error::Index(_)),
+                error: error @ (Error::Io { .. } | Error::Index(_) | Error::Task { .. }),
                 ..
             }) => return Err(error),
             Err(Interrupted { at, error }) => {
@@ -233,12 +233,8 @@ fn spawn_commit(
 async fn join(handle: JoinHandle<Result<()>>) -> Result<()> {
     match handle.await {
         Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(Error::io(
-            "<commit task>",
-            "commit chunk",
-            std::io::Error::other(e.to_string()),
-        )),
+        // A panic in a commit fails this request, and with it the fill.
+        Err(e) => Err(Error::task("commit chunk", e)),
     }
 }
 

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
 use super::durability::{Durability, Pending};
@@ -36,6 +39,8 @@ pub(crate) struct FillCtx {
     pub(crate) trusted: Option<Vec<[u8; 32]>>,
     /// How long an alternate may go without delivering a chunk.
     pub(crate) stall: std::time::Duration,
+    /// This fill refetches chunks verification cleared.
+    repair: bool,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
     /// Chunks readers in other processes wait for: flushed at once when
     /// committed, since those readers see only durable chunks.
@@ -57,10 +62,13 @@ struct Prefix {
     resumed: bool,
 }
 
+/// What the requests and the flusher tell the driver (a request's own end
+/// comes from its task, through the `JoinSet`).
 enum Event {
     ChunkDone(u32),
     WholeBody,
-    RunEnded { id: u64, result: Result<()> },
+    /// The flusher failed: the fill ends.
+    Failed(Error),
 }
 
 /// How a fill ended without error.
@@ -70,7 +78,65 @@ enum Outcome {
     Paused,
 }
 
+/// Starts the fill task. It owns every task of the fill (its requests in
+/// a `JoinSet`, the flusher and the prefix hasher in another), so a panic
+/// anywhere ends the fill with [`Error::Task`] instead of leaving readers
+/// waiting; and whatever way the task ends — even cancelled, never polled
+/// again — [`EndGuard`] sets the phase that ends it.
 pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) {
+    let guard = EndGuard {
+        obj: obj.clone(),
+        ended: false,
+    };
+    tokio::spawn(async move {
+        // The fill's future (and the index lock in it) is dropped when
+        // this await ends, before the end is announced: whoever acts on
+        // the announcement (verify, another fill) finds the lock free.
+        let result = AssertUnwindSafe(run(obj, plan, lease))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(Error::panicked("fill", panic.as_ref())));
+        guard.end(result);
+    });
+}
+
+/// Sets the phase that ends a fill: the outcome once known, `Failed`
+/// when the fill task goes away without one.
+struct EndGuard {
+    obj: Arc<ObjectShared>,
+    ended: bool,
+}
+
+impl EndGuard {
+    fn end(mut self, result: Result<Outcome>) {
+        self.ended = true;
+        let obj = &self.obj;
+        match result {
+            Ok(Outcome::Complete) => obj.set_phase(Phase::Complete),
+            Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
+            Err(e) => {
+                tracing::warn!(object = %obj.key, "fill failed: {e}");
+                obj.set_phase(Phase::Failed(Arc::new(e)));
+            }
+        }
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if !self.ended {
+            let e = Error::Task {
+                what: "fill",
+                reason: "was cancelled".into(),
+            };
+            tracing::warn!(object = %self.obj.key, "fill failed: {e}");
+            self.obj.set_phase(Phase::Failed(Arc::new(e)));
+        }
+    }
+}
+
+/// The fill: sources prepared, requests driven, the object finished.
+async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Result<Outcome> {
     let (events, rx) = mpsc::unbounded_channel();
     let state = {
         let st = obj.state.lock();
@@ -80,60 +146,49 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
         }
     };
     let WriterLease { _lock, writer, cvs } = lease;
+    let _lock = _lock; // held for the whole fill
     let options = plan.options;
-    tokio::spawn(async move {
-        let lock = _lock; // held for the whole fill
-        let prepared = prepare(
-            &obj,
-            &plan.source,
-            &plan.alternates,
-            plan.stall,
-            plan.expected_root,
-        )
-        .await;
-        let ctx = Arc::new(FillCtx {
-            obj,
-            source: plan.source,
-            info: plan.info,
-            alternates: prepared.alternates,
-            trusted: prepared.trusted,
-            stall: plan.stall,
-            cvs: Mutex::new(cvs),
-            remote_demand: Mutex::new(RoaringBitmap::new()),
-            pending: Mutex::new(Pending {
-                records: Vec::new(),
-                bytes: 0,
-                stopped: false,
-            }),
-            durability: Durability::new(writer, state),
-            flush_wake: Notify::new(),
-            events,
-            prefix: Mutex::new(Prefix {
-                hasher: PrefixHasher::new(&plan.digests),
-                next: 0,
-                resumed: false,
-            }),
-            prefix_wake: Notify::new(),
-        });
-        let flusher = tokio::spawn(flush_loop(ctx.clone()));
-        let hasher = tokio::spawn(prefix_loop(ctx.clone()));
-        let result = drive(&ctx, &options, rx).await;
-        flusher.abort();
-        hasher.abort();
-        let result = finish(&ctx, result).await;
-        // Release the lock before announcing the end, so whoever acts on
-        // the announcement (verify, another fill) finds it free.
-        drop(lock);
-        let obj = &ctx.obj;
-        match result {
-            Ok(Outcome::Complete) => obj.set_phase(Phase::Complete),
-            Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
-            Err(e) => {
-                tracing::warn!(object = %obj.key, "fill failed: {e}");
-                obj.set_phase(Phase::Failed(Arc::new(e)));
-            }
-        }
+    let repair = !obj.state.lock().damaged.is_empty();
+    let prepared = prepare(
+        &obj,
+        &plan.source,
+        &plan.alternates,
+        plan.stall,
+        plan.expected_root,
+    )
+    .await;
+    let ctx = Arc::new(FillCtx {
+        obj,
+        source: plan.source,
+        info: plan.info,
+        alternates: prepared.alternates,
+        trusted: prepared.trusted,
+        stall: plan.stall,
+        repair,
+        cvs: Mutex::new(cvs),
+        remote_demand: Mutex::new(RoaringBitmap::new()),
+        pending: Mutex::new(Pending {
+            records: Vec::new(),
+            bytes: 0,
+            stopped: false,
+        }),
+        durability: Durability::new(writer, state),
+        flush_wake: Notify::new(),
+        events,
+        prefix: Mutex::new(Prefix {
+            hasher: PrefixHasher::new(&plan.digests),
+            next: 0,
+            resumed: false,
+        }),
+        prefix_wake: Notify::new(),
     });
+    // Aborted when dropped, however this function ends.
+    let mut helpers = JoinSet::new();
+    helpers.spawn(flush_loop(ctx.clone()));
+    helpers.spawn(prefix_loop(ctx.clone()));
+    let result = drive(&ctx, &options, rx).await;
+    helpers.abort_all();
+    finish(&ctx, result).await
 }
 
 /// Runs requests until every chunk is committed (or an error).
@@ -158,13 +213,17 @@ async fn drive(
     }
     if header.len == 0 && !sched.is_complete() {
         let c = ctx.clone();
-        tokio::task::spawn_blocking(move || c.commit_chunk(0, &[], c.source.as_ref()))
-            .await
-            .map_err(|e| Error::io("<commit task>", "commit chunk", std::io::Error::other(e)))??;
+        crate::task::blocking("commit chunk", move || {
+            c.commit_chunk(0, &[], c.source.as_ref())
+        })
+        .await?;
         sched.chunk_done(0);
     }
     let configured = options.connections.max(1);
-    let mut tasks: HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)> = HashMap::new();
+    // Every request's task, owned here: its end (or its panic) is seen by
+    // the select below. `limits` holds each running request's end.
+    let mut runs: JoinSet<(RunId, Result<()>)> = JoinSet::new();
+    let mut limits: HashMap<RunId, Arc<AtomicU32>> = HashMap::new();
     let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
     remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remote: Vec<u32> = Vec::new();
@@ -174,7 +233,7 @@ async fn drive(
         // against a stale view would cut a request that is about to
         // deliver it (refetching bytes already in flight).
         while let Ok(ev) = events.try_recv() {
-            if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
+            if let Err(e) = apply_event(&mut sched, ev) {
                 break 'fill Err(e);
             }
         }
@@ -184,14 +243,14 @@ async fn drive(
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);
-            let busy = tasks.len();
+            let busy = limits.len();
             let may_prefetch = busy < connections;
             if !(may_prefetch || (!demanded.is_empty() && busy < connections + 1)) {
                 break;
             }
             let run = sched.next_run(&demanded, may_prefetch);
             for (id, end) in sched.take_cuts() {
-                if let Some((_, limit)) = tasks.get(&id) {
+                if let Some(limit) = limits.get(&id) {
                     let old_end = limit.swap(end, Ordering::AcqRel);
                     ctx.obj.note_released(end..old_end);
                 }
@@ -201,14 +260,11 @@ async fn drive(
             };
             ctx.obj.note_in_flight(chunks.clone());
             let limit = Arc::new(AtomicU32::new(chunks.end));
-            let (c, tx, l) = (ctx.clone(), ctx.events.clone(), limit.clone());
-            let handle = tokio::spawn(async move {
-                let result = super::fetch::fetch_run(c, chunks, l).await;
-                let _ = tx.send(Event::RunEnded { id, result });
-            });
-            tasks.insert(id, (handle, limit));
+            let (c, l) = (ctx.clone(), limit.clone());
+            runs.spawn(async move { (id, super::fetch::fetch_run(c, chunks, l).await) });
+            limits.insert(id, limit);
         }
-        if sched.is_complete() && tasks.is_empty() {
+        if sched.is_complete() && limits.is_empty() {
             break Ok(Outcome::Complete);
         }
         if ctx.obj.released.load(Ordering::Acquire)
@@ -219,7 +275,7 @@ async fn drive(
             ctx.pending.lock().stopped = true;
             break Ok(Outcome::Paused);
         }
-        if tasks.is_empty()
+        if limits.is_empty()
             && options.policy == FillPolicy::Lazy
             && ctx.obj.handles() == 0
             && ctx.obj.state.lock().demand.is_empty()
@@ -229,11 +285,28 @@ async fn drive(
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(ev) => {
-                    if let Err(e) = apply_event(ctx, &mut sched, &mut tasks, ev) {
+                    if let Err(e) = apply_event(&mut sched, ev) {
                         break Err(e);
                     }
                 }
                 None => unreachable!("the context holds a sender"),
+            },
+            joined = runs.join_next(), if !runs.is_empty() => match joined {
+                Some(Ok((id, result))) => {
+                    // The request's chunk events were sent before it
+                    // ended: apply them first.
+                    while let Ok(ev) = events.try_recv() {
+                        if let Err(e) = apply_event(&mut sched, ev) {
+                            break 'fill Err(e);
+                        }
+                    }
+                    limits.remove(&id);
+                    if let Err(e) = run_ended(ctx, &mut sched, id, result) {
+                        break Err(e);
+                    }
+                }
+                Some(Err(e)) => break Err(Error::task("range request", e)),
+                None => {}
             },
             _ = ctx.obj.filler_wake.notified() => {}
             _ = remote_tick.tick() => {
@@ -247,9 +320,7 @@ async fn drive(
     if result.is_err() {
         ctx.pending.lock().stopped = true;
     }
-    for (handle, _) in tasks.into_values() {
-        handle.abort();
-    }
+    runs.abort_all();
     // Drain chunk events of requests that finished before the abort.
     while let Ok(ev) = events.try_recv() {
         if let Event::ChunkDone(c) = ev {
@@ -259,54 +330,51 @@ async fn drive(
     result
 }
 
-/// Applies one filler event to the scheduler and the task table; an error
-/// ends the fill.
-fn apply_event(
-    ctx: &Arc<FillCtx>,
-    sched: &mut FillScheduler,
-    tasks: &mut HashMap<RunId, (JoinHandle<()>, Arc<AtomicU32>)>,
-    ev: Event,
-) -> Result<()> {
+/// Applies one filler event to the scheduler; an error ends the fill.
+fn apply_event(sched: &mut FillScheduler, ev: Event) -> Result<()> {
     match ev {
         Event::ChunkDone(c) => sched.chunk_done(c),
         Event::WholeBody => sched.set_single_stream(),
-        Event::RunEnded { id, result } => {
-            tasks.remove(&id);
-            if let Some(released) = sched.run_ended(id) {
-                ctx.obj.note_released(released);
-            }
-            match result {
-                Ok(()) => {}
-                Err(Error::Source { cause, .. })
-                    if cause.kind == SourceErrorKind::RangesUnsupported
-                        && !sched.single_stream() =>
-                {
-                    tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
-                    sched.set_single_stream();
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Event::Failed(e) => return Err(e),
     }
     Ok(())
+}
+
+/// Books the end of request `id`; an error ends the fill (except a source
+/// that turns out to ignore ranges: then one stream from offset 0).
+fn run_ended(
+    ctx: &Arc<FillCtx>,
+    sched: &mut FillScheduler,
+    id: RunId,
+    result: Result<()>,
+) -> Result<()> {
+    if let Some(released) = sched.run_ended(id) {
+        ctx.obj.note_released(released);
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(Error::Source { cause, .. })
+            if cause.kind == SourceErrorKind::RangesUnsupported && !sched.single_stream() =>
+        {
+            tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
+            sched.set_single_stream();
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Flushes what was committed, then (when complete) records the root.
 async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> {
     let c = ctx.clone();
-    let flushed = tokio::task::spawn_blocking(move || {
+    crate::task::blocking("finish fill", move || {
         c.durability.flush(&c.obj, &c.pending)?;
         match result {
             Ok(Outcome::Complete) => c.complete().map(|()| Outcome::Complete),
             other => other,
         }
     })
-    .await;
-    match flushed {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(Error::io("<fill>", "finish fill", std::io::Error::other(e))),
-    }
+    .await
 }
 
 /// Feeds the sequential hashers the completed prefix as it grows, off the
@@ -333,18 +401,12 @@ async fn flush_loop(ctx: Arc<FillCtx>) {
             continue;
         }
         let c = ctx.clone();
-        let r = tokio::task::spawn_blocking(move || c.durability.flush(&c.obj, &c.pending)).await;
-        let err = match r {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e,
-            Err(e) => Error::io("<fill>", "flush", std::io::Error::other(e)),
-        };
-        // Report through the event channel as a failed "request".
-        let _ = ctx.events.send(Event::RunEnded {
-            id: u64::MAX,
-            result: Err(err),
-        });
-        return;
+        let flushed =
+            crate::task::blocking("flush", move || c.durability.flush(&c.obj, &c.pending)).await;
+        if let Err(e) = flushed {
+            let _ = ctx.events.send(Event::Failed(e));
+            return;
+        }
     }
 }
 
@@ -386,7 +448,7 @@ impl FillCtx {
             return Ok(());
         }
         let offset = header.chunk_range(c).start;
-        if let Err(e) = obj.data.write_at(offset, data) {
+        if let Err(e) = obj.data().write_at(offset, data) {
             self.pending.lock().stopped = true;
             return Err(e);
         }
@@ -420,7 +482,7 @@ impl FillCtx {
         let from = p.hasher.pos;
         while p.next < header.chunk_count() && obj.is_done(p.next) {
             let range = header.chunk_range(p.next);
-            p.hasher.update(&obj.data.bytes(range));
+            p.hasher.update(&obj.data().bytes(range));
             p.next += 1;
         }
         if !p.resumed {
@@ -475,7 +537,13 @@ impl FillCtx {
         // process following the index) finds it by every name at once.
         let digests = self.finish_digests();
         obj.store.store_digests(&obj.dir, header, &digests)?;
-        obj.store.share_data(&obj.key, header, &root);
+        if self.repair {
+            // The copy this object shared its file with may hold the same
+            // damage (it was the same inode): keep the repaired file.
+            tracing::info!(object = %obj.key, "repaired: the data file stays unshared");
+        } else {
+            obj.store.share_data(&obj.key, header, &root);
+        }
         for d in std::iter::once(Digest::blake3(&root)).chain(digests) {
             obj.store.name_object(&d, &obj.key)?;
         }

@@ -106,7 +106,10 @@ pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
         Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock index", e)),
     }
     write_filler_pid(obj);
-    let (writer, _header, state, recovery) = IndexWriter::open(&path)?;
+    // A repair elsewhere may have switched the data file: write the current one.
+    obj.refresh_data_file()?;
+    // One replay gives the done set and the CVs: they cannot disagree.
+    let (writer, _header, replayed, recovery) = IndexWriter::open_replayed(&path)?;
     if recovery.dropped_bytes > 0 {
         tracing::warn!(
             object = %obj.key,
@@ -114,17 +117,11 @@ pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
             "dropped a torn or damaged index tail; those chunks will be fetched again"
         );
     }
-    let cvs = crate::index::read_cvs(&path)?;
-    {
-        let mut st = obj.state.lock();
-        st.done = state.done;
-        st.root = state.root;
-    }
-    obj.publish_progress();
+    obj.adopt_index(replayed.state);
     Ok(Some(WriterLease {
         _lock: lock,
         writer,
-        cvs,
+        cvs: replayed.cvs,
     }))
 }
 

@@ -108,6 +108,13 @@
 //! Records before `L` are not re-verified when a snapshot is used: they were
 //! valid and durable when the snapshot was taken, and the file is
 //! append-only.
+//!
+//! The filler opens with [`IndexWriter::open_replayed`] instead: one full
+//! replay that yields the state and every chunk's CV together (a snapshot
+//! holds no CVs), so a chunk is done exactly when its CV is known. A record
+//! damaged under a snapshot ends the valid prefix there like any other: the
+//! log is cut, the snapshot (no longer matching) removed, the chunks after
+//! it fetched again.
 
 mod format;
 mod reader;
@@ -125,7 +132,7 @@ pub(crate) use crate::platform::sync_parent;
 use crate::platform::{pread, pwrite_all};
 
 pub use format::RECORD_LEN;
-pub use reader::{read_cvs, IndexReader};
+pub use reader::{read_cvs, IndexReader, Replayed};
 pub use writer::IndexWriter;
 
 /// Smallest chunk size an object may use.

@@ -55,15 +55,23 @@ impl IndexReader {
     }
 }
 
-/// Latest chaining value per chunk (None: not complete), from a full replay.
-///
-/// This ignores snapshots (they hold no CVs), so it re-verifies the whole
-/// log; if the log was damaged inside a region a snapshot covered, a chunk
-/// may be marked done in the state yet have `None` here: treat it as
-/// needing a re-fetch.
-pub fn read_cvs(path: &Path) -> Result<Vec<Option<[u8; 32]>>, IndexError> {
-    let file = File::open(path).map_err(io_err(path, "open"))?;
-    let head = read_head(&file, path)?;
+/// What one full replay of a log says: the state and each chunk's
+/// chaining value. A chunk is done exactly when it has a CV here (both
+/// come from the same records), so a done chunk always has a trusted hash.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Replayed {
+    /// Done chunks and root after the replay.
+    pub state: IndexState,
+    /// Latest CV per chunk; `None`: not complete.
+    pub cvs: Vec<Option<[u8; 32]>>,
+}
+
+/// Replays the whole log of `file` (ignoring any snapshot).
+pub(super) fn replay_all(
+    file: &File,
+    path: &Path,
+    head: &Head,
+) -> Result<(Replayed, ReplayEnd), IndexError> {
     let n = head.chunk_count as usize;
     let mut cvs: Vec<Option<[u8; 32]>> = Vec::new();
     cvs.try_reserve_exact(n).map_err(|e| {
@@ -73,15 +81,13 @@ pub fn read_cvs(path: &Path) -> Result<Vec<Option<[u8; 32]>>, IndexError> {
         ))
     })?;
     cvs.resize(n, None);
-    replay(
-        &file,
-        path,
-        &head.header.data_id,
-        head.chunk_count,
-        head.header_len,
-        |r| match *r {
-            // decode_record only yields indexes < chunk_count; get_mut keeps
-            // that a non-panicking fact rather than an assumption.
+    let mut state = IndexState::default();
+    let cc = head.chunk_count;
+    let end = replay(file, path, &head.header.data_id, cc, head.header_len, |r| {
+        state.apply(r, cc);
+        // decode_record only yields indexes < chunk_count; get_mut keeps
+        // that a non-panicking fact rather than an assumption.
+        match *r {
             Record::Chunk { index, cv } => {
                 if let Some(slot) = cvs.get_mut(index as usize) {
                     *slot = Some(cv);
@@ -93,7 +99,15 @@ pub fn read_cvs(path: &Path) -> Result<Vec<Option<[u8; 32]>>, IndexError> {
                 }
             }
             Record::Root { .. } => {}
-        },
-    )?;
-    Ok(cvs)
+        }
+    })?;
+    Ok((Replayed { state, cvs }, end))
+}
+
+/// Latest chaining value per chunk (None: not complete), from a full
+/// replay that ignores snapshots (they hold no CVs).
+pub fn read_cvs(path: &Path) -> Result<Vec<Option<[u8; 32]>>, IndexError> {
+    let file = File::open(path).map_err(io_err(path, "open"))?;
+    let head = read_head(&file, path)?;
+    Ok(replay_all(&file, path, &head)?.0.cvs)
 }

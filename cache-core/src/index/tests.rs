@@ -590,3 +590,37 @@ fn writer_appends_after_truncated_tail() {
     assert_eq!(rec.dropped_bytes, 0);
     assert_eq!(st.done.len(), 4);
 }
+
+#[test]
+fn open_replayed_never_marks_a_chunk_done_without_its_cv() {
+    let (_d, path, header_len) = setup(8 * u64::from(CS), &chunks(0..8));
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    drop(w);
+    // Damage record 2, under the snapshot.
+    let at = header_len + 2 * RECORD_LEN as u64 + 40;
+    let mut b = std::fs::read(&path).unwrap();
+    b[at as usize] ^= 1;
+    std::fs::write(&path, &b).unwrap();
+    // The snapshot still matches the log's end, so a plain open trusts it.
+    assert_eq!(IndexReader::open(&path).unwrap().2.done.len(), 8);
+
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert_eq!(replayed.state, state_of(&chunks(0..2), 8));
+    let expected: Vec<_> = (0..8).map(|i| (i < 2).then(|| cv(i))).collect();
+    assert_eq!(replayed.cvs, expected);
+    for c in 0..8 {
+        assert_eq!(
+            replayed.state.done.contains(c),
+            replayed.cvs[c as usize].is_some()
+        );
+    }
+    assert_eq!(rec.dropped_bytes, 6 * RECORD_LEN as u64, "cut at record 2");
+    assert_eq!(file_len(&path), header_len + 2 * RECORD_LEN as u64);
+    assert!(
+        !snapshot::snap_path(&path).exists(),
+        "the stale snapshot is gone"
+    );
+    // Durably: every later open agrees.
+    assert_eq!(IndexReader::open(&path).unwrap().2, replayed.state);
+}

@@ -68,43 +68,54 @@ impl IndexWriter {
     pub fn open(
         path: &Path,
     ) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path, "open"))?;
+        let file = open_rw(path)?;
         let head = read_head(&file, path)?;
-        let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
         let (state, end, snapshot_used, snap_exists) = load_state(&file, path, &head)?;
-        let dropped_bytes = file_len.saturating_sub(end.valid_end);
-        if dropped_bytes > 0 {
-            tracing::warn!(
-                index = %path.display(),
-                dropped_bytes,
-                valid_len = end.valid_end,
-                "truncating torn or garbled chunk index tail"
-            );
-            file.set_len(end.valid_end)
-                .map_err(io_err(path, "truncate torn tail"))?;
-            file.sync_all()
-                .map_err(io_err(path, "fsync after truncate"))?;
-        }
+        let dropped_bytes = cut_tail(&file, path, &end)?;
         if snap_exists && !snapshot_used {
-            // An untrusted snapshot must not be picked up later by chance
-            // (e.g. once the log regrows past its covered length).
-            let snap = snapshot::snap_path(path);
-            if let Err(e) = std::fs::remove_file(&snap) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    return Err(io_err(&snap, "remove untrusted snapshot")(e));
-                }
-            }
+            remove_snapshot(path)?;
         }
         let recovery = Recovery {
             records: (end.valid_end - head.header_len) / RECORD_LEN as u64,
             dropped_bytes,
             snapshot_used,
         };
-        let writer = IndexWriter {
+        Ok((
+            Self::at_end(file, path, &head, &end),
+            head.header,
+            state,
+            recovery,
+        ))
+    }
+
+    /// Opens an existing index for writing with one full replay of the log
+    /// that yields the state *and* every chunk's chaining value, so the two
+    /// cannot disagree: a chunk whose record is lost (in a region a
+    /// snapshot covers, say) is not done. The log is cut after its valid
+    /// prefix (as [`IndexWriter::open`] does), durably; a snapshot that no
+    /// longer matches the cut log is removed. For the filler, which needs
+    /// the CVs to compute the root.
+    pub fn open_replayed(
+        path: &Path,
+    ) -> Result<(IndexWriter, IndexHeader, Replayed, Recovery), IndexError> {
+        let file = open_rw(path)?;
+        let head = read_head(&file, path)?;
+        let (replayed, end) = reader::replay_all(&file, path, &head)?;
+        let dropped_bytes = cut_tail(&file, path, &end)?;
+        if let (None, true) = try_snapshot(&file, path, &head) {
+            remove_snapshot(path)?;
+        }
+        let recovery = Recovery {
+            records: (end.valid_end - head.header_len) / RECORD_LEN as u64,
+            dropped_bytes,
+            snapshot_used: false,
+        };
+        let writer = Self::at_end(file, path, &head, &end);
+        Ok((writer, head.header, replayed, recovery))
+    }
+
+    fn at_end(file: File, path: &Path, head: &Head, end: &ReplayEnd) -> IndexWriter {
+        IndexWriter {
             file,
             path: path.to_path_buf(),
             data_id: head.header.data_id,
@@ -114,8 +125,7 @@ impl IndexWriter {
             log_len: end.valid_end,
             last_sum: end.last_sum,
             poisoned: false,
-        };
-        Ok((writer, head.header, state, recovery))
+        }
     }
 
     fn check_usable(&self, op: &'static str) -> Result<(), IndexError> {
@@ -210,5 +220,44 @@ impl IndexWriter {
     /// Number of chunks of the object.
     pub fn chunk_count(&self) -> u32 {
         self.chunk_count
+    }
+}
+
+fn open_rw(path: &Path) -> Result<File, IndexError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path, "open"))
+}
+
+/// Cuts a torn or garbled tail after the valid prefix, durably. Returns
+/// the bytes dropped.
+fn cut_tail(file: &File, path: &Path, end: &ReplayEnd) -> Result<u64, IndexError> {
+    let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
+    let dropped_bytes = file_len.saturating_sub(end.valid_end);
+    if dropped_bytes > 0 {
+        tracing::warn!(
+            index = %path.display(),
+            dropped_bytes,
+            valid_len = end.valid_end,
+            "truncating torn or garbled chunk index tail"
+        );
+        file.set_len(end.valid_end)
+            .map_err(io_err(path, "truncate torn tail"))?;
+        file.sync_all()
+            .map_err(io_err(path, "fsync after truncate"))?;
+    }
+    Ok(dropped_bytes)
+}
+
+/// Removes an untrusted snapshot, so it is not picked up later by chance
+/// (e.g. once the log regrows past its covered length).
+fn remove_snapshot(path: &Path) -> Result<(), IndexError> {
+    let snap = snapshot::snap_path(path);
+    match std::fs::remove_file(&snap) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&snap, "remove untrusted snapshot")(e)),
     }
 }

@@ -34,15 +34,7 @@ impl Object {
             return Ok(d);
         }
         let obj = self.shared.clone();
-        match tokio::task::spawn_blocking(move || compute_and_store(&obj, algo)).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::io(
-                self.data_path(),
-                "hash",
-                std::io::Error::other(e),
-            )),
-        }
+        crate::task::blocking("hash object", move || compute_and_store(&obj, algo)).await
     }
 
     /// Waits for the object to complete, then checks it against what this
@@ -88,7 +80,7 @@ fn compute_and_store(obj: &Arc<ObjectShared>, algo: Algo) -> Result<Digest> {
     let mut pos = 0;
     while pos < obj.header.len {
         let end = (pos + step).min(obj.header.len);
-        hasher.update(&obj.data.bytes(pos..end));
+        hasher.update(&obj.data().bytes(pos..end));
         pos = end;
     }
     let digest = hasher

@@ -13,6 +13,7 @@ mod feed;
 mod follow;
 mod read;
 mod remote_demand;
+mod state;
 mod verify;
 
 use std::collections::HashMap;
@@ -27,13 +28,15 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 use crate::data::DataFile;
 use crate::error::{Error, Result};
 use crate::fill::FillPlan;
-use crate::index::{IndexHeader, Record};
+use crate::index::{IndexHeader, IndexState, Record};
 use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
 pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
+use feed::ranges;
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
+pub use state::ObjectState;
 pub use verify::VerifyReport;
 
 /// What an object's fill is doing, as seen from this process.
@@ -49,19 +52,6 @@ pub enum FillState {
     Complete,
     /// The last fill failed with this error.
     Failed(String),
-}
-
-impl FillState {
-    /// A short lowercase name (`idle`, `filling`, ...), for status output.
-    pub fn name(&self) -> &'static str {
-        match self {
-            FillState::Idle => "idle",
-            FillState::Filling => "filling",
-            FillState::Following => "following",
-            FillState::Complete => "complete",
-            FillState::Failed(_) => "failed",
-        }
-    }
 }
 
 /// A snapshot of an object's progress.
@@ -131,7 +121,9 @@ pub(crate) struct ObjectShared {
     pub(crate) key: String,
     pub(crate) dir: PathBuf,
     pub(crate) header: IndexHeader,
-    pub(crate) data: DataFile,
+    /// The data file; replaced (never written over) by a repair, see the
+    /// mapping contract in `data.rs`. Take it with [`ObjectShared::data`].
+    data: parking_lot::RwLock<Arc<DataFile>>,
     pub(crate) state: Mutex<State>,
     pub(crate) progress: watch::Sender<Progress>,
     /// Changes of the chunk map, for live status ([`Object::chunk_feed`]).
@@ -218,7 +210,7 @@ impl ObjectShared {
             key,
             dir,
             header,
-            data,
+            data: parking_lot::RwLock::new(Arc::new(data)),
             state: Mutex::new(state),
             progress,
             feed: broadcast::channel(FEED_CAPACITY).0,
@@ -229,6 +221,33 @@ impl ObjectShared {
             released: AtomicBool::new(false),
             remote_demand: Mutex::new(None),
         })
+    }
+
+    /// The current data file.
+    pub(crate) fn data(&self) -> Arc<DataFile> {
+        self.data.read().clone()
+    }
+
+    /// Moves to a fresh copy of the data file before chunks are rewritten
+    /// (a repair): `Bytes` handed out keep the old one. Call under the
+    /// fill lock.
+    pub(crate) fn fork_data_file(&self) -> Result<()> {
+        let mut data = self.data.write();
+        *data = Arc::new(data.fork()?);
+        Ok(())
+    }
+
+    /// Follows a repair another process made: reopens the data file when
+    /// a copy was renamed over it. Cheap (one `stat`) when nothing changed.
+    pub(crate) fn refresh_data_file(&self) -> Result<()> {
+        if self.data.read().is_current() {
+            return Ok(());
+        }
+        let mut data = self.data.write();
+        if !data.is_current() {
+            *data = Arc::new(data.reopen()?);
+        }
+        Ok(())
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {
@@ -264,8 +283,53 @@ impl ObjectShared {
         self.progress.send_replace(progress);
     }
 
+    /// Takes the state a replay of the index found as the truth: chunks it
+    /// has and this process did not are published (and their readers
+    /// woken); chunks it lacks — a record lost to damage, say — are missing
+    /// again and will be fetched.
+    pub(crate) fn adopt_index(&self, index: IndexState) {
+        let woken = {
+            let mut st = self.state.lock();
+            let lost = &st.done - &index.done;
+            let found = &index.done - &st.done;
+            for c in lost.iter() {
+                st.damaged.insert(c);
+                self.send_change(ChunkChange::Damaged(c));
+            }
+            let mut woken = Vec::new();
+            for r in ranges(&found) {
+                self.send_change(ChunkChange::Done(r.clone()));
+                for c in r {
+                    st.damaged.remove(c);
+                    woken.extend(st.waiters.remove(&c).into_iter().flatten());
+                }
+            }
+            if !lost.is_empty() {
+                tracing::warn!(
+                    object = %self.key,
+                    chunks = lost.len(),
+                    "chunks without a trusted index record are missing again"
+                );
+            }
+            st.done = index.done;
+            st.root = index.root;
+            woken
+        };
+        for w in woken {
+            let _ = w.send(());
+        }
+        self.publish_progress();
+    }
+
     /// Applies records another process committed to the index.
     pub(crate) fn apply_records(&self, records: &[Record]) {
+        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
+            // A repair: the writer switched to a copy of the data file
+            // before recording the clears; its refetched chunks go there.
+            if let Err(e) = self.refresh_data_file() {
+                tracing::warn!(object = %self.key, "cannot follow the repaired data file: {e}");
+            }
+        }
         let mut woken = Vec::new();
         {
             let mut st = self.state.lock();
@@ -474,6 +538,22 @@ impl Object {
             return None;
         }
         crate::fill::filler_pid(&self.shared.dir).filter(|&p| p != std::process::id())
+    }
+
+    /// The object's state by its status name (see [`ObjectState`]): the
+    /// fill's phase, damage verification found, and whether another
+    /// process is known to fill it.
+    pub fn state(&self) -> ObjectState {
+        let damaged = !self.shared.state.lock().damaged.is_empty();
+        match self.progress().state {
+            FillState::Complete => ObjectState::Complete,
+            FillState::Failed(_) => ObjectState::Failed,
+            _ if damaged => ObjectState::Damaged,
+            FillState::Filling => ObjectState::Filling,
+            FillState::Following => ObjectState::Following,
+            FillState::Idle if self.filler_pid().is_some() => ObjectState::Following,
+            FillState::Idle => ObjectState::Partial,
+        }
     }
 
     /// Number of readers currently streaming from this object in this

@@ -116,7 +116,7 @@ impl ObjectShared {
     pub(crate) async fn read_range(&self, start: u64, end: u64) -> Result<Bytes> {
         self.check_range(start, end)?;
         self.wait_chunks(self.chunks_of(start, end)).await?;
-        Ok(self.data.bytes(start..end))
+        Ok(self.data().bytes(start..end))
     }
 }
 
@@ -165,7 +165,7 @@ impl Object {
             });
         }
         drop(st);
-        Ok(s.data.bytes(offset..end))
+        Ok(s.data().bytes(offset..end))
     }
 
     /// The bytes of `range` as a stream of pieces (at most one chunk each),

@@ -27,15 +27,7 @@ impl Object {
     /// runs (here or in another process).
     pub async fn verify(&self) -> Result<VerifyReport> {
         let obj = self.shared.clone();
-        match tokio::task::spawn_blocking(move || verify_blocking(&obj)).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::io(
-                self.shared.index_path(),
-                "verify",
-                std::io::Error::other(e),
-            )),
-        }
+        crate::task::blocking("verify", move || verify_blocking(&obj)).await
     }
 }
 
@@ -55,7 +47,7 @@ fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for c in done.iter() {
         let range = header.chunk_range(c);
-        let bytes = obj.data.bytes(range);
+        let bytes = obj.data().bytes(range);
         let cv = crate::hash::chunk_cv(&bytes, c, header.chunk_size, header.len);
         report.chunks_checked += 1;
         if lease.cvs.get(c as usize).copied().flatten() != Some(cv) {
@@ -63,6 +55,11 @@ fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
         }
     }
     if !report.damaged.is_empty() {
+        // The refetch must not write under `Bytes` already handed out (or
+        // into a data file shared with another object): it goes to a copy,
+        // switched to before the clearing is recorded, so a follower that
+        // sees the Clear records finds the copy at the path.
+        obj.fork_data_file()?;
         let records: Vec<Record> = report
             .damaged
             .iter()

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::Store;
 use crate::error::{Error, Result};
+use crate::object::ObjectState;
 
 /// What [`Store::gc`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,12 +53,14 @@ impl Store {
             *n = (*n).max(o.created_unix);
         }
         let superseded = |o: &super::ObjectSummary| {
-            o.state == "partial"
+            // Incomplete and nobody downloads it (partial, or failed here).
+            !o.state.is_filling()
+                && o.state != ObjectState::Complete
                 && newest
                     .get(&o.info.source)
                     .is_some_and(|&n| n > o.created_unix)
         };
-        objects.retain(|o| o.state == "complete" || superseded(o));
+        objects.retain(|o| o.state == ObjectState::Complete || superseded(o));
         // Superseded partials first (false < true), then least recently used.
         objects.sort_by_key(|o| (!superseded(o), o.last_used));
         for o in objects {
@@ -65,7 +68,7 @@ impl Store {
                 break;
             }
             let removed = if dry_run {
-                if o.state == "filling" {
+                if o.state.is_filling() {
                     Err(Error::Busy {
                         key: o.info.key.clone(),
                         what: "it is being filled",

@@ -9,7 +9,7 @@ use super::{disk_usage, list_names, ObjectSummary, Store, StoreShared, INDEX_FIL
 use crate::digest::Algo;
 use crate::error::{Error, Result};
 use crate::index::{IndexHeader, IndexReader};
-use crate::object::{info_of, ObjectShared};
+use crate::object::{info_of, ObjectShared, ObjectState};
 
 impl Store {
     /// The key of the object `reference` names (see [`Store::open_ref`]).
@@ -101,11 +101,9 @@ impl Store {
             let total = u64::from(header.chunk_count());
             let progress = live.as_ref().map(|o| o.progress.borrow().bytes_done);
             let state_name = if root.is_some() {
-                "complete"
-            } else if s.is_filling(&dir, live.as_deref()) {
-                "filling"
+                ObjectState::Complete
             } else {
-                "partial"
+                s.fill_state(&dir, live.as_deref())
             };
             out.push(ObjectSummary {
                 chunks_done: done,
@@ -146,15 +144,22 @@ impl StoreShared {
     }
 
     /// Whether some process fills the object in `dir`.
-    pub(crate) fn is_filling(&self, dir: &Path, live: Option<&ObjectShared>) -> bool {
+    /// The state of an incomplete object: filled here, by another process
+    /// (its index lock is held), failed here, or partial.
+    pub(crate) fn fill_state(&self, dir: &Path, live: Option<&ObjectShared>) -> ObjectState {
         if let Some(o) = live {
-            if matches!(o.state.lock().phase, crate::object::Phase::Filling) {
-                return true;
+            match o.state.lock().phase {
+                crate::object::Phase::Filling => return ObjectState::Filling,
+                crate::object::Phase::Failed(_) => return ObjectState::Failed,
+                _ => {}
             }
         }
         let Ok(f) = fs::File::open(dir.join(INDEX_FILE)) else {
-            return false;
+            return ObjectState::Partial;
         };
-        matches!(f.try_lock(), Err(TryLockError::WouldBlock))
+        match f.try_lock() {
+            Err(TryLockError::WouldBlock) => ObjectState::Following,
+            _ => ObjectState::Partial,
+        }
     }
 }

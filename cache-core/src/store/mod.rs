@@ -122,8 +122,9 @@ pub struct ObjectSummary {
     pub chunks_total: u64,
     /// Bytes of the durable chunks.
     pub bytes_done: u64,
-    /// `complete`, `filling` (by some process) or `partial`.
-    pub state: &'static str,
+    /// Complete, filling (this process), following (another process fills
+    /// it), failed (this process's last fill) or partial.
+    pub state: crate::ObjectState,
     /// Last time the object was opened.
     pub last_used: Option<SystemTime>,
     /// Bytes the object takes on disk.
@@ -423,15 +424,11 @@ impl StoreShared {
         let data_path = dir.join(header.data_file_name());
         let data = DataFile::open(&data_path, header.len, self.options.write_fault())?;
         // The shared lock says "in use" to eviction in every process.
-        match data.file().try_lock_shared() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Busy {
-                    key: key.to_owned(),
-                    what: "it is being removed",
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock data file", e)),
+        if !data.lock_shared()? {
+            return Err(Error::Busy {
+                key: key.to_owned(),
+                what: "it is being removed",
+            });
         }
         if !data_path.exists() {
             return Err(Error::NotFound(key.to_owned()));

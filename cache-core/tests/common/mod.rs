@@ -29,6 +29,29 @@ pub async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
 
+/// A store in `dir` whose data writes go through the test hook `fault`.
+pub fn store_with_fault(dir: &std::path::Path, fault: cache_core::WriteFault) -> cache_core::Store {
+    let options = cache_core::StoreOptions {
+        write_fault: Some(fault),
+        ..cache_core::StoreOptions::default()
+    };
+    cache_core::Store::open_with(dir, options).expect("open the store")
+}
+
+/// Fetch options for tests that need a predictable request order: one
+/// connection, chunks of `chunk_size`, requests of up to `run_chunks`.
+pub fn one_connection_with(chunk_size: usize, run_chunks: u64) -> cache_core::FetchOptions {
+    cache_core::FetchOptions {
+        chunk_size: chunk_size as u32,
+        fill: cache_core::FillOptions {
+            connections: 1,
+            max_request_bytes: run_chunks * chunk_size as u64,
+            ..cache_core::FillOptions::default()
+        },
+        ..cache_core::FetchOptions::default()
+    }
+}
+
 pub mod child {
     //! Child processes for crash tests: the test binary runs itself with
     //! `--exact <child test> --ignored` and an environment variable that

@@ -41,15 +41,16 @@ pub(crate) async fn run(app: Arc<App>, interval: Duration) {
 fn refresh(store: &Store, app: &App) -> cache_core::Result<()> {
     let list = store.list()?;
     let bytes = list.iter().map(|o| o.disk_bytes).sum();
-    let count = |state: &str| list.iter().filter(|o| o.state == state).count();
-    app.metrics.set_store(
-        bytes,
-        &[
-            ("complete", count("complete")),
-            ("filling", count("filling")),
-            ("partial", count("partial")),
-        ],
-    );
+    let counts: Vec<(&'static str, usize)> = cache_core::ObjectState::ALL
+        .iter()
+        .map(|&state| {
+            (
+                state.name(),
+                list.iter().filter(|o| o.state == state).count(),
+            )
+        })
+        .collect();
+    app.metrics.set_store(bytes, &counts);
     Ok(())
 }
 

@@ -421,7 +421,7 @@ impl Live {
                 if st.objects.get(key).is_some_and(|e| e.watched.is_some()) {
                     continue;
                 }
-                if s.state == "filling" {
+                if s.state.is_filling() {
                     to_watch.push(key.clone());
                 }
                 let known_done = st.objects.get(key).map(|e| e.record.chunks_done);
@@ -651,8 +651,8 @@ impl Live {
             chunks_done: s.chunks_done,
             bytes_done: s.bytes_done,
             state: match s.state {
-                "complete" => "complete",
-                "filling" => "following",
+                cache_core::ObjectState::Complete => "complete",
+                s if s.is_filling() => "following",
                 _ => "paused",
             },
             ..self.record_of_info(&s.info)
