@@ -129,7 +129,11 @@ impl Drop for EndGuard {
                 what: "fill",
                 reason: "was cancelled".into(),
             };
-            tracing::warn!(object = %self.obj.key, "fill failed: {e}");
+            // Dropped without ending: the runtime is shutting down (Ctrl-C,
+            // process exit) far more often than anything else, so no warning
+            // on the user's terminal; waiters still get the error. Panics
+            // are caught and warned about in `spawn`.
+            tracing::debug!(object = %self.obj.key, "fill task dropped: {e}");
             self.obj.set_phase(Phase::Failed(Arc::new(e)));
         }
     }

@@ -32,8 +32,8 @@ use crate::index::{IndexHeader, IndexState, Record};
 use crate::store::StoreShared;
 
 pub(crate) use demand::DemandQueue;
-pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 use feed::ranges;
+pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
