@@ -14,15 +14,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// `Error` is `Clone` (causes are shared behind `Arc`) because one failed
 /// fill must be reported to every reader that was waiting on it.
-// Field docs come with the error-chain rework (issue 15 item 7).
-#[allow(missing_docs)]
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// A local file operation failed.
     #[error("{}: {op}: {cause}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What was being done to it (`"open"`, `"write chunk"`, ...).
         op: &'static str,
+        /// The operating system's error.
         #[source]
         cause: Arc<io::Error>,
     },
@@ -32,7 +33,9 @@ pub enum Error {
     /// The source failed (after its own retries).
     #[error("{url}: {cause}")]
     Source {
+        /// The source's URL (credentials removed).
         url: String,
+        /// What the source reported.
         #[source]
         cause: SourceError,
     },
@@ -40,9 +43,13 @@ pub enum Error {
     /// object is kept, under its computed names only.
     #[error("object {key}: {} mismatch: expected {expected}, got {actual}; the object is kept under its URL and real hash, never named by the expected value", algo.name().to_uppercase())]
     HashMismatch {
+        /// The object's store key.
         key: String,
+        /// The algorithm of the expectation.
         algo: crate::digest::Algo,
+        /// The digest the request expected (lower-case hex).
         expected: String,
+        /// The digest the bytes have (lower-case hex).
         actual: String,
     },
     /// A command that only reads found no store where it looked.
@@ -54,19 +61,33 @@ pub enum Error {
         "{url}: chunk {chunk} of object {key} does not match its manifest; refused, not stored"
     )]
     ChunkVerify {
+        /// The source the chunk came from.
         url: String,
+        /// The object's store key.
         key: String,
+        /// The chunk's index.
         chunk: u32,
     },
     /// A non-waiting read asked for bytes that are not downloaded yet.
     #[error("object {key}: bytes {start}..{end} are not present yet")]
-    NotPresent { key: String, start: u64, end: u64 },
+    NotPresent {
+        /// The object's store key.
+        key: String,
+        /// First byte asked for.
+        start: u64,
+        /// End of the range asked for (exclusive).
+        end: u64,
+    },
     /// A read outside the object.
     #[error("object {key}: range {start}..{end} is outside its {len} bytes")]
     OutOfBounds {
+        /// The object's store key.
         key: String,
+        /// First byte asked for.
         start: u64,
+        /// End of the range asked for (exclusive).
         end: u64,
+        /// The object's length.
         len: u64,
     },
     /// No object matches a reference (hash, prefix, URL).
@@ -74,21 +95,38 @@ pub enum Error {
     NotFound(String),
     /// A reference matches several objects.
     #[error("{reference:?} is ambiguous: it matches {count} objects")]
-    Ambiguous { reference: String, count: usize },
+    Ambiguous {
+        /// The reference as given.
+        reference: String,
+        /// How many objects it matches.
+        count: usize,
+    },
     /// The operation needs the object to itself, and another fill or reader
     /// (in this or another process) holds it.
     #[error("object {key} is busy: {what}")]
-    Busy { key: String, what: &'static str },
+    Busy {
+        /// The object's store key.
+        key: String,
+        /// What holds it (`"it is being filled"`, `"it is being read"`, ...).
+        what: &'static str,
+    },
     /// The chunk size is not a power of two in 64 KiB..=64 MiB.
     #[error("invalid chunk size {0}: must be a power of two from 64 KiB to 64 MiB")]
     InvalidChunkSize(u64),
     /// The object is incomplete and nothing can fill it.
     #[error("object {key} is incomplete and no source is available to fill it ({url})")]
-    NoSource { key: String, url: String },
+    NoSource {
+        /// The object's store key.
+        key: String,
+        /// The URL it was fetched from.
+        url: String,
+    },
     /// The fill this read was waiting on failed.
     #[error("object {key}: fill failed: {}", without_key(.key, .cause))]
     FillFailed {
+        /// The object's store key.
         key: String,
+        /// Why the fill failed.
         #[source]
         cause: Arc<Error>,
     },
@@ -97,6 +135,7 @@ pub enum Error {
     /// nobody waits for it for ever. Made by [`Error::task`] only.
     #[error("{what}: the task {reason}")]
     Task {
+        /// What the task was doing.
         what: &'static str,
         /// `panicked: <message>` or `was cancelled`.
         reason: String,

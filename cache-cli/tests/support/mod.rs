@@ -6,6 +6,7 @@
 #[path = "../../../cache-http/tests/support/nginx.rs"]
 pub mod nginx;
 pub mod seaweed;
+pub mod serve;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

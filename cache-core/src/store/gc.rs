@@ -33,8 +33,9 @@ impl Store {
     }
 
     /// What [`Store::gc`] would evict now, without evicting anything.
-    /// Objects some process fills are reported in `skipped_busy`; an
-    /// object that is only being read when the real gc runs is kept then.
+    /// Objects some process fills or reads now are reported in
+    /// `skipped_busy`, as the real gc would (a reader arriving between the
+    /// two keeps its object then).
     pub fn gc_dry_run(&self, max_bytes: u64) -> Result<GcReport> {
         self.gc_inner(max_bytes, true)
     }
@@ -68,14 +69,9 @@ impl Store {
                 break;
             }
             let removed = if dry_run {
-                if o.state.is_filling() {
-                    Err(Error::Busy {
-                        key: o.info.key.clone(),
-                        what: "it is being filled",
-                    })
-                } else {
-                    Ok(())
-                }
+                // The same locks the removal takes, let go at once: an
+                // object being read counts as busy here too.
+                self.shared.check_removable(&o.info.key)
             } else {
                 self.shared.remove_key(&o.info.key)
             };

@@ -23,7 +23,9 @@ use crate::data::{DataFile, WriteFault};
 use crate::digest::{Algo, Digest, Expected};
 use crate::error::{Error, Result};
 use crate::fill::{self, FillOptions, FillPlan};
-use crate::index::{IndexHeader, IndexReader, IndexWriter, Record, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::index::{
+    IndexHeader, IndexReader, IndexState, IndexWriter, Record, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+};
 use crate::object::{Object, ObjectInfo, ObjectShared};
 use crate::source::{Source, SourceError};
 
@@ -474,8 +476,11 @@ impl StoreShared {
         Ok(())
     }
 
-    /// Removes object `key` unless anything uses it.
-    pub(crate) fn remove_key(&self, key: &str) -> Result<()> {
+    /// Opens object `key` for removal: its index and data file locked
+    /// exclusively, so no process fills or reads it while they are held.
+    /// [`Error::Busy`] when something uses it (this process has it open,
+    /// another process fills or reads it).
+    fn lock_for_removal(&self, key: &str) -> Result<Removable> {
         if self.live(key).is_some() {
             return Err(Error::Busy {
                 key: key.to_owned(),
@@ -503,6 +508,28 @@ impl StoreShared {
             Err(TryLockError::WouldBlock) => return Err(busy("it is being read")),
             Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock", e)),
         }
+        Ok(Removable {
+            dir,
+            header,
+            state,
+            _locks: (index, data),
+        })
+    }
+
+    /// Whether object `key` could be removed now (nothing uses it); the
+    /// locks are let go at once. What a dry-run eviction asks.
+    pub(crate) fn check_removable(&self, key: &str) -> Result<()> {
+        self.lock_for_removal(key).map(drop)
+    }
+
+    /// Removes object `key` unless anything uses it.
+    pub(crate) fn remove_key(&self, key: &str) -> Result<()> {
+        let Removable {
+            dir,
+            header,
+            state,
+            _locks,
+        } = self.lock_for_removal(key)?;
         let digests = names::read_digests(&dir, &header);
         if let Some(e) = header.expected {
             // An alias an older build wrote for an expected hash.
@@ -555,6 +582,15 @@ impl StoreShared {
             }
         }
     }
+}
+
+/// An object locked for removal by [`StoreShared::lock_for_removal`]: the
+/// locks hold until it is dropped.
+struct Removable {
+    dir: PathBuf,
+    header: IndexHeader,
+    state: IndexState,
+    _locks: (fs::File, fs::File),
 }
 
 pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {

@@ -37,22 +37,12 @@ use http::{header, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use super::routes::App;
-use super::serve_object::{Body, BodyError};
+use super::app::App;
+pub use super::config::AccessLogFormat;
+use super::response::{Body, BodyError};
 
 /// The `tracing` target of access log lines.
 pub const TARGET: &str = "blockcache::access";
-
-/// How access log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AccessLogFormat {
-    /// The combined log format plus `range=`, `duration=`, `ttfb=`,
-    /// `cache=` and `mirror=` fields.
-    #[default]
-    Combined,
-    /// One JSON object per line.
-    Json,
-}
 
 /// The cache result of one request (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,4 +326,20 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-28T13:05:01.123Z");
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
+}
+
+/// Tells the access log which mirror and cache result `resp` is about.
+pub(crate) fn tag(
+    mut resp: Response<Body>,
+    mirror: Option<String>,
+    result: Option<CacheResult>,
+) -> Response<Body> {
+    let info = resp.extensions_mut().get_or_insert_with(RouteInfo::default);
+    if mirror.is_some() {
+        info.mirror = mirror;
+    }
+    if result.is_some() {
+        info.result = result;
+    }
+    resp
 }

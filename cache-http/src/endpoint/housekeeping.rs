@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cache_core::Store;
 
-use super::routes::App;
+use super::app::App;
 
 /// Refreshes the store metrics (and enforces the size limit) every
 /// `interval`, until aborted.
@@ -56,9 +56,20 @@ fn refresh(store: &Store, app: &App) -> cache_core::Result<()> {
 
 /// Evicts until the store takes at most `budget` bytes. Returns whether
 /// it got there (false: what is left is in use).
+///
+/// Plans first (a dry run with the same locks): when the objects that
+/// nobody uses cannot free enough, nothing is evicted at all, so a refused
+/// fill never costs the store the objects it would have displaced.
 pub(crate) fn make_room(app: &App, budget: u64) -> cache_core::Result<bool> {
     app.tracker.prune();
     app.live.release_idle();
+    let plan = app.store.gc_dry_run(budget)?;
+    if plan.bytes_after > budget {
+        return Ok(false);
+    }
+    if plan.evicted.is_empty() {
+        return Ok(true);
+    }
     let report = app.store.gc(budget)?;
     if !report.evicted.is_empty() {
         app.metrics.evicted(report.evicted.len() as u64);

@@ -12,9 +12,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use super::app::App;
 use super::etag;
-use super::routes::App;
-use super::serve_object::{empty, text, Body};
+use super::response::{empty, text, Body};
 
 /// Media type of a manifest.
 pub const CONTENT_TYPE: &str = "application/vnd.blockcache.manifest";

@@ -24,6 +24,7 @@
 //!   `/status` (schema in its docs).
 
 pub mod access;
+pub mod config;
 pub mod etag;
 pub mod manifest;
 pub mod metrics;
@@ -32,15 +33,18 @@ pub mod multipart;
 pub mod range;
 pub mod server;
 
+mod app;
 mod housekeeping;
 pub mod live;
 mod metered;
+mod mirror;
+mod response;
 mod routes;
 mod serve_object;
 mod status;
 
 pub use access::AccessLogFormat;
-pub use serve_object::{Body, BodyError};
+pub use response::{Body, BodyError};
 pub use server::{
     BoundEndpoint, Endpoint, EndpointConfig, EndpointError, Listener, MirrorConfig, MirrorReloader,
     MirrorSourceFactory,

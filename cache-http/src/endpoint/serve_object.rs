@@ -17,21 +17,15 @@ use futures::{Stream, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 
+use super::app::App;
 use super::etag;
 use super::multipart::MultipartPlan;
 use super::range::{
     content_range, if_range_matches, parse_range_header, unsatisfied_content_range, RangeOutcome,
 };
-use super::routes::App;
-
-/// Error type of response bodies: a failed fill mid-body.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Response body of the endpoint.
-pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+pub(crate) use super::response::{empty, text, Body, BodyError};
 
 /// How an object is presented.
 pub(crate) struct ServeMeta {
@@ -84,26 +78,6 @@ pub(crate) fn repr_digest(object: &Object) -> Option<String> {
         })
         .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
-}
-
-/// An empty body.
-pub(crate) fn empty() -> Body {
-    Empty::new().map_err(|e| match e {}).boxed_unsync()
-}
-
-/// A small text response.
-pub(crate) fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }
 
 fn hv(s: &str) -> HeaderValue {

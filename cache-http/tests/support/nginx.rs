@@ -155,6 +155,9 @@ impl Nginx {
     /// Writes a file to serve.
     pub fn put(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let p = self.root.join(name);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).expect("served directory");
+        }
         std::fs::write(&p, bytes).expect("write served file");
         p
     }

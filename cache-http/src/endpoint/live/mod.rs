@@ -15,8 +15,11 @@
 //! records that changed. That event, already encoded, is broadcast to every
 //! `/events` client, so an idle client costs a parked task and a delta
 //! costs a copy of a few hundred bytes per client. The store directory is
-//! listed every [`LIST_EVERY`] (new objects, removed ones, disk totals),
-//! once for all clients. A client that falls behind the broadcast (more
+//! listed at most once every [`LIST_EVERY`] (new objects, removed ones,
+//! disk totals), once for all clients: a `/status` request or a new
+//! `/events` client answers from that listing while it is fresh, so a
+//! burst of requests costs no index reads (objects this endpoint serves
+//! are watched and always current). A client that falls behind the broadcast (more
 //! than [`FRAME_BACKLOG`] events) gets a fresh snapshot instead of a
 //! growing queue.
 //!
@@ -212,6 +215,9 @@ pub(crate) struct Live {
     origin_bytes: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Objects to watch from the next tick on.
     pending: Mutex<Vec<Object>>,
+    /// When the store was last listed; held across a listing, so that
+    /// concurrent requests wait for one listing instead of each making one.
+    listed_at: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Live {
@@ -227,6 +233,7 @@ impl Live {
             closed: tokio::sync::watch::channel(false).0,
             origin_bytes: Mutex::default(),
             pending: Mutex::default(),
+            listed_at: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -348,7 +355,6 @@ impl Live {
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut last_list: Option<Instant> = None;
             loop {
                 tokio::time::sleep(TICK).await;
                 let Some(live) = weak.upgrade() else { return };
@@ -356,10 +362,8 @@ impl Live {
                     return;
                 }
                 let idle = live.frames.receiver_count() == 0;
-                let due = last_list.is_none_or(|t| t.elapsed() >= LIST_EVERY);
-                if !idle && due {
+                if !idle {
                     live.refresh_list().await;
-                    last_list = Some(Instant::now());
                 }
                 live.tick();
                 let wake = live.wake.clone();
@@ -372,18 +376,31 @@ impl Live {
         });
     }
 
-    /// Lists the store (blocking I/O on a blocking thread) and merges it.
+    /// Lists the store (blocking I/O on a blocking thread) and merges it,
+    /// unless it was listed less than [`LIST_EVERY`] ago.
     async fn refresh_list(self: &Arc<Self>) {
+        let mut listed_at = self.listed_at.lock().await;
+        if listed_at.is_some_and(|t| t.elapsed() < LIST_EVERY) {
+            return;
+        }
         let store = self.store.clone();
         let listed = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let list = store.list();
             let free = free_bytes(store.dir());
-            (list, free)
+            (list, free, started.elapsed())
         })
         .await;
-        let Ok((Ok(list), free)) = listed else {
+        *listed_at = Some(Instant::now());
+        let Ok((Ok(list), free, took)) = listed else {
             return;
         };
+        tracing::debug!(
+            target: "blockcache::status",
+            objects = list.len(),
+            ms = took.as_secs_f64() * 1e3,
+            "listed the store"
+        );
         self.merge_list(list, free);
     }
 

@@ -9,7 +9,7 @@ use base64::Engine;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::endpoint::serve_object::Body;
+use crate::endpoint::response::Body;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Live;
-use crate::endpoint::serve_object::{Body, BodyError};
+use crate::endpoint::response::{Body, BodyError};
 
 /// Comment lines keep idle streams open through proxies.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
