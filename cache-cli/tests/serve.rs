@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::serve::*;
+use support::{pattern, BIN, STEP};
 
 #[test]
 fn sigterm_drains_a_running_download_then_exits_0() {

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::serve::*;
+use support::{pattern, BIN, STEP};
 
 /// A `serve` of `ng` as mirror `o` on a loopback port, with `extra` flags.
 fn serve_mirror(store: &Path, ng: &Nginx, extra: &[&str]) -> Serve {

@@ -143,7 +143,7 @@ impl Digest {
 
     /// Lowercase hex of the value.
     pub fn hex(&self) -> String {
-        crate::store::layout::hex_id(&self.bytes)
+        crate::hash::hex_id(&self.bytes)
     }
 }
 

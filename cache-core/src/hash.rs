@@ -170,6 +170,11 @@ fn node(cvs: &[[u8; 32]], chunk_size: u32, start: u64, len: u64) -> [u8; 32] {
     merge_subtrees_non_root(&left, &right, Mode::Hash)
 }
 
+/// Lower-case hex of `bytes` (names of temp files, digests).
+pub(crate) fn hex_id(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

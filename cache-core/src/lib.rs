@@ -163,6 +163,27 @@
 //! chunk index format and fault hooks to this workspace's tests, benchmarks
 //! and fuzz targets (no stability promise).
 //!
+//! ## Inside: the modules and which way they depend
+//!
+//! Data flows one way — source → filler → index + bitmap → wake-up →
+//! readers — and so do the module dependencies (no cycles; each line
+//! names what a module uses):
+//!
+//! ```text
+//! store    → fill, object, layout, options, plan, index, data   the directory: open, fetch, names, gc
+//! fill     → object, plan, layout, index, data, source, chain   one filler per object; verify and repair
+//! object   → object::ObjectHost (its own trait), layout, options, plan, index, data
+//!                                                                readers, demand, follower, progress
+//! layout, options, plan, index, data, digest, hash, manifest, source, chain, error, platform
+//!                                                                leaves: files, formats, plain data
+//! ```
+//!
+//! An object never calls the filler: when a reader waits on a chunk that
+//! nothing fetches, or its follower sees the filling process go, it asks
+//! its host (`ObjectHost`, implemented by the store), which starts or
+//! takes over the fill. The filler works on the object's state; the
+//! store wires the two together.
+//!
 //! ## Portability
 //!
 //! Everything the store needs from the operating system beyond portable
@@ -178,6 +199,7 @@ pub mod digest;
 pub mod error;
 mod fill;
 pub mod hash;
+mod layout;
 // The chunk index's format and its reader/writer are an implementation
 // detail; this workspace's tests, benches and fuzz targets reach them with
 // the `internals` feature.
@@ -188,6 +210,8 @@ pub mod index;
 mod index;
 pub mod manifest;
 mod object;
+mod options;
+mod plan;
 mod platform;
 pub mod source;
 mod store;
@@ -202,18 +226,19 @@ pub use chain::SourceChain;
 pub use data::WriteFault;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
-pub use fill::{
-    chunk_verify_failures, count_chunk_verify_failure, FillOptions, FillPolicy,
-    DEFAULT_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_READAHEAD_CHUNKS,
-};
+pub use fill::{chunk_verify_failures, count_chunk_verify_failure, VerifyReport};
 pub use index::IndexError;
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
     BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
-    ObjectState, Progress, VerifyReport,
+    ObjectState, Progress,
+};
+pub use options::{SourceFactory, StoreOptions};
+pub use plan::{
+    FillOptions, FillPolicy, DEFAULT_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_READAHEAD_CHUNKS,
 };
 pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
 pub use store::{
-    check_chunk_size, object_key, FetchOptions, GcReport, ObjectSummary, SourceFactory, Store,
-    StoreOptions, DEFAULT_CHUNK_SIZE,
+    check_chunk_size, object_key, FetchOptions, GcReport, ObjectSummary, Store, DEFAULT_CHUNK_SIZE,
 };

@@ -28,18 +28,24 @@ fn cross_process_child_fill() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follower_reads_while_leader_fills_then_takes_over() {
+/// A child process filling the object in a new store, once it has
+/// registered the object (its temp dir, the store path, the child).
+async fn start_leader() -> (tempfile::TempDir, std::path::PathBuf, child::KillOnDrop) {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let bytes = pattern(LEN, SEED);
-    let mut leader = child::spawn(
+    let leader = child::spawn(
         "cross_process_child_fill",
         &store_dir,
         &dir.path().join("leader.log"),
     );
-
     child::wait_for_registration(&store_dir).await;
+    (dir, store_dir, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_while_leader_fills_then_takes_over() {
+    let (_dir, store_dir, mut leader) = start_leader().await;
+    let bytes = pattern(LEN, SEED);
 
     let store = Store::open(&store_dir).unwrap();
     let src = MemorySource::new(URL, bytes.clone());
@@ -105,15 +111,8 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
 /// store's source factory, and its reader completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_takes_over_through_the_source_factory() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
+    let (_dir, store_dir, mut leader) = start_leader().await;
     let bytes = pattern(LEN, SEED);
-    let mut leader = child::spawn(
-        "cross_process_child_fill",
-        &store_dir,
-        &dir.path().join("leader.log"),
-    );
-    child::wait_for_registration(&store_dir).await;
     let src = MemorySource::new(URL, bytes.clone());
     let factory_src = src.clone();
     let factory: cache_core::SourceFactory = Arc::new(move |url: &str| {
@@ -147,4 +146,26 @@ async fn a_reader_takes_over_through_the_source_factory() {
         src.bytes_delivered() > 0,
         "the reader's process did not take over"
     );
+}
+
+/// A process with no source at all (no fetch, no source factory) that
+/// opens an object another process is filling follows that fill: its
+/// reads wait for the leader's chunks (a far one demanded across
+/// processes) instead of failing with "no source is available".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_without_a_source_follows_the_fill_of_another_process() {
+    let (_dir, store_dir, mut leader) = start_leader().await;
+    let bytes = pattern(LEN, SEED);
+    let store = Store::open(&store_dir).unwrap();
+    let object = store.open_ref(URL).unwrap();
+    let head = bounded("head", object.read_at(0, 4096)).await.unwrap();
+    assert!(head[..] == bytes[..4096]);
+    let far = (LEN - 1000) as u64;
+    let tail = bounded("far read", object.read_at(far, 1000))
+        .await
+        .unwrap();
+    assert!(tail[..] == bytes[LEN - 1000..]);
+    assert_eq!(object.progress().state, FillState::Following);
+    leader.kill().unwrap();
+    leader.wait().unwrap();
 }

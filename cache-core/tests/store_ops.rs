@@ -250,3 +250,66 @@ async fn an_alias_whose_object_has_another_hash_names_nothing() {
     assert!(!dir.path().join("blake3").join(&wrong).exists(), "dropped");
     assert!(store.get(&blake3::hash(&bytes)).unwrap().is_some());
 }
+
+/// Opening one object does not hold up opening another: the registry is
+/// locked per key. The open of `a` stalls (a slow disk, through the open
+/// hook) until the open of `b` in another thread has finished; with one
+/// lock for every open, `b` would wait for `a` and the stall would run
+/// into its bound.
+#[test]
+fn a_slow_open_of_one_object_does_not_hold_up_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for (i, name) in ["a.img", "b.img"].iter().enumerate() {
+            let file = dir.path().join(name);
+            std::fs::write(&file, pattern(MIB, 40 + i as u64)).unwrap();
+            keys.push(
+                store
+                    .import(&file, DEFAULT_CHUNK_SIZE)
+                    .unwrap()
+                    .key()
+                    .to_owned(),
+            );
+        }
+    }
+    let (b_opened, b_signal) = std::sync::mpsc::channel::<()>();
+    let b_signal = std::sync::Mutex::new(b_signal);
+    let slow_key = keys[0].clone();
+    let (in_hook, at_hook) = std::sync::mpsc::channel::<()>();
+    let in_hook = std::sync::Mutex::new(in_hook);
+    let waited_for_b = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let saw = waited_for_b.clone();
+    let options = cache_core::StoreOptions {
+        open_hook: Some(Arc::new(move |key: &str| {
+            if key == slow_key {
+                let _ = in_hook.lock().unwrap().send(());
+                let got = b_signal
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(std::time::Duration::from_secs(20));
+                saw.store(got.is_ok(), std::sync::atomic::Ordering::SeqCst);
+            }
+        })),
+        ..cache_core::StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let slow = {
+        let store = store.clone();
+        let key = keys[0].clone();
+        std::thread::spawn(move || store.open_ref(&key).map(|o| o.key().to_owned()))
+    };
+    // The slow open is inside its hook (it holds a's slot now).
+    at_hook
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the open of a reached its hook");
+    let b = store.open_ref(&keys[1]).unwrap();
+    assert_eq!(b.key(), keys[1]);
+    b_opened.send(()).unwrap();
+    assert_eq!(slow.join().unwrap().unwrap(), keys[0]);
+    assert!(
+        waited_for_b.load(std::sync::atomic::Ordering::SeqCst),
+        "b's open waited for a's: one lock held across every open"
+    );
+}

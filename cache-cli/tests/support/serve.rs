@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use super::nginx::{Nginx, NginxOptions};
-pub use super::{pattern, BIN, STEP};
+use super::{BIN, STEP};
 
 /// Serve's tests count in u64 bytes.
 pub const MIB: u64 = 1 << 20;

@@ -399,7 +399,7 @@ async fn prefix_loop(ctx: Arc<FillCtx>) {
 /// Flushes by bytes (woken by commits) or by time.
 async fn flush_loop(ctx: Arc<FillCtx>) {
     loop {
-        let interval = ctx.obj.store.options.flush_interval;
+        let interval = ctx.obj.host.options().flush_interval;
         let _ = tokio::time::timeout(interval, ctx.flush_wake.notified()).await;
         if ctx.pending.lock().records.is_empty() {
             continue;
@@ -464,7 +464,7 @@ impl FillCtx {
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
             p.bytes += data.len() as u64;
-            if p.bytes >= obj.store.options.flush_bytes || self.remote_demand.lock().contains(c) {
+            if p.bytes >= obj.host.options().flush_bytes || self.remote_demand.lock().contains(c) {
                 self.flush_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.
@@ -540,16 +540,16 @@ impl FillCtx {
         // root record: whoever sees the object complete (here or in a
         // process following the index) finds it by every name at once.
         let digests = self.finish_digests();
-        obj.store.store_digests(&obj.dir, header, &digests)?;
+        obj.host.store_digests(&obj.dir, header, &digests)?;
         if self.repair {
             // The copy this object shared its file with may hold the same
             // damage (it was the same inode): keep the repaired file.
             tracing::info!(object = %obj.key, "repaired: the data file stays unshared");
         } else {
-            obj.store.share_data(&obj.key, header, &root);
+            obj.host.share_data(&obj.key, header, &root);
         }
         for d in std::iter::once(Digest::blake3(&root)).chain(digests) {
-            obj.store.name_object(&d, &obj.key)?;
+            obj.host.name_object(&d, &obj.key)?;
         }
         self.durability.finish(*root.as_bytes())?;
         obj.state.lock().root = Some(*root.as_bytes());

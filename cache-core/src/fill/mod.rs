@@ -16,6 +16,7 @@ mod durability;
 mod fetch;
 mod filler;
 mod scheduler;
+mod verify;
 
 use std::fs::{File, TryLockError};
 use std::sync::Arc;
@@ -23,67 +24,11 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::index::IndexWriter;
 use crate::object::{ObjectShared, Phase};
-use crate::source::{Source, SourceInfo};
+use crate::source::SourceInfo;
 
+pub(crate) use crate::plan::{FillOptions, FillPlan};
 pub use alternates::{chunk_verify_failures, count_chunk_verify_failure};
-pub use scheduler::FillPolicy;
-
-/// Default number of concurrent range requests of one fill.
-///
-/// 8, from `benches/wan.sh` (RTT 40 ms, 20 MB/s per connection, 100 MB/s
-/// link; BENCHMARKS.md): 4 connections cap a fill at 4 x the per-connection
-/// rate (~70 MB/s there), 8 reach the link, 16 add nothing but origin
-/// connections. On loopback 8 cost ~10 % against 4 (CPU), a price paid
-/// for the downloads this is for: far origins with per-connection limits.
-pub const DEFAULT_CONNECTIONS: usize = 8;
-/// Default upper bound of one merged range request.
-pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
-/// Default number of chunks fetched after a demanded one.
-pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
-
-/// How a fill runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FillOptions {
-    /// Range requests kept in flight (a demanded chunk may use one more).
-    pub connections: usize,
-    /// Adjacent missing chunks are merged into one request up to this size.
-    pub max_request_bytes: u64,
-    /// Chunks requested after each demanded chunk, in the same request.
-    pub readahead_chunks: u32,
-    /// Eager (everything, demand first) or lazy (demand only).
-    pub policy: FillPolicy,
-}
-
-impl Default for FillOptions {
-    fn default() -> Self {
-        FillOptions {
-            connections: DEFAULT_CONNECTIONS,
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            readahead_chunks: DEFAULT_READAHEAD_CHUNKS,
-            policy: FillPolicy::Eager,
-        }
-    }
-}
-
-/// Everything a fill needs to start: where from, which version, how.
-#[derive(Clone)]
-pub(crate) struct FillPlan {
-    /// The origin: names the object, asked last.
-    pub(crate) source: Arc<dyn Source>,
-    /// Asked before the origin, in order (a [`crate::SourceChain`]'s).
-    pub(crate) alternates: Vec<Arc<dyn Source>>,
-    /// Stall bound of an alternate.
-    pub(crate) stall: std::time::Duration,
-    pub(crate) info: SourceInfo,
-    pub(crate) options: FillOptions,
-    /// Sequential digests computed over the completed prefix as it grows
-    /// (SHA-256 always; SHA-512 when a request expects it).
-    pub(crate) digests: Vec<crate::digest::Algo>,
-    /// The BLAKE3 root the request that started the fill expects: a
-    /// manifest that proves it lets every chunk be checked before commit.
-    /// An expectation, not a name: a wrong one only finds no manifest.
-    pub(crate) expected_root: Option<blake3::Hash>,
-}
+pub use verify::VerifyReport;
 
 /// What the process that fills holds: the lock and the index writer.
 pub(crate) struct WriterLease {
@@ -125,30 +70,13 @@ pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
     }))
 }
 
-/// Name of the file (next to the index) holding the pid of the process
-/// that holds the index lock, so followers can say whose download they
-/// follow. Informational only: the lock, not this file, decides who fills.
-pub(crate) const FILLER_PID_FILE: &str = "filler.pid";
-
 /// Records this process as the lock holder (best effort: a follower
 /// without it just cannot name the pid).
 fn write_filler_pid(obj: &ObjectShared) {
-    let path = obj.dir.join(FILLER_PID_FILE);
+    let path = obj.dir.join(crate::layout::FILLER_PID_FILE);
     if let Err(e) = std::fs::write(&path, format!("{}\n", std::process::id())) {
         tracing::debug!(object = %obj.key, "cannot record the filler pid: {e}");
     }
-}
-
-/// The pid of the process that holds the index lock of the object in
-/// `dir`, when recorded and that process still runs.
-pub(crate) fn filler_pid(dir: &std::path::Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.join(FILLER_PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // Unknown liveness (not Linux) still names the pid: it is informational.
-    (crate::platform::process_alive(pid) != Some(false)).then_some(pid)
 }
 
 /// Starts filling `obj` with `plan`, or attaches to the fill that runs.
@@ -227,15 +155,41 @@ pub(crate) fn ensure_fill(obj: &ObjectShared) -> Result<()> {
     };
     let plan = match plan {
         Some(p) => p,
-        None => factory_plan(&obj)?,
+        None => match factory_plan(&obj) {
+            Ok(p) => p,
+            // Nothing here can fetch it, but another process may be
+            // filling it: follow that fill instead of failing the reader.
+            Err(e @ Error::NoSource { .. }) => {
+                return if lock_held_elsewhere(&obj)? {
+                    obj.set_phase(Phase::Following);
+                    obj.ensure_watching();
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
+            Err(e) => return Err(e),
+        },
     };
     start_fill(&obj, plan)
+}
+
+/// Whether another process holds the index lock of `obj` (fills it). The
+/// lock is let go at once when it was free.
+fn lock_held_elsewhere(obj: &ObjectShared) -> Result<bool> {
+    let path = obj.index_path();
+    let file = File::open(&path).map_err(|e| Error::io(&path, "open index for locking", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(false),
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock index", e)),
+    }
 }
 
 /// A plan from the store's source factory and the object's header, for
 /// objects opened from disk (resume, repair, reads by hash).
 fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
-    let Some(factory) = obj.store.options.source_factory.clone() else {
+    let Some(factory) = obj.host.options().source_factory.clone() else {
         return Err(Error::NoSource {
             key: obj.key.clone(),
             url: obj.header.source.clone(),

@@ -15,15 +15,7 @@ use std::ops::Range;
 
 use roaring::RoaringBitmap;
 
-/// How much of an object a fill downloads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FillPolicy {
-    /// Everything, demanded chunks first (the default).
-    #[default]
-    Eager,
-    /// Only the chunks readers demand, plus read-ahead after each.
-    Lazy,
-}
+pub use crate::plan::FillPolicy;
 
 /// Identifies one request of a fill.
 pub type RunId = u64;

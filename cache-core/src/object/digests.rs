@@ -14,7 +14,7 @@ impl Object {
             return Vec::new();
         };
         let mut all = vec![Digest::blake3(&root)];
-        all.extend(crate::store::names::read_digests(
+        all.extend(crate::layout::read_digests(
             &self.shared.dir,
             &self.shared.header,
         ));
@@ -87,8 +87,8 @@ fn compute_and_store(obj: &Arc<ObjectShared>, algo: Algo) -> Result<Digest> {
         .finish()
         .pop()
         .ok_or_else(|| Error::io(obj.dir.clone(), "hash", std::io::Error::other("no hasher")))?;
-    obj.store
+    obj.host
         .store_digests(&obj.dir, &obj.header, std::slice::from_ref(&digest))?;
-    obj.store.name_object(&digest, &obj.key)?;
+    obj.host.name_object(&digest, &obj.key)?;
     Ok(digest)
 }

@@ -166,9 +166,9 @@ impl crate::Store {
     pub fn stored_chunk_map(&self, key: &str) -> crate::Result<ChunkMap> {
         let path = self
             .dir()
-            .join(crate::store::OBJECTS_DIR)
+            .join(crate::layout::OBJECTS)
             .join(key)
-            .join(crate::store::INDEX_FILE);
+            .join(crate::layout::INDEX_FILE);
         let (_, header, state) = crate::index::IndexReader::open(&path)?;
         Ok(ChunkMap {
             chunk_count: header.chunk_count(),

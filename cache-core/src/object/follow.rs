@@ -82,11 +82,12 @@ impl ObjectShared {
                     let wanted = {
                         let st = obj.state.lock();
                         st.plan.is_some()
-                            || (!st.demand.is_empty() && obj.store.options.source_factory.is_some())
+                            || (!st.demand.is_empty()
+                                && obj.host.options().source_factory.is_some())
                     };
                     if wanted {
                         // Clears `watching` itself when it takes over.
-                        if let Err(e) = crate::fill::try_take_over(&obj) {
+                        if let Err(e) = obj.host.take_over(&obj) {
                             tracing::warn!(object = %obj.key, "take-over failed: {e}");
                         }
                     }

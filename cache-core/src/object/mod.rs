@@ -11,10 +11,10 @@ mod demand;
 mod digests;
 mod feed;
 mod follow;
+mod host;
 mod read;
 mod remote_demand;
 mod state;
-mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,17 +27,16 @@ use tokio::sync::{broadcast, oneshot, watch, Notify};
 
 use crate::data::DataFile;
 use crate::error::{Error, Result};
-use crate::fill::FillPlan;
 use crate::index::{IndexHeader, IndexState, Record};
-use crate::store::StoreShared;
+use crate::plan::FillPlan;
 
 pub(crate) use demand::DemandQueue;
 use feed::ranges;
 pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
+pub(crate) use host::ObjectHost;
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
-pub use verify::VerifyReport;
 
 /// What an object's fill is doing, as seen from this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +129,9 @@ pub(crate) struct ObjectShared {
     pub(crate) feed: broadcast::Sender<ChunkChange>,
     /// Wakes the filler: a demand arrived or the last handle went away.
     pub(crate) filler_wake: Notify,
-    pub(crate) store: Arc<StoreShared>,
+    /// The store it lives in (options, names, fills), as the interface
+    /// an object needs of it.
+    pub(crate) host: Arc<dyn ObjectHost>,
     handles: AtomicUsize,
     readers: AtomicUsize,
     /// A consumer gave up ([`Object::release`]): the fill stops once no
@@ -186,7 +187,7 @@ impl ObjectShared {
         data: DataFile,
         done: RoaringBitmap,
         root: Option<[u8; 32]>,
-        store: Arc<StoreShared>,
+        host: Arc<dyn ObjectHost>,
     ) -> Arc<ObjectShared> {
         let phase = if root.is_some() {
             Phase::Complete
@@ -215,7 +216,7 @@ impl ObjectShared {
             progress,
             feed: broadcast::channel(FEED_CAPACITY).0,
             filler_wake: Notify::new(),
-            store,
+            host,
             handles: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
             released: AtomicBool::new(false),
@@ -251,7 +252,7 @@ impl ObjectShared {
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {
-        self.dir.join(crate::store::INDEX_FILE)
+        self.dir.join(crate::layout::INDEX_FILE)
     }
 
     /// Number of live [`Object`] handles.
@@ -537,7 +538,7 @@ impl Object {
         ) {
             return None;
         }
-        crate::fill::filler_pid(&self.shared.dir).filter(|&p| p != std::process::id())
+        crate::layout::filler_pid(&self.shared.dir).filter(|&p| p != std::process::id())
     }
 
     /// The object's state by its status name (see [`ObjectState`]): the
@@ -610,7 +611,7 @@ impl Object {
                     }
                     Phase::Idle => {
                         drop(st);
-                        crate::fill::ensure_fill(&self.shared)?;
+                        self.shared.host.ensure_fill(&self.shared)?;
                     }
                     Phase::Filling | Phase::Following => {}
                 }

@@ -102,7 +102,7 @@ impl ObjectShared {
                         }
                     }
                     guard.chunks.push(c);
-                    crate::fill::ensure_fill(self)?;
+                    self.host.ensure_fill(self)?;
                     self.filler_wake.notify_one();
                     self.publish_remote_demand();
                 }

@@ -4,12 +4,12 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::Path;
 
-use super::layout::*;
 use super::{check_chunk_size, unix_now, Store, INDEX_FILE};
 use crate::data::DataFile;
 use crate::digest::{Algo, Digest, PrefixHasher};
 use crate::error::{Error, Result};
 use crate::index::{IndexHeader, IndexState, IndexWriter, Record};
+use crate::layout::*;
 use crate::object::Object;
 
 impl Store {

@@ -3,12 +3,12 @@
 use std::fs::{self, TryLockError};
 use std::path::Path;
 
-use super::layout::*;
-use super::names::{alias_dir, read_digests};
+use super::names::alias_dir;
 use super::{disk_usage, list_names, ObjectSummary, Store, StoreShared, INDEX_FILE};
 use crate::digest::Algo;
 use crate::error::{Error, Result};
 use crate::index::{IndexHeader, IndexReader};
+use crate::layout::*;
 use crate::object::{info_of, ObjectShared, ObjectState};
 
 impl Store {

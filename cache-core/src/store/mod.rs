@@ -1,12 +1,11 @@
 //! The store: a directory of objects, found by key, BLAKE3 hash or URL.
 //!
-//! The files are documented in `store/layout.rs`. In one process the store keeps one shared
+//! The files are documented in `layout.rs`. In one process the store keeps one shared
 //! state per open object (a registry of weak references), so every request
 //! for an object attaches to the same fill and the same waiting readers.
 
 mod gc;
 mod import;
-pub(crate) mod layout;
 mod lookup;
 pub(crate) mod names;
 
@@ -14,75 +13,28 @@ use std::collections::HashMap;
 use std::fs::{self, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
 use crate::chain::SourceChain;
-use crate::data::{DataFile, WriteFault};
+use crate::data::DataFile;
 use crate::digest::{Algo, Digest, Expected};
 use crate::error::{Error, Result};
 use crate::fill::{self, FillOptions, FillPlan};
 use crate::index::{
     IndexHeader, IndexReader, IndexState, IndexWriter, Record, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
-use crate::object::{Object, ObjectInfo, ObjectShared};
-use crate::source::{Source, SourceError};
+use crate::object::{Object, ObjectHost, ObjectInfo, ObjectShared};
+use crate::source::Source;
 
+pub use crate::layout::object_key;
+use crate::layout::*;
+pub use crate::options::StoreOptions;
 pub use gc::GcReport;
-pub use layout::object_key;
-use layout::*;
-
-pub(crate) const INDEX_FILE: &str = "index";
-/// Directory of the objects inside the store directory.
-pub(crate) const OBJECTS_DIR: &str = layout::OBJECTS;
 
 /// Default chunk size (see BENCHMARKS.md for the measurement behind it).
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
-
-/// Makes a [`Source`] for a source identity (URL) recorded in an object,
-/// so the store can resume or repair objects it finds on disk.
-pub type SourceFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Source>, SourceError> + Send + Sync>;
-
-/// Options of a [`Store`].
-#[derive(Clone)]
-pub struct StoreOptions {
-    /// Builds sources for objects found on disk (resume, repair, reads of
-    /// incomplete objects opened by hash).
-    pub source_factory: Option<SourceFactory>,
-    /// Committed chunks are made durable (data `fdatasync`, then index
-    /// records) at least this often. Followers in other processes see
-    /// chunks only once durable; a crash loses at most this much progress.
-    pub flush_interval: Duration,
-    /// ... or as soon as this many bytes of chunks wait to be made durable.
-    pub flush_bytes: u64,
-    /// Test hook: fails data writes (see [`WriteFault`]).
-    #[cfg(feature = "internals")]
-    #[doc(hidden)]
-    pub write_fault: Option<WriteFault>,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            source_factory: None,
-            flush_interval: Duration::from_millis(250),
-            flush_bytes: 64 << 20,
-            #[cfg(feature = "internals")]
-            write_fault: None,
-        }
-    }
-}
-
-impl StoreOptions {
-    /// The data-write fault hook of the `internals` feature, if any.
-    fn write_fault(&self) -> Option<WriteFault> {
-        #[cfg(feature = "internals")]
-        return self.write_fault.clone();
-        #[cfg(not(feature = "internals"))]
-        None
-    }
-}
 
 /// Options of one [`Store::fetch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,7 +93,11 @@ pub struct ObjectSummary {
 pub(crate) struct StoreShared {
     pub(crate) dir: PathBuf,
     pub(crate) options: StoreOptions,
-    registry: Mutex<HashMap<String, Weak<ObjectShared>>>,
+    /// The objects open in this process, one slot per key. The map's lock
+    /// is held only to find or add a slot (no I/O under it); opening an
+    /// object from disk (index replay, creation with its fsyncs) holds only
+    /// that key's slot, so opens of different objects run in parallel.
+    registry: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 /// A directory of objects. Cheap to clone; share one per process.
@@ -259,12 +215,21 @@ impl Store {
         } = chain;
         check_chunk_size(u64::from(options.chunk_size))?;
         if !options.revalidate {
-            for digest in &options.expected {
-                if let Some(object) = self.get_digest(digest)? {
-                    if object.blake3().is_some() {
-                        return Ok(object);
+            let store = self.clone();
+            let expected = options.expected.clone();
+            let known = crate::task::blocking("look up expected digest", move || {
+                for digest in &expected {
+                    if let Some(object) = store.get_digest(digest)? {
+                        if object.blake3().is_some() {
+                            return Ok(Some(object));
+                        }
                     }
                 }
+                Ok(None)
+            })
+            .await?;
+            if let Some(object) = known {
+                return Ok(object);
             }
         }
         let url = source.identity();
@@ -272,47 +237,23 @@ impl Store {
             url: url.clone(),
             cause,
         })?;
-        let key = object_key(&url, &info.validator, info.len);
-        let header = IndexHeader {
-            len: info.len,
-            chunk_size: options.chunk_size,
-            data_id: rand::random(),
-            source: url,
-            validator: info.validator.clone(),
-            expected: None,
-            created_unix: unix_now(),
-        };
-        let (obj, opened_from_disk) = self.shared.open_or_create(&key, Some(header))?;
-        let object = Object::from_shared(obj.clone());
-        if let Some(root) = object.blake3() {
-            // A wrong BLAKE3 expectation fails now; the object is untouched.
-            object.check_blake3(&options.expected, &root)?;
-            return Ok(object);
-        }
-        if opened_from_disk && info.validator.is_empty() {
-            // Without a validator nothing proves the upstream bytes are the
-            // version we stored: start over rather than mix versions.
-            self.shared.forget_chunks(&obj)?;
-        }
-        let mut digests = vec![Algo::Sha256];
-        digests.extend(
-            options
-                .expected
-                .iter()
-                .map(|d| d.algo)
-                .filter(|a| Algo::SEQUENTIAL.contains(a) && *a != Algo::Sha256),
-        );
-        let plan = FillPlan {
-            source,
-            alternates,
-            stall,
-            info,
-            options: options.fill,
-            digests,
-            expected_root: Digest::find_blake3(&options.expected),
-        };
-        fill::start_fill(&obj, plan)?;
-        Ok(object)
+        // Creating the object (fsyncs), replaying its index and taking the
+        // writer's lease are file work: on the blocking pool. The fill it
+        // starts runs on the runtime (the pool's threads can spawn there).
+        let shared = self.shared.clone();
+        crate::task::blocking("open object", move || {
+            shared.open_and_start(
+                url,
+                info,
+                SourcePlan {
+                    source,
+                    alternates,
+                    stall,
+                },
+                options,
+            )
+        })
+        .await
     }
 
     /// Opens an object by reference: a BLAKE3 hex hash or unique prefix of
@@ -350,8 +291,81 @@ impl Store {
 }
 
 impl StoreShared {
+    /// The blocking half of [`Store::fetch_chain`], after the probe: open
+    /// or create the object of this version and start (or join) its fill.
+    fn open_and_start(
+        self: &Arc<Self>,
+        url: String,
+        info: crate::source::SourceInfo,
+        sources: SourcePlan,
+        options: FetchOptions,
+    ) -> Result<Object> {
+        let SourcePlan {
+            source,
+            alternates,
+            stall,
+        } = sources;
+        let key = object_key(&url, &info.validator, info.len);
+        let header = IndexHeader {
+            len: info.len,
+            chunk_size: options.chunk_size,
+            data_id: rand::random(),
+            source: url,
+            validator: info.validator.clone(),
+            expected: None,
+            created_unix: unix_now(),
+        };
+        let (obj, opened_from_disk) = self.open_or_create(&key, Some(header))?;
+        let object = Object::from_shared(obj.clone());
+        if let Some(root) = object.blake3() {
+            // A wrong BLAKE3 expectation fails now; the object is untouched.
+            object.check_blake3(&options.expected, &root)?;
+            return Ok(object);
+        }
+        if opened_from_disk && info.validator.is_empty() {
+            // Without a validator nothing proves the upstream bytes are the
+            // version we stored: start over rather than mix versions.
+            self.forget_chunks(&obj)?;
+        }
+        let mut digests = vec![Algo::Sha256];
+        digests.extend(
+            options
+                .expected
+                .iter()
+                .map(|d| d.algo)
+                .filter(|a| Algo::SEQUENTIAL.contains(a) && *a != Algo::Sha256),
+        );
+        let plan = FillPlan {
+            source,
+            alternates,
+            stall,
+            info,
+            options: options.fill,
+            digests,
+            expected_root: Digest::find_blake3(&options.expected),
+        };
+        fill::start_fill(&obj, plan)?;
+        Ok(object)
+    }
+
     pub(crate) fn live(&self, key: &str) -> Option<Arc<ObjectShared>> {
-        self.registry.lock().get(key).and_then(Weak::upgrade)
+        let slot = self.registry.lock().get(key).cloned()?;
+        let obj = slot.object.lock().upgrade();
+        obj
+    }
+
+    /// The slot of `key`, added when missing (slots of objects nobody has
+    /// open any more are dropped on the way).
+    fn slot(&self, key: &str) -> Arc<Slot> {
+        let mut registry = self.registry.lock();
+        if let Some(slot) = registry.get(key) {
+            return slot.clone();
+        }
+        // Nobody holds a slot but the map, and its object is gone.
+        registry.retain(|_, s| Arc::strong_count(s) > 1 || s.object.lock().strong_count() > 0);
+        let slot = Arc::new(Slot::default());
+        registry.insert(key.to_owned(), slot.clone());
+        slot
     }
 
     /// Opens the object `key` (from the registry or from disk), creating it
@@ -362,9 +376,16 @@ impl StoreShared {
         key: &str,
         header: Option<IndexHeader>,
     ) -> Result<(Arc<ObjectShared>, bool)> {
-        let mut registry = self.registry.lock();
-        if let Some(obj) = registry.get(key).and_then(Weak::upgrade) {
+        let slot = self.slot(key);
+        // Two openers of one key: the second waits for the first's open
+        // and gets its object; other keys are not held up.
+        let _opening = slot.opening.lock();
+        if let Some(obj) = slot.object.lock().upgrade() {
             return Ok((obj, false));
+        }
+        #[cfg(feature = "internals")]
+        if let Some(hook) = &self.options.open_hook {
+            hook(key);
         }
         let dir = self.dir.join(OBJECTS).join(key);
         let mut from_disk = true;
@@ -375,8 +396,7 @@ impl StoreShared {
             from_disk = !self.create_object(key, &header)?;
         }
         let obj = self.open_dir(key, dir)?;
-        registry.retain(|_, w| w.strong_count() > 0);
-        registry.insert(key.to_owned(), Arc::downgrade(&obj));
+        *slot.object.lock() = Arc::downgrade(&obj);
         Ok((obj, from_disk))
     }
 
@@ -530,7 +550,7 @@ impl StoreShared {
             state,
             _locks,
         } = self.lock_for_removal(key)?;
-        let digests = names::read_digests(&dir, &header);
+        let digests = read_digests(&dir, &header);
         if let Some(e) = header.expected {
             // An alias an older build wrote for an expected hash.
             self.remove_alias(&Digest::blake3(&blake3::Hash::from_bytes(e)), key);
@@ -581,6 +601,49 @@ impl StoreShared {
                 };
             }
         }
+    }
+}
+
+/// The sources of a fetch, handed to its blocking half.
+struct SourcePlan {
+    source: Arc<dyn Source>,
+    alternates: Vec<Arc<dyn Source>>,
+    stall: std::time::Duration,
+}
+
+/// One key of the registry: the object while it is open here, and the
+/// lock an opener holds while it reads or creates it on disk.
+#[derive(Default)]
+struct Slot {
+    object: Mutex<Weak<ObjectShared>>,
+    opening: Mutex<()>,
+}
+
+/// The store as its objects and their filler see it: this is where an
+/// object's call for a fill reaches the filler.
+impl ObjectHost for StoreShared {
+    fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    fn ensure_fill(&self, obj: &ObjectShared) -> Result<()> {
+        fill::ensure_fill(obj)
+    }
+
+    fn take_over(&self, obj: &Arc<ObjectShared>) -> Result<()> {
+        fill::try_take_over(obj)
+    }
+
+    fn name_object(&self, digest: &Digest, key: &str) -> Result<()> {
+        StoreShared::name_object(self, digest, key)
+    }
+
+    fn store_digests(&self, dir: &Path, header: &IndexHeader, digests: &[Digest]) -> Result<()> {
+        StoreShared::store_digests(self, dir, header, digests)
+    }
+
+    fn share_data(&self, key: &str, header: &IndexHeader, root: &blake3::Hash) {
+        StoreShared::share_data(self, key, header, root)
     }
 }
 

@@ -10,7 +10,7 @@
 //! * Two objects with the same BLAKE3 root hold the same bytes, so when an
 //!   object completes and another complete object already has its root,
 //!   the new object's data file is replaced by a hard link to the existing
-//!   one (the content is stored once; see [`super::layout`]).
+//!   one (the content is stored once; see [`crate::layout`]).
 //! * A name stays resolvable while any complete object with those bytes
 //!   exists: removing the object an alias points to re-points the alias to
 //!   another object with the same root (and hands it the removed object's
@@ -20,16 +20,11 @@
 use std::fs;
 use std::path::Path;
 
-use super::layout::*;
-use super::{list_names, StoreShared, INDEX_FILE};
+use super::{list_names, StoreShared};
 use crate::digest::{Algo, Digest};
 use crate::error::{Error, Result};
 use crate::index::{IndexHeader, IndexReader};
-
-/// Name of the digests file in an object directory.
-pub(crate) const DIGESTS_FILE: &str = "digests";
-const DIGESTS_MAGIC: [u8; 8] = *b"BCDIGST\x01";
-const DIGESTS_VERSION: u16 = 1;
+use crate::layout::*;
 
 /// Directory of the aliases of `algo`.
 pub(crate) fn alias_dir(algo: Algo) -> &'static str {
@@ -37,67 +32,6 @@ pub(crate) fn alias_dir(algo: Algo) -> &'static str {
         Algo::Blake3 => ALIASES,
         Algo::Sha256 => "sha256",
         Algo::Sha512 => "sha512",
-    }
-}
-
-/// Encodes the digests file (see the layout docs): magic, version, count,
-/// the object's `data_id` (binds the file to these bytes), entries
-/// `(algo code, length, value)`, then BLAKE3 of everything before.
-fn encode_digests(data_id: &[u8; 16], digests: &[Digest]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(64 + digests.len() * 66);
-    b.extend_from_slice(&DIGESTS_MAGIC);
-    b.extend_from_slice(&DIGESTS_VERSION.to_le_bytes());
-    b.extend_from_slice(&(digests.len() as u16).to_le_bytes());
-    b.extend_from_slice(data_id);
-    for d in digests {
-        b.push(d.algo.code());
-        b.push(d.bytes.len() as u8);
-        b.extend_from_slice(&d.bytes);
-    }
-    let sum = blake3::hash(&b);
-    b.extend_from_slice(sum.as_bytes());
-    b
-}
-
-/// Decodes a digests file; `None` when it is damaged, of another format
-/// version or bound to another data file (digests are recomputable, so a
-/// bad file is ignored, never trusted).
-pub(crate) fn decode_digests(b: &[u8], data_id: &[u8; 16]) -> Option<Vec<Digest>> {
-    if b.len() < 28 + 32 || b[..8] != DIGESTS_MAGIC {
-        return None;
-    }
-    let (body, sum) = b.split_at(b.len() - 32);
-    if blake3::hash(body).as_bytes()[..] != sum[..] {
-        return None;
-    }
-    if u16::from_le_bytes([b[8], b[9]]) != DIGESTS_VERSION || b[12..28] != data_id[..] {
-        return None;
-    }
-    let count = u16::from_le_bytes([b[10], b[11]]) as usize;
-    let mut out = Vec::with_capacity(count);
-    let mut at = 28;
-    for _ in 0..count {
-        let (&code, &len) = (body.get(at)?, body.get(at + 1)?);
-        let algo = Algo::from_code(code)?;
-        if usize::from(len) != algo.output_len() {
-            return None;
-        }
-        let bytes = body.get(at + 2..at + 2 + usize::from(len))?.to_vec();
-        out.push(Digest { algo, bytes });
-        at += 2 + usize::from(len);
-    }
-    (at == body.len()).then_some(out)
-}
-
-/// The digests stored for the object in `dir` (empty when none or damaged).
-pub(crate) fn read_digests(dir: &Path, header: &IndexHeader) -> Vec<Digest> {
-    let path = dir.join(DIGESTS_FILE);
-    match fs::read(&path) {
-        Ok(b) => decode_digests(&b, &header.data_id).unwrap_or_else(|| {
-            tracing::warn!(path = %path.display(), "ignoring a damaged digests file");
-            Vec::new()
-        }),
-        Err(_) => Vec::new(),
     }
 }
 
@@ -291,29 +225,5 @@ impl StoreShared {
                 tracing::info!(object = %key, "data file not shared: {e}");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digests_file_round_trip_and_rejects_damage() {
-        let id = [9u8; 16];
-        let d = vec![
-            Digest::from_hex(Algo::Sha256, &"ab".repeat(32)).unwrap(),
-            Digest::from_hex(Algo::Sha512, &"cd".repeat(64)).unwrap(),
-        ];
-        let b = encode_digests(&id, &d);
-        assert_eq!(decode_digests(&b, &id), Some(d));
-        assert_eq!(decode_digests(&b, &[8u8; 16]), None, "other data file");
-        for i in 0..b.len() {
-            let mut x = b.clone();
-            x[i] ^= 1;
-            assert_eq!(decode_digests(&x, &id), None, "flip at {i}");
-        }
-        assert_eq!(decode_digests(&b[..b.len() - 1], &id), None);
-        assert_eq!(decode_digests(&encode_digests(&id, &[]), &id), Some(vec![]));
     }
 }

@@ -315,19 +315,6 @@ impl http_body::Body for LoggedBody {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_formatted_in_utc() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_871_101_123);
-        assert_eq!(clf_time(t), "28/Nov/2026:13:05:01 +0000");
-        assert_eq!(rfc3339(t), "2026-11-28T13:05:01.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-    }
-}
-
 /// Tells the access log which mirror and cache result `resp` is about.
 pub(crate) fn tag(
     mut resp: Response<Body>,
@@ -342,4 +329,17 @@ pub(crate) fn tag(
         info.result = result;
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_formatted_in_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_871_101_123);
+        assert_eq!(clf_time(t), "28/Nov/2026:13:05:01 +0000");
+        assert_eq!(rfc3339(t), "2026-11-28T13:05:01.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{FetchOptions, Store};
+use cache_core::{FetchOptions, Object, Store};
 use parking_lot::{Mutex, RwLock};
 
 use super::config::{AccessLogFormat, EndpointConfig, MirrorConfig, MirrorSourceFactory};
@@ -91,5 +91,28 @@ impl App {
                 .collect(),
         );
         *self.mirrors.write() = map;
+    }
+}
+
+impl App {
+    /// Runs `f` on the store on a blocking thread: store calls read and
+    /// write files (an alias, an index replay), which must not stall the
+    /// runtime's workers.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Store) -> cache_core::Result<T> + Send + 'static,
+    ) -> cache_core::Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| cache_core::Error::task(what, e))?
+    }
+
+    /// [`Store::open_ref`] off the runtime.
+    pub(crate) async fn open_ref(&self, reference: &str) -> cache_core::Result<Object> {
+        let reference = reference.to_owned();
+        self.blocking("open object", move |s| s.open_ref(&reference))
+            .await
     }
 }

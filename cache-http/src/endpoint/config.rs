@@ -1,6 +1,6 @@
 //! What an endpoint is configured with: its mirrors, limits and log
 //! format. Plain data, read by the [`server`](super::server) when it binds
-//! and by the shared state ([`App`](super::app)) the handlers use; it
+//! and by the shared state (`App`) the handlers use; it
 //! depends on no other endpoint module.
 
 use std::net::{Ipv4Addr, SocketAddr};

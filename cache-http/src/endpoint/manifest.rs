@@ -24,24 +24,29 @@ pub fn manifest_etag(hash: &blake3::Hash, chunk_size: u32) -> String {
     format!("\"{}.manifest.{chunk_size}\"", hash.to_hex())
 }
 
-pub(crate) fn serve(
+pub(crate) async fn serve(
     app: &App,
     hash: &blake3::Hash,
     parts: &http::request::Parts,
 ) -> Response<Body> {
-    let object = match app.store.get(hash) {
-        Ok(Some(o)) => o,
+    // The lookup and the manifest (the chunk values from the index) read
+    // files: off the runtime.
+    let h = *hash;
+    let found = app
+        .blocking("read manifest", move |s| match s.get(&h)? {
+            Some(o) => o.manifest().map(|m| Some(m.ok_or(o.key().to_owned()))),
+            None => Ok(None),
+        })
+        .await;
+    let manifest = match found {
+        Ok(Some(Ok(m))) => m,
         Ok(None) => {
             return text(
                 StatusCode::NOT_FOUND,
                 format!("no object with BLAKE3 {}\n", hash.to_hex()),
             )
         }
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    };
-    let manifest = match object.manifest() {
-        Ok(Some(m)) => m,
-        Ok(None) => {
+        Ok(Some(Err(_incomplete))) => {
             return text(
                 StatusCode::NOT_FOUND,
                 format!(

@@ -192,13 +192,16 @@ impl App {
             // First request for this URL in this process: a complete copy
             // from an earlier run is served like a known one.
             let complete = self
-                .store
                 .open_ref(url)
+                .await
                 .ok()
                 .filter(|o| o.progress().state == FillState::Complete);
             e.key = complete.map(|o| o.key().to_owned());
         }
-        let known = e.key.as_deref().and_then(|k| self.store.open_ref(k).ok());
+        let known = match e.key.as_deref() {
+            Some(k) => self.open_ref(k).await.ok(),
+            None => None,
+        };
         let known_state = known.as_ref().map(|o| o.progress().state);
         let running = matches!(known_state, Some(FillState::Filling | FillState::Following));
         let revalidate = mirror.revalidate.unwrap_or(self.revalidate);
@@ -229,7 +232,9 @@ impl App {
             }
         }
         let Some(factory) = mirror.source_factory.as_ref().or(self.factory.as_ref()) else {
-            return self.fallback(url, known, "no upstream source is configured");
+            return self
+                .fallback(url, known, "no upstream source is configured")
+                .await;
         };
         let source = match factory(url) {
             Ok(s) => s,
@@ -238,7 +243,7 @@ impl App {
             }
             Err(err) => {
                 self.live.upstream_error(url, &err.to_string());
-                return self.fallback(url, known, &err.to_string());
+                return self.fallback(url, known, &err.to_string()).await;
             }
         };
         let source = super::live::counting(&self.live, source);
@@ -267,7 +272,7 @@ impl App {
                 }
                 tracing::warn!(%url, error = %err, "origin probe failed");
                 self.live.upstream_error(url, &err.to_string());
-                return self.fallback(url, known, &err.to_string());
+                return self.fallback(url, known, &err.to_string()).await;
             }
         };
         let identity = source.identity();
@@ -275,7 +280,7 @@ impl App {
         if head {
             // The stored copy of this version when there is one (its
             // content hash as an alternative tag), else the probe alone.
-            return Ok(match self.store.open_ref(&key) {
+            return Ok(match self.open_ref(&key).await {
                 Ok(obj) => {
                     e.key = Some(key);
                     e.probed = Some(Instant::now());
@@ -284,7 +289,7 @@ impl App {
                 Err(_) => Resolved::Probed(info, identity),
             });
         }
-        if self.store.open_ref(&key).is_err() {
+        if self.open_ref(&key).await.is_err() {
             self.admit(url, info.len).await?;
         }
         let chain = self.chain_for(url, &info, {
@@ -311,7 +316,7 @@ impl App {
             Err(err) => {
                 tracing::warn!(%url, error = %err, "starting the fill failed");
                 self.live.upstream_error(url, &err.to_string());
-                self.fallback(url, known, &err.to_string())
+                self.fallback(url, known, &err.to_string()).await
             }
         }
     }
@@ -453,7 +458,7 @@ impl App {
 
     /// The origin cannot be asked: serve a complete copy if we have one.
     #[allow(clippy::result_large_err)]
-    fn fallback(
+    async fn fallback(
         &self,
         url: &str,
         known: Option<Object>,
@@ -464,7 +469,7 @@ impl App {
             return Ok(Resolved::Object(o, Found::Hit));
         }
         // Resolving by URL prefers a complete object.
-        if let Ok(o) = self.store.open_ref(url) {
+        if let Ok(o) = self.open_ref(url).await {
             if complete(&o) {
                 return Ok(Resolved::Object(o, Found::Hit));
             }

@@ -16,12 +16,24 @@
 //!
 //! and the server itself:
 //!
-//! - [`server`]: [`Endpoint`], [`EndpointConfig`], binding, the accept loop,
-//!   hardening and graceful shutdown.
-//! - `routes`, `serve_object`: the routes (see [`server`]'s docs for the
-//!   list), range serving of partial objects.
+//! - [`config`]: [`EndpointConfig`], [`MirrorConfig`]: plain data.
+//! - [`server`]: [`Endpoint`], binding, the accept loop, hardening and
+//!   graceful shutdown.
+//! - `app`: the state every handler shares (store, mirrors, metrics, live
+//!   hub, per-URL probe state); it depends on no handler.
+//! - `routes` (the dispatch), `mirror` (the pull-through logic of `/m/`
+//!   and `/u`), `serve_object` (range serving of partial objects),
+//!   `manifest`, `housekeeping` (store gauges, size limit).
 //! - [`live`]: the status page `/`, its event stream `/events` and
 //!   `/status` (schema in its docs).
+//!
+//! Dependencies go one way (no cycles):
+//!
+//! ```text
+//! server → routes → mirror → serve_object → app → config, metrics, live, status
+//!            │         └──→ housekeeping ──↗         (leaves: range, multipart,
+//!            └──→ manifest, access ─────────↗          etag, mirror_path, response)
+//! ```
 
 pub mod access;
 pub mod config;

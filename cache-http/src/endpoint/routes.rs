@@ -111,7 +111,7 @@ impl App {
                 .ok()
                 .and_then(|d| d.as_blake3())
             {
-                Some(hash) => super::manifest::serve(self, &hash, parts),
+                Some(hash) => super::manifest::serve(self, &hash, parts).await,
                 None => text(
                     StatusCode::BAD_REQUEST,
                     "expected /blobs/<BLAKE3 hex>/manifest\n".to_owned(),
@@ -128,7 +128,11 @@ impl App {
                 "expected /blobs/<BLAKE3 hex> or /blobs/sha256/<hex> (or sha512)\n".to_owned(),
             );
         };
-        let object = match self.store.get_digest(&digest) {
+        let wanted = digest.clone();
+        let found = self
+            .blocking("look up object", move |s| s.get_digest(&wanted))
+            .await;
+        let object = match found {
             Ok(Some(o)) => o,
             Ok(None) => {
                 return text(

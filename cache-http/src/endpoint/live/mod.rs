@@ -383,29 +383,28 @@ impl Live {
         if listed_at.is_some_and(|t| t.elapsed() < LIST_EVERY) {
             return;
         }
-        let store = self.store.clone();
-        let listed = tokio::task::spawn_blocking(move || {
+        // Listing, and re-reading the bitmaps of objects another process
+        // changed, read files: the whole merge runs on a blocking thread.
+        let live = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let list = store.list();
-            let free = free_bytes(store.dir());
-            (list, free, started.elapsed())
+            let Ok(list) = live.store.list() else { return };
+            let free = free_bytes(live.store.dir());
+            tracing::debug!(
+                target: "blockcache::status",
+                objects = list.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "listed the store"
+            );
+            live.merge_list(list, free);
         })
         .await;
         *listed_at = Some(Instant::now());
-        let Ok((Ok(list), free, took)) = listed else {
-            return;
-        };
-        tracing::debug!(
-            target: "blockcache::status",
-            objects = list.len(),
-            ms = took.as_secs_f64() * 1e3,
-            "listed the store"
-        );
-        self.merge_list(list, free);
     }
 
     /// Merges a listing: new objects, removed ones, totals; starts
-    /// watching objects another process fills.
+    /// watching objects another process fills. Reads bitmaps and opens
+    /// objects: call it on a blocking thread.
     fn merge_list(self: &Arc<Self>, list: Vec<ObjectSummary>, free: Option<u64>) {
         let mut to_watch = Vec::new();
         {

@@ -50,7 +50,10 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::digest::{Algo, Digest};
 use crate::error::{Error, Result};
+pub(crate) use crate::hash::hex_id;
+use crate::index::IndexHeader;
 
 pub(crate) const MARKER: &str = "blockcache-store";
 pub(crate) const MARKER_TEXT: &str = "blockcache store layout 1\n";
@@ -58,6 +61,8 @@ pub(crate) const OBJECTS: &str = "objects";
 pub(crate) const ALIASES: &str = "blake3";
 pub(crate) const TMP: &str = "tmp";
 pub(crate) const USED_FILE: &str = "used";
+/// An object's chunk index, in its directory.
+pub(crate) const INDEX_FILE: &str = "index";
 
 /// The key of an object while its hash may be unknown: derived from the
 /// source identity, its validator and its length, so a new upstream
@@ -105,8 +110,87 @@ pub(crate) fn write_atomic(path: &Path, tmp_dir: &Path, contents: &[u8]) -> Resu
     Ok(())
 }
 
-pub(crate) fn hex_id(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Name of the digests file in an object directory.
+pub(crate) const DIGESTS_FILE: &str = "digests";
+const DIGESTS_MAGIC: [u8; 8] = *b"BCDIGST\x01";
+const DIGESTS_VERSION: u16 = 1;
+
+/// Encodes the digests file (see the layout docs): magic, version, count,
+/// the object's `data_id` (binds the file to these bytes), entries
+/// `(algo code, length, value)`, then BLAKE3 of everything before.
+pub(crate) fn encode_digests(data_id: &[u8; 16], digests: &[Digest]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64 + digests.len() * 66);
+    b.extend_from_slice(&DIGESTS_MAGIC);
+    b.extend_from_slice(&DIGESTS_VERSION.to_le_bytes());
+    b.extend_from_slice(&(digests.len() as u16).to_le_bytes());
+    b.extend_from_slice(data_id);
+    for d in digests {
+        b.push(d.algo.code());
+        b.push(d.bytes.len() as u8);
+        b.extend_from_slice(&d.bytes);
+    }
+    let sum = blake3::hash(&b);
+    b.extend_from_slice(sum.as_bytes());
+    b
+}
+
+/// Decodes a digests file; `None` when it is damaged, of another format
+/// version or bound to another data file (digests are recomputable, so a
+/// bad file is ignored, never trusted).
+pub(crate) fn decode_digests(b: &[u8], data_id: &[u8; 16]) -> Option<Vec<Digest>> {
+    if b.len() < 28 + 32 || b[..8] != DIGESTS_MAGIC {
+        return None;
+    }
+    let (body, sum) = b.split_at(b.len() - 32);
+    if blake3::hash(body).as_bytes()[..] != sum[..] {
+        return None;
+    }
+    if u16::from_le_bytes([b[8], b[9]]) != DIGESTS_VERSION || b[12..28] != data_id[..] {
+        return None;
+    }
+    let count = u16::from_le_bytes([b[10], b[11]]) as usize;
+    let mut out = Vec::with_capacity(count);
+    let mut at = 28;
+    for _ in 0..count {
+        let (&code, &len) = (body.get(at)?, body.get(at + 1)?);
+        let algo = Algo::from_code(code)?;
+        if usize::from(len) != algo.output_len() {
+            return None;
+        }
+        let bytes = body.get(at + 2..at + 2 + usize::from(len))?.to_vec();
+        out.push(Digest { algo, bytes });
+        at += 2 + usize::from(len);
+    }
+    (at == body.len()).then_some(out)
+}
+
+/// The digests stored for the object in `dir` (empty when none or damaged).
+pub(crate) fn read_digests(dir: &Path, header: &IndexHeader) -> Vec<Digest> {
+    let path = dir.join(DIGESTS_FILE);
+    match fs::read(&path) {
+        Ok(b) => decode_digests(&b, &header.data_id).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "ignoring a damaged digests file");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Name of the file (next to the index) holding the pid of the process
+/// that holds the index lock, so followers can say whose download they
+/// follow. Informational only: the lock, not this file, decides who fills.
+pub(crate) const FILLER_PID_FILE: &str = "filler.pid";
+
+/// The pid of the process that holds the index lock of the object in
+/// `dir`, when recorded and that process still runs.
+pub(crate) fn filler_pid(dir: &std::path::Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(FILLER_PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // Unknown liveness (not Linux) still names the pid: it is informational.
+    (crate::platform::process_alive(pid) != Some(false)).then_some(pid)
 }
 
 #[cfg(test)]
@@ -122,5 +206,24 @@ mod tests {
         assert_ne!(k, object_key("http://x/a", "\"e1\"", 11));
         // The separator keeps parts from sliding into each other.
         assert_ne!(object_key("ab", "c", 1), object_key("a", "bc", 1));
+    }
+
+    #[test]
+    fn digests_file_round_trip_and_rejects_damage() {
+        let id = [9u8; 16];
+        let d = vec![
+            Digest::from_hex(Algo::Sha256, &"ab".repeat(32)).unwrap(),
+            Digest::from_hex(Algo::Sha512, &"cd".repeat(64)).unwrap(),
+        ];
+        let b = encode_digests(&id, &d);
+        assert_eq!(decode_digests(&b, &id), Some(d));
+        assert_eq!(decode_digests(&b, &[8u8; 16]), None, "other data file");
+        for i in 0..b.len() {
+            let mut x = b.clone();
+            x[i] ^= 1;
+            assert_eq!(decode_digests(&x, &id), None, "flip at {i}");
+        }
+        assert_eq!(decode_digests(&b[..b.len() - 1], &id), None);
+        assert_eq!(decode_digests(&encode_digests(&id, &[]), &id), Some(vec![]));
     }
 }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{Object, ObjectShared, Phase};
 use crate::error::{Error, Result};
 use crate::index::Record;
+use crate::object::{Object, ObjectShared, Phase};
 
 /// What [`Object::verify`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,7 +39,7 @@ fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
     if matches!(obj.state.lock().phase, Phase::Filling) {
         return Err(busy("it is being filled in this process"));
     }
-    let Some(mut lease) = crate::fill::try_lease(obj)? else {
+    let Some(mut lease) = super::try_lease(obj)? else {
         return Err(busy("it is being filled by another process"));
     };
     let header = &obj.header;

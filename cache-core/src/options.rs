@@ -1,0 +1,67 @@
+//! Options of a [`Store`](crate::Store): how objects found on disk get a
+//! source, and how often fills make their chunks durable. Read by the
+//! store, the objects and the filler alike, so it lives apart from all
+//! three.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+#[cfg(feature = "internals")]
+use crate::data::WriteFault;
+use crate::source::{Source, SourceError};
+
+/// Makes a [`Source`] for a source identity (URL) recorded in an object,
+/// so the store can resume or repair objects it finds on disk.
+pub type SourceFactory = Arc<dyn Fn(&str) -> Result<Arc<dyn Source>, SourceError> + Send + Sync>;
+
+/// Test hook of [`StoreOptions::open_hook`]: called with an object's key.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub type OpenHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Options of a [`Store`](crate::Store).
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Builds sources for objects found on disk (resume, repair, reads of
+    /// incomplete objects opened by hash).
+    pub source_factory: Option<SourceFactory>,
+    /// Committed chunks are made durable (data `fdatasync`, then index
+    /// records) at least this often. Followers in other processes see
+    /// chunks only once durable; a crash loses at most this much progress.
+    pub flush_interval: Duration,
+    /// ... or as soon as this many bytes of chunks wait to be made durable.
+    pub flush_bytes: u64,
+    /// Test hook: fails data writes (see [`WriteFault`]).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub write_fault: Option<WriteFault>,
+    /// Test hook: called with the key each time an object is opened from
+    /// disk or created, before its files are touched (a slow disk).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub open_hook: Option<OpenHook>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            source_factory: None,
+            flush_interval: Duration::from_millis(250),
+            flush_bytes: 64 << 20,
+            #[cfg(feature = "internals")]
+            write_fault: None,
+            #[cfg(feature = "internals")]
+            open_hook: None,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The data-write fault hook of the `internals` feature, if any.
+    pub(crate) fn write_fault(&self) -> Option<crate::data::WriteFault> {
+        #[cfg(feature = "internals")]
+        return self.write_fault.clone();
+        #[cfg(not(feature = "internals"))]
+        None
+    }
+}
