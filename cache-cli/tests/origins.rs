@@ -93,13 +93,18 @@ fn assert_no_secret_in(text: &str, secrets: &[&str]) {
     }
 }
 
-/// A fetch that must fail at once: exit 3, one line naming `what`, a hint.
+/// A fetch that must fail at once: exit 3, one line naming `what`, a hint,
+/// and at most one (quick) retry, never the retry budget.
 fn assert_fails_fast(o: &Output, what: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains(what), "names {what:?}: {err}");
     assert!(err.contains("hint:"), "has a hint: {err}");
+    assert!(
+        !err.contains("retries)") || err.contains("(after 1 retries)"),
+        "at most one retry: {err}"
+    );
 }
 
 #[test]
@@ -394,6 +399,11 @@ fn https_with_a_private_ca_needs_cacert() {
     let o = run(c);
     assert_fails_fast(&o, "--cacert");
     assert!(stderr(&o).contains("unknown issuer"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("retries)"),
+        "not retried: {}",
+        stderr(&o)
+    );
 
     let mut c = bc(&store);
     c.args(["-q", "fetch", &url, "--cacert"]).arg(&ca);
