@@ -1,6 +1,6 @@
 //! The rest of issue 9, with the real binary against real nginx origins:
 //! failures that cannot heal end after at most one quick retry (a host
-//! that does not exist among them), `serve --mirror-header` reaches the
+//! that does not exist, an https:// URL on a plain-HTTP port among them), `serve --mirror-header` reaches the
 //! origin (with the client's query under `pass_query`) and its value is
 //! shown nowhere, a SHA-256 mismatch never becomes a name, and evicting or
 //! removing one of two shared copies keeps every name of the other.
@@ -65,6 +65,16 @@ fn a_host_that_does_not_resolve_fails_at_once_in_one_line() {
         assert!(err.contains("cannot resolve host"), "{err}");
         assert!(err.contains("(after 1 retries)"), "{err}");
     }
+}
+
+#[test]
+fn https_to_a_plain_http_port_fails_at_once() {
+    let (ng, _data, _want) = origin(None, 1000, 95);
+    let (_t, store) = store_dir();
+    let url = format!("https://127.0.0.1:{}/disk.img", ng.port());
+    let o = fetch_within(&store, &[&url], FAST_BOUND);
+    assert_unhealable(&o, "does not answer in TLS", 0);
+    assert!(code_and_err(&o).1.contains("https://"), "the hint says why");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 //!
 //! Retrying an unknown issuer, a 401 or a host that does not exist only
 //! makes the user wait (minutes, with the default backoff) for the same
-//! answer. These end the request at once: certificate errors, DNS "no such
-//! host", 4xx other than 408/429 (see `request::classify_status`), and an
-//! unreachable origin once it was unreachable twice in a row (a quick
+//! answer. These end the request at once: certificate errors (and a server
+//! that does not speak TLS at all), DNS "no such host", 4xx other than
+//! 408/429 (see `request::classify_status`), and an unreachable origin once it was unreachable twice in a row (a quick
 //! second try covers an origin that is just restarting): a refused
 //! connection, or a name the resolver could not resolve (no resolver, no
 //! network) before the origin ever answered. Once the origin has answered,
@@ -42,6 +42,13 @@ pub(crate) fn classify_send_error(
 ) -> Failure {
     let chain = error_chain(e);
     let host = uri.host().unwrap_or_default();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     if let Some(tls) = find_rustls_error(e) {
         return match tls {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
@@ -60,6 +67,17 @@ pub(crate) fn classify_send_error(
                      hint: check the URL's host name and the server's certificate"
                 ),
             ),
+            // The first record is not TLS at all ("HTTP/1.1 400 ..."): a
+            // plain-HTTP port behind an https:// URL. It never heals.
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                Failure::fatal(
+                    SourceErrorKind::Network,
+                    format!(
+                        "TLS: {host}:{port} does not answer in TLS ({tls}); \
+                         hint: check http:// versus https:// and the port"
+                    ),
+                )
+            }
             // Other TLS failures (alerts, resets mid-handshake) may heal.
             _ => Failure::transient(SourceErrorKind::Network, chain),
         };
@@ -84,13 +102,6 @@ pub(crate) fn classify_send_error(
         }
     }
     if has_io_kind(e, io::ErrorKind::ConnectionRefused) {
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
         return Failure::Unreachable {
             cause: format!(
                 "connection refused by {host}:{port}; \
@@ -181,6 +192,21 @@ mod tests {
             Failure::Final { cause, .. } => {
                 assert!(cause.contains("--cacert"), "{cause}");
                 assert!(cause.contains("files.example"), "{cause}");
+            }
+            f => panic!("{f:?}"),
+        }
+        let not_tls = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        let e = Wrap(
+            "client error (Connect)",
+            Box::new(io::Error::new(io::ErrorKind::InvalidData, not_tls)),
+        );
+        match classify_send_error(&e, &uri(), false) {
+            Failure::Final { cause, .. } => {
+                assert!(cause.contains("files.example:8443"), "{cause}");
+                assert!(
+                    cause.contains("hint: check http:// versus https://"),
+                    "{cause}"
+                );
             }
             f => panic!("{f:?}"),
         }
