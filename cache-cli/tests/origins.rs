@@ -51,42 +51,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Panics when any of `secrets` occurs in any file under `dir`.
-fn assert_no_secret_in_files(dir: &Path, secrets: &[&str]) {
-    let files = files_under(dir);
-    assert!(!files.is_empty(), "no files under {}", dir.display());
-    for f in files {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        for s in secrets {
-            assert!(
-                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
-                "secret {s:?} found in {}",
-                f.display()
-            );
-        }
-    }
-}
-
 fn assert_no_secret_in(text: &str, secrets: &[&str]) {
     for s in secrets {
         assert!(!text.contains(s), "secret {s:?} in output:\n{text}");

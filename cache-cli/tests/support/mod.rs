@@ -359,6 +359,39 @@ pub fn listed(store: &Path, url: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{url} not listed"))
 }
 
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Panics when any of `secrets` occurs in any file under `dir`.
+pub fn assert_no_secret_in_files(dir: &Path, secrets: &[&str]) {
+    let files = files_under(dir);
+    assert!(!files.is_empty(), "no files under {}", dir.display());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for s in secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "secret {s:?} found in {}",
+                f.display()
+            );
+        }
+    }
+}
+
 /// Exit code and stderr of a finished command.
 pub fn code_and_err(o: &Output) -> (Option<i32>, String) {
     (

@@ -181,44 +181,43 @@ mod tests {
         "https://files.example:8443/x".parse().unwrap()
     }
 
-    #[test]
-    fn unknown_issuer_is_final_and_names_cacert() {
-        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let e = Wrap(
+    /// A TLS error as hyper-rustls reports a failed connect.
+    fn tls_error(tls: rustls::Error) -> Wrap {
+        Wrap(
             "client error (Connect)",
             Box::new(io::Error::new(io::ErrorKind::InvalidData, tls)),
-        );
-        match classify_send_error(&e, &uri(), false) {
-            Failure::Final { cause, .. } => {
-                assert!(cause.contains("--cacert"), "{cause}");
-                assert!(cause.contains("files.example"), "{cause}");
-            }
-            f => panic!("{f:?}"),
+        )
+    }
+
+    /// The cause of a final failure (panics on any other).
+    fn final_cause(f: Failure) -> String {
+        match f {
+            Failure::Final { cause, .. } => cause,
+            f => panic!("not final: {f:?}"),
         }
-        let not_tls = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
-        let e = Wrap(
-            "client error (Connect)",
-            Box::new(io::Error::new(io::ErrorKind::InvalidData, not_tls)),
-        );
-        match classify_send_error(&e, &uri(), false) {
-            Failure::Final { cause, .. } => {
-                assert!(cause.contains("files.example:8443"), "{cause}");
-                assert!(
-                    cause.contains("hint: check http:// versus https://"),
-                    "{cause}"
-                );
-            }
-            f => panic!("{f:?}"),
-        }
-        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
-        let e = Wrap(
-            "client error (Connect)",
-            Box::new(io::Error::new(io::ErrorKind::InvalidData, expired)),
-        );
-        assert!(matches!(
-            classify_send_error(&e, &uri(), false),
-            Failure::Final { .. }
+    }
+
+    #[test]
+    fn unknown_issuer_is_final_and_names_cacert() {
+        let e = tls_error(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
         ));
+        let cause = final_cause(classify_send_error(&e, &uri(), false));
+        assert!(cause.contains("--cacert"), "{cause}");
+        assert!(cause.contains("files.example"), "{cause}");
+        let e = tls_error(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        let cause = final_cause(classify_send_error(&e, &uri(), false));
+        assert!(cause.contains("files.example:8443"), "{cause}");
+        assert!(
+            cause.contains("hint: check http:// versus https://"),
+            "{cause}"
+        );
+        let e = tls_error(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        final_cause(classify_send_error(&e, &uri(), false));
     }
 
     #[test]
