@@ -216,15 +216,28 @@ fn fetch_to_pipe(store: &Path, url: &str) -> (Bg, std::process::ChildStdout, [u8
     (child, stdout, head)
 }
 
+/// Byte ranges (`start..end`) of a request's `Range`, `None` when absent.
+fn range_of(l: &LogLine) -> Option<std::ops::Range<u64>> {
+    let (a, b) = l.range.strip_prefix("bytes=")?.split_once('-')?;
+    Some(a.parse().ok()?..b.parse::<u64>().ok()? + 1)
+}
+
 #[test]
 fn a_closed_stdout_stops_the_fetch_and_keeps_what_arrived() {
     let len = 48 * MIB;
     let (ng, data, want) = origin(Some("1m"), len, 34);
     let (_t, store) = store_dir();
     let url = ng.url("disk.img");
-    let (mut child, stdout, head) = fetch_to_pipe(&store, &url);
+    let (mut child, mut stdout, head) = fetch_to_pipe(&store, &url);
     assert_eq!(head[..], data[..10]);
-    drop(stdout); // like `| head -c 10`
+    // The reader takes the first 3 MiB, then goes away (like `| head -c`).
+    // What it got had arrived: that is what must stay durable (not merely
+    // whatever the index says after the stop).
+    let received = 3 * MIB;
+    let mut rest = vec![0u8; received - head.len()];
+    stdout.read_exact(&mut rest).expect("first 3 MiB");
+    assert!(rest[..] == data[head.len()..received]);
+    drop(stdout);
     let deadline = Instant::now() + STEP;
     let status = loop {
         if let Some(s) = child.0.try_wait().expect("wait") {
@@ -240,14 +253,36 @@ fn a_closed_stdout_stops_the_fetch_and_keeps_what_arrived() {
     let o = listed(&store, &url);
     assert_ne!(o["state"], "complete", "the fill stopped: {o}");
     let have = o["bytes_done"].as_u64().expect("bytes_done");
-    assert!(have > 0, "what arrived is durable");
-    // A later fetch resumes: only the missing bytes.
+    let chunk = o["chunk_size"].as_u64().expect("chunk_size");
+    // Every chunk the reader got in full.
+    let arrived = received as u64 / chunk * chunk;
+    assert!(arrived > 0 && have >= arrived, "{have} < {arrived}");
+    // A later fetch resumes: it asks only for what is missing, never again
+    // for a chunk that arrived before the stop, and never twice for the
+    // same bytes.
     let before = settled_log(&ng).len();
     let mut c = bc(&store);
     c.args(["-q", "fetch", &url]);
     assert_eq!(last_line(&ok(&run(c)).into_bytes()), want);
     let log = settled_log(&ng);
-    assert_eq!(fill_bytes(&log[before..]), len as u64 - have);
+    let resumed = &log[before..];
+    let fetched = fill_bytes(resumed);
+    assert!(fetched < len as u64, "resumed, not started over: {fetched}");
+    assert_eq!(fetched, len as u64 - have, "{resumed:#?}");
+    let mut ranges: Vec<_> = resumed
+        .iter()
+        .filter(|l| l.method == "GET" && !is_probe(l))
+        .map(|l| range_of(l).unwrap_or_else(|| panic!("a ranged read: {l:?}")))
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    assert!(
+        ranges.iter().all(|r| r.start >= arrived),
+        "what arrived was fetched again: {ranges:?}"
+    );
+    assert!(
+        ranges.windows(2).all(|w| w[0].end <= w[1].start),
+        "no byte asked twice: {ranges:?}"
+    );
 }
 
 #[test]
@@ -268,20 +303,56 @@ fn a_closed_stdout_leaves_the_fill_to_another_consumer() {
     piped.kill();
 }
 
+/// Whether `help` lists `flag` as an option (at the start of a line, not
+/// merely mentioned in another option's text).
+fn lists_flag(help: &str, flag: &str) -> bool {
+    help.lines().any(|l| {
+        let l = l.trim_start();
+        let l = l
+            .strip_prefix('-')
+            .filter(|r| r.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+            .and_then(|r| r.split_once(", "))
+            .map_or(l, |(_, long)| long);
+        l.strip_prefix(flag)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '=', '\t']))
+    })
+}
+
 #[test]
-fn fetch_help_lists_the_expectation_flags() {
-    let o = std::process::Command::new(BIN)
-        .args(["fetch", "--help"])
-        .output()
-        .expect("help");
-    let text = String::from_utf8_lossy(&o.stdout);
+fn help_lists_every_flag_of_the_issue() {
+    let help = |cmd: &str| {
+        let o = std::process::Command::new(BIN)
+            .args([cmd, "--help"])
+            .output()
+            .expect("help");
+        assert!(o.status.success(), "{cmd} --help");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let fetch = help("fetch");
     for flag in [
-        "--blake3",
-        "--sha256",
         "--checksum",
+        "--sha256",
+        "--blake3",
         "--checksums-file",
+        "--header",
+        "--user",
+        "--netrc",
+        "--netrc-file",
+        "--ignore-query",
+        "--cacert",
+        "--retry",
+        "--connect-timeout",
         "--revalidate",
     ] {
-        assert!(text.contains(flag), "{flag} in {text}");
+        assert!(
+            lists_flag(&fetch, flag),
+            "fetch --help lists {flag}:\n{fetch}"
+        );
     }
+    let serve = help("serve");
+    assert!(
+        lists_flag(&serve, "--mirror-header"),
+        "serve --help lists --mirror-header:\n{serve}"
+    );
+    assert!(!lists_flag(&serve, "--no-such-flag"), "the check can fail");
 }

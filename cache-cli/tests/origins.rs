@@ -51,55 +51,24 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Panics when any of `secrets` occurs in any file under `dir`.
-fn assert_no_secret_in_files(dir: &Path, secrets: &[&str]) {
-    let files = files_under(dir);
-    assert!(!files.is_empty(), "no files under {}", dir.display());
-    for f in files {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        for s in secrets {
-            assert!(
-                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
-                "secret {s:?} found in {}",
-                f.display()
-            );
-        }
-    }
-}
-
 fn assert_no_secret_in(text: &str, secrets: &[&str]) {
     for s in secrets {
         assert!(!text.contains(s), "secret {s:?} in output:\n{text}");
     }
 }
 
-/// A fetch that must fail at once: exit 3, one line naming `what`, a hint.
+/// A fetch that must fail at once: exit 3, one line naming `what`, a hint,
+/// and at most one (quick) retry, never the retry budget.
 fn assert_fails_fast(o: &Output, what: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains(what), "names {what:?}: {err}");
     assert!(err.contains("hint:"), "has a hint: {err}");
+    assert!(
+        !err.contains("retries)") || err.contains("(after 1 retries)"),
+        "at most one retry: {err}"
+    );
 }
 
 #[test]
@@ -394,6 +363,11 @@ fn https_with_a_private_ca_needs_cacert() {
     let o = run(c);
     assert_fails_fast(&o, "--cacert");
     assert!(stderr(&o).contains("unknown issuer"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("retries)"),
+        "not retried: {}",
+        stderr(&o)
+    );
 
     let mut c = bc(&store);
     c.args(["-q", "fetch", &url, "--cacert"]).arg(&ca);

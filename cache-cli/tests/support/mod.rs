@@ -67,8 +67,14 @@ impl Drop for Bg {
 }
 
 /// Waits (bounded by STEP) for a child and collects its output.
-pub fn finish(mut child: Child) -> Output {
-    let deadline = Instant::now() + STEP;
+pub fn finish(child: Child) -> Output {
+    finish_within(child, STEP)
+}
+
+/// Waits (at most `bound`, then kills it and panics) for a child and
+/// collects its output.
+pub fn finish_within(mut child: Child, bound: Duration) -> Output {
+    let deadline = Instant::now() + bound;
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let t_out = std::thread::spawn(move || {
@@ -88,7 +94,7 @@ pub fn finish(mut child: Child) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("blockcache did not finish within {STEP:?}");
+            panic!("blockcache did not finish within {bound:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -322,9 +328,18 @@ pub fn hex_to_base64(hex: &str) -> String {
 
 /// `blockcache serve` on a free port: the running server and its address.
 pub fn start_serve(store: &Path, extra: &[&str]) -> (Bg, String) {
+    start_serve_with(store, extra, Stdio::piped())
+}
+
+/// [`start_serve`] with its stderr sent to `stderr` (a file, say: a pipe
+/// nobody reads fills up at `-vvv`).
+pub fn start_serve_with(store: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> (Bg, String) {
     let mut c = bc(store);
-    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
-    let mut server = Bg(spawn(c));
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let mut server = Bg(c.spawn().expect("spawn blockcache serve"));
     let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
@@ -343,6 +358,39 @@ pub fn listed(store: &Path, url: &str) -> serde_json::Value {
         .into_iter()
         .find(|o| o["source"].as_str() == Some(url))
         .unwrap_or_else(|| panic!("{url} not listed"))
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Panics when any of `secrets` occurs in any file under `dir`.
+pub fn assert_no_secret_in_files(dir: &Path, secrets: &[&str]) {
+    let files = files_under(dir);
+    assert!(!files.is_empty(), "no files under {}", dir.display());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for s in secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "secret {s:?} found in {}",
+                f.display()
+            );
+        }
+    }
 }
 
 /// Exit code and stderr of a finished command.

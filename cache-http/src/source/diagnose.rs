@@ -3,11 +3,14 @@
 //!
 //! Retrying an unknown issuer, a 401 or a host that does not exist only
 //! makes the user wait (minutes, with the default backoff) for the same
-//! answer. These end the request at once: certificate errors, DNS "no such
-//! host", 4xx other than 408/429 (see `request::classify_status`), and a
-//! refused connection once it was refused twice in a row (a quick second
-//! try covers an origin that is just restarting). Everything else keeps the
-//! bounded, jittered retries (`--retry`, `--connect-timeout`).
+//! answer. These end the request at once: certificate errors (and a server
+//! that does not speak TLS at all), DNS "no such host", 4xx other than
+//! 408/429 (see `request::classify_status`), and an unreachable origin once it was unreachable twice in a row (a quick
+//! second try covers an origin that is just restarting): a refused
+//! connection, or a name the resolver could not resolve (no resolver, no
+//! network) before the origin ever answered. Once the origin has answered,
+//! a resolver failure is a network blip like a reset, and everything else
+//! keeps the bounded, jittered retries (`--retry`, `--connect-timeout`).
 
 use std::error::Error as StdError;
 use std::io;
@@ -17,8 +20,8 @@ use http::{StatusCode, Uri};
 
 use super::request::{error_chain, Failure};
 
-/// Refused connections in a row after which a request gives up.
-pub(crate) const REFUSED_TRIES: u32 = 2;
+/// Unreachable attempts in a row after which a request gives up.
+pub(crate) const UNREACHABLE_TRIES: u32 = 2;
 
 /// Messages the system resolver gives for a name that does not exist (as
 /// opposed to a resolver that could not be reached, which may heal).
@@ -30,10 +33,22 @@ const NO_SUCH_HOST: [&str; 4] = [
 ];
 
 /// Classifies an error of the HTTP client (connect, TLS, I/O) for a
-/// request to `uri`.
-pub(crate) fn classify_send_error(e: &(dyn StdError + 'static), uri: &Uri) -> Failure {
+/// request to `uri`; `answered`: the origin has answered a request of this
+/// source before.
+pub(crate) fn classify_send_error(
+    e: &(dyn StdError + 'static),
+    uri: &Uri,
+    answered: bool,
+) -> Failure {
     let chain = error_chain(e);
     let host = uri.host().unwrap_or_default();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     if let Some(tls) = find_rustls_error(e) {
         return match tls {
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
@@ -52,25 +67,42 @@ pub(crate) fn classify_send_error(e: &(dyn StdError + 'static), uri: &Uri) -> Fa
                      hint: check the URL's host name and the server's certificate"
                 ),
             ),
+            // The first record is not TLS at all ("HTTP/1.1 400 ..."): a
+            // plain-HTTP port behind an https:// URL. It never heals.
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                Failure::fatal(
+                    SourceErrorKind::Network,
+                    format!(
+                        "TLS: {host}:{port} does not answer in TLS ({tls}); \
+                         hint: check http:// versus https:// and the port"
+                    ),
+                )
+            }
             // Other TLS failures (alerts, resets mid-handshake) may heal.
             _ => Failure::transient(SourceErrorKind::Network, chain),
         };
     }
-    if chain.contains("dns error") && NO_SUCH_HOST.iter().any(|m| chain.contains(m)) {
-        return Failure::fatal(
-            SourceErrorKind::Network,
-            format!("no such host {host:?}; hint: check the host name in the URL"),
-        );
+    if chain.contains("dns error") {
+        if NO_SUCH_HOST.iter().any(|m| chain.contains(m)) {
+            return Failure::fatal(
+                SourceErrorKind::Network,
+                format!("no such host {host:?}; hint: check the host name in the URL"),
+            );
+        }
+        if !answered {
+            // The resolver's own words ("Temporary failure in name
+            // resolution") are the last part of the chain.
+            let why = chain.rsplit(": ").next().unwrap_or(&chain);
+            return Failure::Unreachable {
+                cause: format!(
+                    "cannot resolve host {host:?} ({why}); \
+                     hint: no DNS answer: check the network and the resolver (/etc/resolv.conf)"
+                ),
+            };
+        }
     }
     if has_io_kind(e, io::ErrorKind::ConnectionRefused) {
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
-        return Failure::Refused {
+        return Failure::Unreachable {
             cause: format!(
                 "connection refused by {host}:{port}; \
                  hint: nothing listens there: check the URL's port, or start the origin"
@@ -149,33 +181,47 @@ mod tests {
         "https://files.example:8443/x".parse().unwrap()
     }
 
-    #[test]
-    fn unknown_issuer_is_final_and_names_cacert() {
-        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let e = Wrap(
+    /// A TLS error as hyper-rustls reports a failed connect.
+    fn tls_error(tls: rustls::Error) -> Wrap {
+        Wrap(
             "client error (Connect)",
             Box::new(io::Error::new(io::ErrorKind::InvalidData, tls)),
-        );
-        match classify_send_error(&e, &uri()) {
-            Failure::Final { cause, .. } => {
-                assert!(cause.contains("--cacert"), "{cause}");
-                assert!(cause.contains("files.example"), "{cause}");
-            }
-            f => panic!("{f:?}"),
+        )
+    }
+
+    /// The cause of a final failure (panics on any other).
+    fn final_cause(f: Failure) -> String {
+        match f {
+            Failure::Final { cause, .. } => cause,
+            f => panic!("not final: {f:?}"),
         }
-        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
-        let e = Wrap(
-            "client error (Connect)",
-            Box::new(io::Error::new(io::ErrorKind::InvalidData, expired)),
-        );
-        assert!(matches!(
-            classify_send_error(&e, &uri()),
-            Failure::Final { .. }
-        ));
     }
 
     #[test]
-    fn dns_no_such_host_is_final_but_a_resolver_outage_is_not() {
+    fn unknown_issuer_is_final_and_names_cacert() {
+        let e = tls_error(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        let cause = final_cause(classify_send_error(&e, &uri(), false));
+        assert!(cause.contains("--cacert"), "{cause}");
+        assert!(cause.contains("files.example"), "{cause}");
+        let e = tls_error(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        let cause = final_cause(classify_send_error(&e, &uri(), false));
+        assert!(cause.contains("files.example:8443"), "{cause}");
+        assert!(
+            cause.contains("hint: check http:// versus https://"),
+            "{cause}"
+        );
+        let e = tls_error(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired,
+        ));
+        final_cause(classify_send_error(&e, &uri(), false));
+    }
+
+    #[test]
+    fn dns_no_such_host_is_final_and_a_resolver_outage_is_tried_twice_until_answered() {
         let nx = Wrap(
             "dns error",
             Box::new(io::Error::other(
@@ -183,7 +229,7 @@ mod tests {
             )),
         );
         let e = Wrap("client error (Connect)", Box::new(nx));
-        match classify_send_error(&e, &uri()) {
+        match classify_send_error(&e, &uri(), false) {
             Failure::Final { cause, .. } => assert!(cause.contains("no such host"), "{cause}"),
             f => panic!("{f:?}"),
         }
@@ -194,9 +240,34 @@ mod tests {
             )),
         );
         let e = Wrap("client error (Connect)", Box::new(again));
+        match classify_send_error(&e, &uri(), false) {
+            Failure::Unreachable { cause } => {
+                assert!(
+                    cause.contains("\"files.example\" (Temporary failure in name resolution)"),
+                    "{cause}"
+                );
+                assert!(cause.contains("; hint: "), "{cause}");
+            }
+            f => panic!("{f:?}"),
+        }
+        // Once the origin has answered, an outage gets the retry budget.
         assert!(matches!(
-            classify_send_error(&e, &uri()),
+            classify_send_error(&e, &uri(), true),
             Failure::Transient { .. }
+        ));
+        // A name that does not exist stays final after an answer.
+        let e = Wrap(
+            "client error (Connect)",
+            Box::new(Wrap(
+                "dns error",
+                Box::new(io::Error::other(
+                    "failed to lookup address information: Name or service not known",
+                )),
+            )),
+        );
+        assert!(matches!(
+            classify_send_error(&e, &uri(), true),
+            Failure::Final { .. }
         ));
     }
 
@@ -207,8 +278,10 @@ mod tests {
             Box::new(io::Error::from(io::ErrorKind::ConnectionRefused)),
         );
         let e = Wrap("client error (Connect)", Box::new(refused));
-        match classify_send_error(&e, &uri()) {
-            Failure::Refused { cause } => assert!(cause.contains("files.example:8443"), "{cause}"),
+        match classify_send_error(&e, &uri(), false) {
+            Failure::Unreachable { cause } => {
+                assert!(cause.contains("files.example:8443"), "{cause}")
+            }
             f => panic!("{f:?}"),
         }
         let reset = Wrap(
@@ -216,7 +289,7 @@ mod tests {
             Box::new(io::Error::from(io::ErrorKind::ConnectionReset)),
         );
         assert!(matches!(
-            classify_send_error(&reset, &uri()),
+            classify_send_error(&reset, &uri(), false),
             Failure::Transient { .. }
         ));
     }

@@ -28,7 +28,8 @@
 //!   with every request to the URL's origin and lose `Authorization` and
 //!   `Cookie` on the way to another one (see [`credentials`]). Failures that
 //!   cannot heal (certificate errors, 4xx, no such host, a refused
-//!   connection twice) end at once with a hint (see `diagnose`).
+//!   connection twice, a name the resolver cannot resolve twice before the
+//!   origin ever answered) end at once with a hint (see `diagnose`).
 //! * Signed URLs: with [`HttpSourceConfig::ignore_query`] the source's
 //!   identity (the store's key for the object) is the URL without its query,
 //!   so a re-signed URL resumes the same object; requests still use the
@@ -51,6 +52,7 @@ mod validate;
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -224,6 +226,10 @@ pub(crate) struct Inner {
     pub(crate) config: HttpSourceConfig,
     /// Final URL after redirects, reused by range reads; `None` = original.
     pub(crate) resolved: Mutex<Option<Uri>>,
+    /// Some request of this source got an HTTP response: from then on a
+    /// resolver failure is a network blip worth the whole retry budget,
+    /// not a sign that the origin is out of reach (see `diagnose`).
+    pub(crate) answered: AtomicBool,
     pub(crate) limiter: Option<retry::RateLimiter>,
 }
 
@@ -281,6 +287,7 @@ impl HttpSource {
                 matcher,
                 config,
                 resolved: Mutex::new(None),
+                answered: AtomicBool::new(false),
                 limiter,
             }),
         })

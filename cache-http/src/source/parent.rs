@@ -108,7 +108,7 @@ impl ParentSource {
                 Failure::Transient { kind, cause, .. }
                 | Failure::Stale { kind, cause }
                 | Failure::Final { kind, cause } => err(kind, cause),
-                Failure::Refused { cause } => err(SourceErrorKind::Network, cause),
+                Failure::Unreachable { cause } => err(SourceErrorKind::Network, cause),
             })?;
         match resp.status() {
             StatusCode::OK => {}

@@ -71,7 +71,7 @@ pub(crate) async fn probe(inner: Arc<Inner>) -> Result<SourceInfo, SourceError> 
             Failure::Final { kind, cause } | Failure::Stale { kind, cause } => {
                 return err(kind, &cause)
             }
-            Failure::Refused { cause } => return err(SourceErrorKind::Network, &cause),
+            Failure::Unreachable { cause } => return err(SourceErrorKind::Network, &cause),
             Failure::Transient {
                 kind,
                 cause,

@@ -77,7 +77,7 @@ impl Reader {
     /// final error.
     async fn wait_or_fail(&mut self, failure: Failure) -> Result<(), SourceError> {
         match self.backoff.settle(failure) {
-            Failure::Refused { cause } => Err(self.error(SourceErrorKind::Network, &cause)),
+            Failure::Unreachable { cause } => Err(self.error(SourceErrorKind::Network, &cause)),
             Failure::Final { kind, cause } => Err(self.error(kind, &cause)),
             Failure::Stale { kind, cause } => {
                 if self.used != self.inner.original && !self.reresolved {

@@ -3,6 +3,7 @@
 //! response checks shared by probe and range reads.
 
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,9 +36,10 @@ pub(crate) enum Failure {
         kind: SourceErrorKind,
         cause: String,
     },
-    /// The connection was refused: retried once quickly, then final (see
-    /// `diagnose`).
-    Refused { cause: String },
+    /// The origin cannot be reached yet: its port refused the connection,
+    /// or (before it ever answered) the resolver could not resolve its
+    /// name. Retried once quickly, then final (see `diagnose`).
+    Unreachable { cause: String },
     /// No point retrying.
     Final {
         kind: SourceErrorKind,
@@ -219,8 +221,15 @@ async fn send_once(
             SourceErrorKind::Network,
             format!("no response within {stall:?}"),
         )),
-        Ok(Err(e)) => Err(classify_send_error(&e, uri)),
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(classify_send_error(
+            &e,
+            uri,
+            inner.answered.load(Ordering::Relaxed),
+        )),
+        Ok(Ok(resp)) => {
+            inner.answered.store(true, Ordering::Relaxed);
+            Ok(resp)
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use cache_core::SourceErrorKind;
 
-use super::diagnose::REFUSED_TRIES;
+use super::diagnose::UNREACHABLE_TRIES;
 use super::request::Failure;
 /// Retries of every source of this process (for the endpoint's
 /// `blockcache_upstream_retries_total`).
@@ -29,8 +29,8 @@ pub(crate) struct Backoff {
     base: Duration,
     cap: Duration,
     max_retry_after: Duration,
-    /// Refused connections in a row.
-    refused: u32,
+    /// Failed attempts in a row that found the origin unreachable.
+    unreachable: u32,
 }
 
 impl Backoff {
@@ -46,20 +46,21 @@ impl Backoff {
             base,
             cap,
             max_retry_after,
-            refused: 0,
+            unreachable: 0,
         }
     }
 
-    /// Decides what a refused connection is: transient the first time,
-    /// final once refused [`REFUSED_TRIES`] times in a row. Other failures
-    /// pass through (and end a run of refusals).
+    /// Decides what an unreachable origin (refused connection, name not
+    /// resolved) is: transient the first time, final once unreachable
+    /// [`UNREACHABLE_TRIES`] times in a row. Other failures pass through
+    /// (and end such a run).
     pub(crate) fn settle(&mut self, failure: Failure) -> Failure {
-        let Failure::Refused { cause } = failure else {
-            self.refused = 0;
+        let Failure::Unreachable { cause } = failure else {
+            self.unreachable = 0;
             return failure;
         };
-        self.refused += 1;
-        if self.refused >= REFUSED_TRIES {
+        self.unreachable += 1;
+        if self.unreachable >= UNREACHABLE_TRIES {
             Failure::fatal(SourceErrorKind::Network, cause)
         } else {
             Failure::transient(SourceErrorKind::Network, cause)
@@ -94,7 +95,7 @@ impl Backoff {
     /// fail because of a handful of resets spread over hours.
     pub(crate) fn reset(&mut self) {
         self.attempt = 0;
-        self.refused = 0;
+        self.unreachable = 0;
     }
 
     /// Number of attempts used so far.
