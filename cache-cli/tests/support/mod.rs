@@ -323,6 +323,12 @@ pub fn hex_to_base64(hex: &str) -> String {
 pub fn start_serve(store: &Path, extra: &[&str]) -> (Bg, String) {
     let mut c = bc(store);
     c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+    serve_started(c)
+}
+
+/// Spawns `c` (a `serve --listen 127.0.0.1:0` command) and reads its
+/// listen line: the running server and its address.
+pub fn serve_started(c: Command) -> (Bg, String) {
     let mut server = Bg(spawn(c));
     let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
     let mut line = String::new();

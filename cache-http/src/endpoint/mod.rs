@@ -20,6 +20,8 @@
 //!   hardening and graceful shutdown.
 //! - `routes`, `serve_object`: the routes (see [`server`]'s docs for the
 //!   list), range serving of partial objects.
+//! - [`shared_tier`]: the hook of a shared tier (`serve --shared`):
+//!   [`ServeTier`], joined to mirror fills, published to in the background.
 //! - [`live`]: the status page `/`, its event stream `/events` and
 //!   `/status` (schema in its docs).
 
@@ -31,6 +33,7 @@ pub mod mirror_path;
 pub mod multipart;
 pub mod range;
 pub mod server;
+pub mod shared_tier;
 
 mod housekeeping;
 pub mod live;
@@ -45,3 +48,4 @@ pub use server::{
     BoundEndpoint, Endpoint, EndpointConfig, EndpointError, Listener, MirrorConfig, MirrorReloader,
     MirrorSourceFactory,
 };
+pub use shared_tier::{ServeTier, TierFill};

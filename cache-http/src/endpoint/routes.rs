@@ -34,6 +34,10 @@
 //! a strong ETag derived from (URL, upstream validator, length) that stays
 //! the same once the object completes, so `If-Range` resumes keep working;
 //! conditionals also accept the content hash tag once it is known.
+//!
+//! With a shared tier ([`EndpointConfig::shared`](super::server::EndpointConfig))
+//! a mirror fill asks the local store, the parents, the tier, then the
+//! origin, and publishes in the background ([`super::shared_tier`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -94,6 +98,7 @@ pub(crate) struct App {
     pub(crate) max_ranges: usize,
     max_header_bytes: usize,
     parents: Vec<String>,
+    shared: Option<Arc<dyn super::shared_tier::ServeTier>>,
     /// Per mirrored URL, serialised by its own async mutex so that two
     /// first requests for one URL probe the origin once.
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
@@ -102,6 +107,9 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
         let metrics = Arc::new(Metrics::new());
+        if let Some(tier) = &config.shared {
+            metrics.attach_shared(tier.clone());
+        }
         let live = Arc::new(super::live::Live::new(store.clone(), config.max_size));
         // Started here, not by the first request (see `Live::track`).
         live.ensure_started();
@@ -119,6 +127,7 @@ impl App {
             max_ranges: config.max_ranges,
             max_header_bytes: config.max_header_bytes,
             parents: config.parents.clone(),
+            shared: config.shared.clone(),
             entries: Mutex::default(),
         };
         app.set_mirrors(config.mirrors.clone());
@@ -512,7 +521,8 @@ impl App {
                 Err(_) => Resolved::Probed(info, identity),
             });
         }
-        if self.store.open_ref(&key).is_err() {
+        let stored = self.store.open_ref(&key).ok();
+        if stored.is_none() {
             self.admit(url, info.len).await?;
         }
         let chain = self.chain_for(url, &info, {
@@ -520,10 +530,17 @@ impl App {
                 Arc::new(super::metered::Probed::new(source, info.clone()));
             probed
         });
+        let complete = stored.is_some_and(|o| o.progress().state == FillState::Complete);
+        let tier = self.shared.as_ref().filter(|_| !complete);
+        let eager = mirror.fill == cache_core::FillPolicy::Eager;
+        let (chain, owed) = super::shared_tier::join(tier, chain, &identity, &info, eager).await;
         let mut fetch = self.fetch.clone();
         fetch.fill.policy = mirror.fill;
         match self.store.fetch_chain(chain, fetch).await {
             Ok(obj) => {
+                if let (Some(tier), Some(owed)) = (tier, owed) {
+                    super::shared_tier::publish_when_verified(tier, owed, &obj, &self.metrics);
+                }
                 let found = match obj.progress().state {
                     FillState::Complete => Found::Hit,
                     FillState::Following => Found::Partial,
@@ -537,6 +554,9 @@ impl App {
                 Ok(Resolved::Object(obj, found))
             }
             Err(err) => {
+                if let Some(owed) = owed {
+                    tokio::spawn(owed.abandon());
+                }
                 tracing::warn!(%url, error = %err, "starting the fill failed");
                 self.live.upstream_error(url, &err.to_string());
                 self.fallback(url, known, &err.to_string())

@@ -151,6 +151,10 @@ pub struct EndpointConfig {
     /// their `/u` route) before the origin when a mirrored object is
     /// fetched; see [`crate::ParentSource`].
     pub parents: Vec<String>,
+    /// A shared tier asked after the parents and before the origin, and
+    /// published to once a mirror fill's root is verified (see
+    /// [`super::shared_tier`]).
+    pub shared: Option<Arc<dyn super::shared_tier::ServeTier>>,
 }
 
 impl Default for EndpointConfig {
@@ -170,6 +174,7 @@ impl Default for EndpointConfig {
             access_log: AccessLogFormat::Combined,
             housekeeping_interval: Duration::from_secs(5),
             parents: Vec::new(),
+            shared: None,
         }
     }
 }
@@ -186,6 +191,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("max_ranges", &self.max_ranges)
             .field("max_size", &self.max_size)
             .field("parents", &self.parents)
+            .field("shared", &self.shared.as_ref().map(|t| t.describe()))
             .finish_non_exhaustive()
     }
 }
