@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,18 +68,7 @@ fn serve_node(s3: &Seaweed, store: &Path, ng: &Nginx) -> Node {
     .args(["--mirror", &format!("img={}", ng.url(""))])
     .args(["--shared", &format!("s3://{BUCKET}/ci")]);
     let (mut server, addr) = serve_started(c);
-    let mut err = server.0.stderr.take().expect("stderr");
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let stderr = collect(server.0.stderr.take().expect("stderr"));
     Node {
         _server: server,
         addr,

@@ -5,6 +5,7 @@
 
 #[path = "../../../cache-http/tests/support/nginx.rs"]
 pub mod nginx;
+pub mod relay;
 pub mod seaweed;
 
 use std::io::Read;
@@ -68,18 +69,11 @@ impl Drop for Bg {
 /// Waits (bounded by STEP) for a child and collects its output.
 pub fn finish(mut child: Child) -> Output {
     let deadline = Instant::now() + STEP;
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    // A pipe the caller took (to read it live) is left to the caller.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let t_out = std::thread::spawn(move || read_all(out));
+    let t_err = std::thread::spawn(move || read_all(err));
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -96,6 +90,32 @@ pub fn finish(mut child: Child) -> Output {
         stdout: t_out.join().expect("stdout thread"),
         stderr: t_err.join().expect("stderr thread"),
     }
+}
+
+fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
+    let mut v = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut v);
+    }
+    v
+}
+
+/// Collects `pipe` (a child's stderr) in the background: what arrived so
+/// far is readable while the child runs.
+pub fn collect(pipe: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = sink.clone();
+    std::thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    sink
 }
 
 pub fn run(c: Command) -> Output {
