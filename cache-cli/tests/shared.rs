@@ -80,18 +80,7 @@ fn sequential_nodes_take_the_image_from_the_origin_once() {
         "the origin sent {sent} bytes for four nodes of a {len}-byte image"
     );
     // The documented layout.
-    let keys = s3.list(BUCKET, "ci/");
-    assert!(keys.contains(&format!("ci/b3/{want}")), "{keys:?}");
-    assert!(keys.contains(&format!("ci/b3/{want}.manifest")), "{keys:?}");
-    assert_eq!(
-        keys.iter().filter(|k| k.starts_with("ci/src/")).count(),
-        1,
-        "{keys:?}"
-    );
-    assert!(
-        !keys.iter().any(|k| k.starts_with("ci/lease/")),
-        "leases are released after publishing: {keys:?}"
-    );
+    let keys = s3.assert_published(BUCKET, "ci/", &want);
     let pointer_key = keys.iter().find(|k| k.starts_with("ci/src/")).unwrap();
     let pointer: serde_json::Value =
         serde_json::from_slice(&s3.get(BUCKET, pointer_key)).expect("pointer is JSON");

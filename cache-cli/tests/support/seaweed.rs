@@ -209,6 +209,30 @@ impl Seaweed {
             .collect()
     }
 
+    /// Asserts the documented layout under `prefix` (e.g. `ci/`) once one
+    /// image `want` was published: the object, its manifest, one pointer,
+    /// no lease left (released after publishing). The keys.
+    pub fn assert_published(&self, bucket: &str, prefix: &str, want: &str) -> Vec<String> {
+        let keys = self.list(bucket, prefix);
+        assert!(keys.contains(&format!("{prefix}b3/{want}")), "{keys:?}");
+        assert!(
+            keys.contains(&format!("{prefix}b3/{want}.manifest")),
+            "{keys:?}"
+        );
+        let pointers = keys
+            .iter()
+            .filter(|k| k.starts_with(&format!("{prefix}src/")))
+            .count();
+        assert_eq!(pointers, 1, "{keys:?}");
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.starts_with(&format!("{prefix}lease/"))),
+            "leases are released after publishing: {keys:?}"
+        );
+        keys
+    }
+
     /// The environment a `blockcache --shared` child needs.
     pub fn env(&self, c: &mut Command) {
         c.env("AWS_ENDPOINT_URL", self.endpoint())

@@ -387,9 +387,58 @@ mod tests {
             "blockcache_store_objects{state=\"partial\"} 1",
             "blockcache_evictions_total 3",
             "blockcache_fills_in_progress 0",
+            "blockcache_shared_read_bytes_total 0",
+            "blockcache_shared_publishes_total 0",
         ] {
             assert!(s.lines().any(|l| l == line), "{line} missing in\n{s}");
         }
         assert!(s.ends_with("# EOF\n"));
+    }
+
+    /// A tier whose counters are fixed: what the scrape must show.
+    struct FixedTier;
+
+    impl ServeTier for FixedTier {
+        fn describe(&self) -> String {
+            "s3://fixed".into()
+        }
+        fn join<'a>(
+            &'a self,
+            chain: cache_core::SourceChain,
+            _: &'a str,
+            _: &'a cache_core::SourceInfo,
+            _: bool,
+        ) -> futures::future::BoxFuture<
+            'a,
+            (cache_core::SourceChain, Box<dyn super::super::TierFill>),
+        > {
+            unreachable!("not joined by a scrape: {chain:?}")
+        }
+        fn read_bytes(&self) -> u64 {
+            4096
+        }
+        fn errors(&self) -> u64 {
+            3
+        }
+    }
+
+    #[test]
+    fn shared_counters_come_from_the_attached_tier() {
+        let m = Metrics::new();
+        m.attach_shared(Arc::new(FixedTier));
+        m.shared_published();
+        let s = m.render();
+        for line in [
+            "blockcache_shared_read_bytes_total 4096",
+            "blockcache_shared_errors_total 3",
+            "blockcache_shared_publishes_total 1",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} missing in\n{s}");
+        }
+        // A second scrape does not add the tier's totals again.
+        assert!(m
+            .render()
+            .lines()
+            .any(|l| l == "blockcache_shared_errors_total 3"));
     }
 }
