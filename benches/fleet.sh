@@ -102,7 +102,7 @@ done
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3 AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 ACCESS=$WORK/access.log
-origin_bytes() { awk -v p="$PORT_SLOW" '$1 == p && $6 != "\"bytes=0-0\"" {s += $5} END {print s + 0}' "$ACCESS"; }
+origin_bytes() { awk -v p="$PORT_SLOW" '$1 == p && $6 != "\"bytes=0-0\"" {s += $5} END {printf "%d\n", s}' "$ACCESS"; }
 HASH=$("$BIN" --store "$WORK/import" -q import "$ROOT/image.raw" | tail -n 1)
 log "BLAKE3 $HASH, origin $URL (limit_rate $RATE per connection), bucket on :$S3"
 
