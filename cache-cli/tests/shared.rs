@@ -151,11 +151,14 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
         ..
     } = published(48 * MIB, 73);
 
-    // The second node reads the bucket through a 8 MB/s relay.
+    // The second node reads the bucket through a relay that passes 4 MiB
+    // per connection, then holds: it cannot have read the whole image
+    // (48 MiB) from the bucket before the bucket stops.
+    let gate = Gate::new();
     let relay = relay(
         s3.port,
         Relay {
-            rate: 8 << 20,
+            hold_after: Some((4 * MIB, gate.clone())),
             ..Relay::default()
         },
     );
@@ -163,8 +166,9 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
     let mut c = node(&s3, &second, &url, &[]);
     c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{relay}"));
     let child = spawn(c);
-    wait_bytes_done(&second, 4 * MIB as u64);
+    wait_bytes_done(&second, 2 * MIB as u64);
     s3.kill();
+    gate.open();
     let o = finish(child);
     assert_eq!(last_line(ok(&o).as_bytes()), want);
     let err = stderr_of(&o);
@@ -287,12 +291,15 @@ fn start_nodes(
 /// until the gate opens: while it is shut, no node can find the image
 /// published, so which node waits for which no longer depends on how fast
 /// the holder downloads on a loaded machine.
-fn pointer_gate(s3: &Seaweed) -> (u16, std::sync::Arc<Gate>) {
+/// With `hide_if_none_match`, the relayed store also ignores create-only
+/// writes.
+fn pointer_gate(s3: &Seaweed, hide_if_none_match: bool) -> (u16, std::sync::Arc<Gate>) {
     let gate = Gate::new();
     let port = relay(
         s3.port,
         Relay {
             hold_request: Some((format!("PUT /{BUCKET}/ci/src/"), gate.clone())),
+            hide_if_none_match,
             ..Relay::default()
         },
     );
@@ -305,7 +312,7 @@ fn concurrent_nodes_share_one_origin_download_through_the_lease() {
     let (ng, _data, want) = origin(Some("2m"), len, 74);
     let s3 = Seaweed::start(BUCKET);
     let url = ng.url("disk.img");
-    let (port, gate) = pointer_gate(&s3);
+    let (port, gate) = pointer_gate(&s3, false);
     let (_temps, _stores, children) = start_nodes(&s3, &url, 4, &[], port);
     let mut children: Vec<Child> = children.into_iter().flatten().collect();
     let live: Vec<_> = children
@@ -351,7 +358,7 @@ fn a_killed_lease_holder_is_taken_over_after_expiry() {
     let s3 = Seaweed::start(BUCKET);
     let url = ng.url("disk.img");
     // The holder cannot publish before it is killed, however fast it is.
-    let (port, gate) = pointer_gate(&s3);
+    let (port, gate) = pointer_gate(&s3, false);
     let (_temps, stores, mut children) = start_nodes(&s3, &url, 4, &["--shared-lease", "3s"], port);
     // The holder is the node whose store fills; kill -9 it part-way.
     let deadline = Instant::now() + STEP;
@@ -407,27 +414,24 @@ fn an_object_deleted_from_the_bucket_falls_back_and_is_published_again() {
 #[test]
 fn a_store_that_ignores_create_only_writes_runs_without_the_lease() {
     let len = 32 * MIB;
-    // Slow enough that neither node publishes before the other looked.
     let (ng, _data, want) = origin(Some("2m"), len, 77);
     let s3 = Seaweed::start(BUCKET);
     let url = ng.url("disk.img");
-    let port = relay(
-        s3.port,
-        Relay {
-            hide_if_none_match: true,
-            ..Relay::default()
-        },
-    );
-    let mut temps = Vec::new();
-    let mut children = Vec::new();
-    for _ in 0..2 {
-        let (t, store) = store_dir();
-        let mut c = node(&s3, &store, &url, &[]);
-        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
-        children.push(spawn(c));
-        temps.push(t);
+    // A store that ignores create-only writes, and no pointer before both
+    // nodes have looked for it (they download once they have).
+    let (port, gate) = pointer_gate(&s3, true);
+    let (_temps, stores, children) = start_nodes(&s3, &url, 2, &[], port);
+    let deadline = Instant::now() + STEP;
+    while progress_of(&stores).contains(&0) {
+        assert!(
+            Instant::now() < deadline,
+            "both nodes download: {:?}",
+            progress_of(&stores)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    for child in children {
+    gate.open();
+    for child in children.into_iter().flatten() {
         let o = finish(child);
         assert_eq!(last_line(ok(&o).as_bytes()), want);
         let err = stderr_of(&o);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::seaweed::Seaweed;
+use support::seaweed::{aws_env, Seaweed};
 use support::*;
 
 const BUCKET: &str = "fleet";
@@ -289,4 +289,37 @@ fn check_config_shows_the_shared_tier() {
         err.contains("--shared") && err.contains("no bucket name"),
         "{err}"
     );
+}
+
+#[test]
+fn a_server_whose_bucket_is_down_answers_from_the_origin() {
+    let len = 3 * MIB + 11;
+    let (ng, data, _want) = origin(None, len, 84);
+    let (_t, store) = store_dir();
+    let mut c = bc(&store);
+    // Nothing listens on port 1: every bucket request is refused at once.
+    aws_env(&mut c, "http://127.0.0.1:1");
+    c.args(["serve", "--listen", "127.0.0.1:0", "--access-log", "off"])
+        .args(["--mirror", &format!("img={}", ng.url(""))])
+        .args(["--shared", &format!("s3://{BUCKET}/ci")]);
+    let (mut server, addr) = serve_started(c);
+    let stderr = collect(server.0.stderr.take().expect("stderr"));
+    let (status, head, body) = http_get(&addr, "/m/img/disk.img", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(body == data, "the client gets the image from the origin");
+    assert_eq!(fill_bytes(&settled_log(&ng)), len as u64);
+    let node = Node {
+        _server: server,
+        addr,
+        stderr,
+    };
+    assert!(node.metric("blockcache_shared_errors_total") >= 1);
+    assert_eq!(node.metric("blockcache_shared_read_bytes_total"), 0);
+    // The background publish fails too (logged), and counts nothing.
+    let deadline = Instant::now() + STEP;
+    while !node.stderr().contains("not published to the shared tier") {
+        assert!(Instant::now() < deadline, "{}", node.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(node.metric("blockcache_shared_publishes_total"), 0);
 }

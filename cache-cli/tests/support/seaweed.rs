@@ -235,12 +235,7 @@ impl Seaweed {
 
     /// The environment a `blockcache --shared` child needs.
     pub fn env(&self, c: &mut Command) {
-        c.env("AWS_ENDPOINT_URL", self.endpoint())
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("BLOCKCACHE_SHARED");
+        aws_env(c, &self.endpoint());
     }
 
     /// SIGKILL of the whole process group (the server stops at once).
@@ -259,4 +254,16 @@ impl Drop for Seaweed {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The environment a `blockcache --shared` child needs to reach an S3
+/// endpoint at `endpoint` (with the key pair [`Seaweed::start_signed`]
+/// accepts).
+pub fn aws_env(c: &mut Command, endpoint: &str) {
+    c.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("BLOCKCACHE_SHARED");
 }
