@@ -13,6 +13,9 @@
 #   2. N nodes one after another with --shared: origin bytes, each node's time
 #      (nodes 2..N read the bucket: its throughput)
 #   3. N nodes at once with --shared (the lease): origin bytes, wall time
+#   4. N `serve --shared` nodes one after another, each with a mirror of the
+#      origin and one curl client reading the image through it: origin bytes,
+#      each client's time, and the wait for the node's background publish
 # Needs nginx, curl, python3, weed and a release build of blockcache
 # (cargo build --release -p cache-cli).
 set -euo pipefail
@@ -39,7 +42,7 @@ done
 
 die() { echo "fleet.sh: $*" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-for tool in nginx curl python3 weed timeout; do
+for tool in nginx curl python3 weed timeout b3sum; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 [ -x "$BIN" ] || die "$BIN not found: cargo build --release -p cache-cli (or set BLOCKCACHE)"
@@ -99,7 +102,7 @@ done
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3 AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
     AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 ACCESS=$WORK/access.log
-origin_bytes() { awk -v p="$PORT_SLOW" '$1 == p && $6 != "\"bytes=0-0\"" {s += $5} END {print s + 0}' "$ACCESS"; }
+origin_bytes() { awk -v p="$PORT_SLOW" '$1 == p && $6 != "\"bytes=0-0\"" {s += $5} END {printf "%d\n", s}' "$ACCESS"; }
 HASH=$("$BIN" --store "$WORK/import" -q import "$ROOT/image.raw" | tail -n 1)
 log "BLAKE3 $HASH, origin $URL (limit_rate $RATE per connection), bucket on :$S3"
 
@@ -134,11 +137,49 @@ done
 for p in "${pids[@]}"; do wait "$p" || die "a concurrent node failed"; done
 t_conc=$(calc "$(now) - $t0") b_conc=$(($(origin_bytes) - b0))
 
+# 4. serve nodes, one after another: a client (curl) reads the image through
+# each node's mirror; the next node starts once this one has published.
+metric() { # addr name -> value
+    curl -s "http://$1/metrics" | awk -v n="$2" '$1 == n {print $2}'
+}
+b0=$(origin_bytes) t0=$(now) stimes=() ptimes=()
+BASE=${URL%/image.raw}/
+for i in $(seq "$NODES"); do
+    out=$WORK/serve-$i.out
+    setsid "$BIN" --store "$WORK/serve-$i" serve --listen 127.0.0.1:0 --access-log off \
+        --mirror "img=$BASE" --shared s3://bench/serve >"$out" 2>"$WORK/serve-$i.err" &
+    spid=$!
+    PGIDS+=("$spid")
+    for _ in $(seq 100); do grep -q '^listening on' "$out" 2>/dev/null && break; sleep 0.1; done
+    addr=$(sed -n 's|^listening on http://\(.*\)/$|\1|p' "$out" | head -n 1)
+    [ -n "$addr" ] || die "serve node $i did not start"
+    ti=$(now)
+    got=$(timeout 1800 curl -sf "http://$addr/m/img/image.raw" | b3sum --no-names)
+    [ "$got" = "$HASH" ] || die "serve node $i served $got, expected $HASH"
+    stimes+=("$(calc "$(now) - $ti")")
+    tp=$(now)
+    for _ in $(seq 3000); do
+        [ "$(metric "$addr" blockcache_shared_publishes_total)" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$(metric "$addr" blockcache_shared_publishes_total)" = 1 ] || die "serve node $i did not publish"
+    ptimes+=("$(calc "$(now) - $tp")")
+    kill -- "-$spid" 2>/dev/null || true
+done
+t_serve=$(calc "$(now) - $t0") b_serve=$(($(origin_bytes) - b0))
+slater=$(IFS=,; echo "${stimes[*]:1}")
+serve_mbs=$(calc "round($SIZE / 1e6 / (sum([$slater] or [1]) / max(1, $NODES - 1)), 1)")
+
 ratio() { calc "round($1 / $SIZE, 3)"; }
 printf '\n| run | origin bytes | × image | wall time |\n| --- | --- | --- | --- |\n'
 printf '| 1 node | %s | %s | %.1f s |\n' "$b_single" "$(ratio "$b_single")" "$t_single"
 printf '| %s nodes one after another | %s | %s | %.1f s (nodes: %s s) |\n' "$NODES" "$b_seq" \
     "$(ratio "$b_seq")" "$t_seq" "$(printf '%.1f ' "${times[@]}")"
 printf '| %s nodes at once (lease) | %s | %s | %.1f s |\n' "$NODES" "$b_conc" "$(ratio "$b_conc")" "$t_conc"
+printf '| %s serve nodes one after another (a client each) | %s | %s | %.1f s (clients: %s s; publish waits: %s s) |\n' \
+    "$NODES" "$b_serve" "$(ratio "$b_serve")" "$t_serve" "$(printf '%.1f ' "${stimes[@]}")" \
+    "$(printf '%.1f ' "${ptimes[@]}")"
 printf '\nbucket read (nodes 2..%s, fetch of %s MiB from SeaweedFS on loopback): %s MB/s\n' \
     "$NODES" "$((SIZE >> 20))" "$bucket_mbs"
+printf 'bucket read through serve (nodes 2..%s, curl client of the mirror): %s MB/s\n' \
+    "$NODES" "$serve_mbs"

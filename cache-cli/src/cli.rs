@@ -137,6 +137,12 @@ the mirrors of the config file without dropping connections.
 systemd: Type=notify readiness and socket activation (LISTEN_FDS) work as
 is; see contrib/blockcache.service and contrib/blockcache.socket.
 
+Shared S3 tier (--shared s3://BUCKET[/PREFIX], BLOCKCACHE_SHARED, or
+`shared` in the config file; AWS_* variables as for fetch): a mirror fill
+asks the store, the parents, the bucket, then the origin, and publishes the
+image in the background once its hash is verified. A request never waits
+for another node's lease: it claims a free one, else fills from the origin.
+
 Access log: one line per request on stderr (or --access-log FILE), target
 blockcache::access (RUST_LOG=blockcache::access=off silences it).
 
@@ -144,10 +150,11 @@ Examples:
   blockcache serve
   blockcache serve --listen localhost:8472 --mirror images=https://example.com/images/
   blockcache serve --mirror images=https://example.com/images/ --parent http://cache.lan:8472/
+  blockcache serve --mirror images=https://example.com/images/ --shared s3://images/fleet
   blockcache serve --config /etc/blockcache/config.toml --check-config
   blockcache serve --listen unix:/run/blockcache.sock --max-size 50G
   curl -r 0-1023 http://127.0.0.1:8472/m/images/disk.qcow2 | xxd | head", exit_line!()))]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List objects: reference, state, progress, length, source
     #[command(after_help = concat!("\
 REF is what cat, verify and rm accept: the first 16 hex digits of the BLAKE3
@@ -296,7 +303,8 @@ pub struct FetchArgs {
 #[command(next_help_heading = "Shared S3 tier")]
 pub struct SharedArgs {
     /// An S3 bucket the fleet shares, asked after the parents and before
-    /// the origin; a completed fetch publishes there. Configured with the
+    /// the origin; a completed fetch (or mirror fill of `serve`) publishes
+    /// there. Configured with the
     /// AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP)
     #[arg(long, value_name = "s3://BUCKET[/PREFIX]", env = "BLOCKCACHE_SHARED")]
@@ -436,6 +444,8 @@ pub struct ServeArgs {
     pub parents: ParentArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 #[derive(Debug, Args)]

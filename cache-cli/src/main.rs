@@ -219,7 +219,7 @@ fn main() -> ExitCode {
     let watch = matches!(&cli.command, cli::Command::Ls(a) if a.watch);
     let result = rt.block_on(async {
         let cli = match (cli.command, serve_config) {
-            (cli::Command::Serve(a), Some(c)) => return serve::run(&cli.global, a, c).await,
+            (cli::Command::Serve(a), Some(c)) => return serve::run(&cli.global, *a, c).await,
             (command, _) => cli::Cli {
                 global: cli.global,
                 command,

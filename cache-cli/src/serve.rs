@@ -4,11 +4,12 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
 
 use cache_core::{FetchOptions, FillOptions};
 use cache_http::endpoint::{
     AccessLogFormat, Endpoint, EndpointConfig, EndpointError, Listener, MirrorConfig,
-    MirrorSourceFactory,
+    MirrorSourceFactory, ServeTier,
 };
 use cache_http::HttpSourceConfig;
 use tokio::signal::unix::{signal, SignalKind};
@@ -172,11 +173,14 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
             "using the sockets systemd passed (LISTEN_FDS)"
         );
     }
+    let shared = crate::shared::open_url(config.shared.as_deref(), config.shared_lease)?
+        .map(|t| Arc::new(crate::shared::ServeShared(t)) as Arc<dyn ServeTier>);
     let defaults = EndpointConfig::default();
     let endpoint_config = EndpointConfig {
         mirrors: endpoint_mirrors(&config.mirrors, &http)?,
         source_factory: Some(source_factory(http.clone())?),
         parents: config.parents.clone(),
+        shared,
         revalidate: config.revalidate,
         fetch: FetchOptions {
             fill: FillOptions {
@@ -214,6 +218,9 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
         }
         for m in &config.mirrors {
             eprintln!("mirror /m/{}/ -> {}", m.name, m.url);
+        }
+        if let Some(s) = &config.shared {
+            eprintln!("shared tier {s}: asked after the parents, published to in the background");
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -29,6 +29,8 @@ struct FileConfig {
     drain_timeout: Option<u64>,
     revalidate: Option<u64>,
     parents: Option<Vec<Spanned<String>>>,
+    shared: Option<Spanned<String>>,
+    shared_lease: Option<Spanned<Seconds>>,
     #[serde(default)]
     mirrors: BTreeMap<String, MirrorFile>,
 }
@@ -47,6 +49,16 @@ enum OneOrMany {
 )]
 enum Size {
     Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a number of seconds or a duration string like \"90s\""
+)]
+enum Seconds {
+    Secs(u64),
     Text(String),
 }
 
@@ -135,6 +147,11 @@ pub struct ServeConfig {
     /// Parent caches asked before the origin (`--parent` wins over the
     /// file's `parents`).
     pub parents: Vec<String>,
+    /// The shared S3 tier (`--shared`/`BLOCKCACHE_SHARED` win over the
+    /// file's `shared`), checked to be `s3://BUCKET[/PREFIX]`.
+    pub shared: Option<String>,
+    /// Its lease duration (`--shared-lease` wins over `shared_lease`).
+    pub shared_lease: Option<Duration>,
     pub mirrors: Vec<Mirror>,
 }
 
@@ -347,6 +364,33 @@ fn merge(
         }
         urls
     };
+    let shared = match a.shared.shared.as_deref().map(str::trim) {
+        Some(u) if !u.is_empty() => {
+            check_shared(u).map_err(|e| Failure::usage(format!("--shared: {e}")))?;
+            Some(u.to_owned())
+        }
+        _ => match file.shared {
+            Some(u) => {
+                check_shared(u.get_ref()).map_err(|e| at(u.span().start, "shared", e))?;
+                Some(u.into_inner())
+            }
+            None => None,
+        },
+    };
+    let shared_lease = match (a.shared.shared_lease, file.shared_lease) {
+        (Some(d), _) => Some(d),
+        (None, Some(d)) => {
+            let start = d.span().start;
+            match d.into_inner() {
+                Seconds::Secs(n) => Some(Duration::from_secs(n)),
+                Seconds::Text(t) => Some(
+                    crate::upstream::parse_duration(&t)
+                        .map_err(|e| at(start, "shared_lease", e))?,
+                ),
+            }
+        }
+        (None, None) => None,
+    };
     let json_log = match a.access_log_format.as_deref() {
         Some(f) => f == "json",
         None => file.access_log_format == Some(LogFormat::Json),
@@ -361,8 +405,17 @@ fn merge(
         drain_timeout: Duration::from_secs(a.drain_timeout.or(file.drain_timeout).unwrap_or(30)),
         revalidate: Duration::from_secs(a.revalidate.or(file.revalidate).unwrap_or(60)),
         parents,
+        shared,
+        shared_lease,
         mirrors,
     })
+}
+
+/// A shared tier must be `s3://BUCKET[/PREFIX]` (nothing is contacted).
+fn check_shared(url: &str) -> Result<(), String> {
+    cache_s3::SharedTier::from_url(url, cache_s3::SharedOptions::default())
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// A parent must be an http(s) URL a source can be made of.
@@ -437,6 +490,15 @@ impl ServeConfig {
                         .map(|p| Value::from(p.as_str()))
                         .collect(),
                 ),
+            );
+        }
+        if let Some(s) = &self.shared {
+            t.insert("shared".into(), Value::from(s.as_str()));
+        }
+        if let Some(d) = self.shared_lease {
+            t.insert(
+                "shared_lease".into(),
+                Value::from(format!("{}s", d.as_secs_f64())),
             );
         }
         let mut mirrors = Table::new();

@@ -1,5 +1,5 @@
-//! `fetch --shared s3://BUCKET[/PREFIX]`: the shared S3 tier in a fetch
-//! (the model and the bucket layout are in `cache-s3`'s crate docs; the
+//! `fetch --shared s3://BUCKET[/PREFIX]` and `serve --shared`: the shared
+//! S3 tier in a fetch and behind the endpoint's mirrors (the model and the bucket layout are in `cache-s3`'s crate docs; the
 //! work is [`cache_s3::SharedTier::join`] and [`cache_s3::SharedFill`]).
 //! This module parses the flags and prints: who this node waits for,
 //! the publishing progress, and what went wrong — never failing a fetch.
@@ -7,7 +7,9 @@
 use std::io::{IsTerminal, Write};
 
 use cache_core::{Object, SourceChain, SourceInfo};
+use cache_http::endpoint::{ServeTier, TierFill};
 use cache_s3::{Lease, SharedFill, SharedOptions, SharedTier};
+use futures::future::BoxFuture;
 
 use crate::cli::SharedArgs;
 use crate::size::human;
@@ -16,17 +18,90 @@ use crate::Failure;
 /// The tier named by `--shared`, if given (a malformed URL is a usage
 /// error; nothing is contacted yet).
 pub fn open(a: &SharedArgs) -> Result<Option<SharedTier>, Failure> {
-    let Some(url) = a.shared.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+    open_url(a.shared.as_deref(), a.shared_lease)
+}
+
+/// The tier at `url` (`s3://BUCKET[/PREFIX]`; none when absent or empty),
+/// its lease lasting `lease` (default 60 s).
+pub fn open_url(
+    url: Option<&str>,
+    lease: Option<std::time::Duration>,
+) -> Result<Option<SharedTier>, Failure> {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
     let defaults = SharedOptions::default();
     let options = SharedOptions {
-        lease: a.shared_lease.unwrap_or(defaults.lease),
+        lease: lease.unwrap_or(defaults.lease),
         ..defaults
     };
     SharedTier::from_url(url, options)
         .map(Some)
         .map_err(|e| Failure::usage(format!("--shared: {e}")))
+}
+
+/// `serve --shared`: the bucket as the endpoint's [`ServeTier`] (the
+/// endpoint's side is `cache_http::endpoint::shared_tier`). A request
+/// never waits for another node's lease ([`Lease::Claim`]); a lazy mirror
+/// only reads ([`Lease::Skip`]).
+pub struct ServeShared(pub SharedTier);
+
+impl ServeTier for ServeShared {
+    fn describe(&self) -> String {
+        self.0.url()
+    }
+
+    fn join<'a>(
+        &'a self,
+        chain: SourceChain,
+        identity: &'a str,
+        info: &'a SourceInfo,
+        claim: bool,
+    ) -> BoxFuture<'a, (SourceChain, Box<dyn TierFill>)> {
+        Box::pin(async move {
+            let lease = if claim { Lease::Claim } else { Lease::Skip };
+            let on_held = |c: &cache_s3::Claim| {
+                tracing::warn!(
+                    bucket = %self.0.url(),
+                    url = %identity,
+                    "{} holds the lease of this image (downloading it for the fleet); this server fills from the origin without waiting",
+                    c.holder
+                );
+            };
+            let (chain, fill) = self
+                .0
+                .join(chain, identity, info, None, lease, on_held)
+                .await;
+            (chain, Box::new(ServeFill(fill)) as Box<dyn TierFill>)
+        })
+    }
+
+    fn read_bytes(&self) -> u64 {
+        cache_s3::shared_read_bytes()
+    }
+
+    fn errors(&self) -> u64 {
+        cache_s3::shared_errors()
+    }
+}
+
+/// What one mirror fill of `serve` owes the bucket.
+struct ServeFill(SharedFill);
+
+impl TierFill for ServeFill {
+    fn publish(self: Box<Self>, object: Object) -> BoxFuture<'static, Result<bool, String>> {
+        Box::pin(async move {
+            self.0
+                .publish(&object, |_| {})
+                .await
+                .map(|p| p == cache_s3::Published::Uploaded)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn abandon(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(self.0.abandon())
+    }
 }
 
 /// What a fetch owes the bucket when it completes.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cache_core::Manifest;
+use support::relay::{relay, Gate, Relay};
 use support::*;
 
 #[test]
@@ -73,11 +74,11 @@ fn manifest_endpoint_and_cli_give_the_same_verified_bytes() {
     );
 }
 
-/// Serves `ng`'s `disk.img` through a parent `blockcache serve` and starts
-/// its download with a one-byte read.
-fn parent_of(ng: &Nginx) -> (tempfile::TempDir, std::path::PathBuf, Bg, String) {
+/// Serves `base`'s `disk.img` through a parent `blockcache serve` and
+/// starts its download with a one-byte read.
+fn parent_of(base: &str) -> (tempfile::TempDir, std::path::PathBuf, Bg, String) {
     let (t, store) = store_dir();
-    let (server, addr) = start_serve(&store, &["--mirror", &format!("img={}", ng.url(""))]);
+    let (server, addr) = start_serve(&store, &["--mirror", &format!("img={base}")]);
     let (status, _, _) = http_get(&addr, "/m/img/disk.img", Some("0-0"));
     assert_eq!(status, 206);
     (t, store, server, addr)
@@ -87,8 +88,21 @@ fn parent_of(ng: &Nginx) -> (tempfile::TempDir, std::path::PathBuf, Bg, String) 
 fn a_child_fetches_from_a_parent_still_downloading_and_the_origin_sends_the_image_once() {
     let len = 256 * MIB;
     let (ng, data, want) = origin(Some("16m"), len, 32);
-    let url = ng.url("disk.img");
-    let (_pt, parent_store, _parent, parent) = parent_of(&ng);
+    // Parent and child reach the origin through a gate: each connection
+    // passes 16 MiB, then waits until the child has started. So the
+    // parent is certainly still downloading when the child starts (it
+    // cannot hold more than its 8 connections x 16 MiB before that).
+    let gate = Gate::new();
+    let port = relay(
+        ng.port(),
+        Relay {
+            hold_after: Some((16 * MIB, gate.clone())),
+            ..Relay::default()
+        },
+    );
+    let base = format!("http://127.0.0.1:{port}/");
+    let url = format!("{base}disk.img");
+    let (_pt, parent_store, _parent, parent) = parent_of(&base);
     wait_bytes_done(&parent_store, 8 * MIB as u64);
     assert!(
         bytes_done(&parent_store) < len as u64,
@@ -105,7 +119,15 @@ fn a_child_fetches_from_a_parent_still_downloading_and_the_origin_sends_the_imag
         "-o",
     ])
     .arg(&out);
-    let o = run(c);
+    let child = spawn(c);
+    // The child reads the parent's chunks; then the parent may go on.
+    wait_bytes_done(&store, MIB as u64);
+    assert!(
+        bytes_done(&parent_store) < len as u64,
+        "the parent was held at the gate"
+    );
+    gate.open();
+    let o = finish(child);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(last_line(&ok(&o).into_bytes()), want);
     assert!(std::fs::read(&out).expect("written") == data);
@@ -146,7 +168,7 @@ fn lying_proxy(upstream: String, flip_at: u64) -> LyingProxy {
         for client in listener.incoming().flatten() {
             let (up, count) = (upstream.clone(), count.clone());
             std::thread::spawn(move || {
-                let _ = relay(client, &up, flip_at, &count);
+                let _ = lie_relay(client, &up, flip_at, &count);
             });
         }
     });
@@ -169,7 +191,7 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     }
 }
 
-fn relay(
+fn lie_relay(
     mut client: TcpStream,
     upstream: &str,
     flip_at: u64,
@@ -211,7 +233,7 @@ fn a_lying_parent_is_caught_at_the_chunk_when_the_root_is_known() {
     let len = 24 * MIB + 5;
     let (ng, data, want) = origin(None, len, 33);
     let url = ng.url("disk.img");
-    let (_pt, parent_store, _parent, parent) = parent_of(&ng);
+    let (_pt, parent_store, _parent, parent) = parent_of(&ng.url(""));
     wait_bytes_done(&parent_store, len as u64);
     let origin_before = fill_bytes(&settled_log(&ng));
     assert_eq!(origin_before, len as u64);

@@ -7,11 +7,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use support::relay::{relay, Gate, Relay};
 use support::seaweed::Seaweed;
 use support::*;
 
@@ -81,18 +80,7 @@ fn sequential_nodes_take_the_image_from_the_origin_once() {
         "the origin sent {sent} bytes for four nodes of a {len}-byte image"
     );
     // The documented layout.
-    let keys = s3.list(BUCKET, "ci/");
-    assert!(keys.contains(&format!("ci/b3/{want}")), "{keys:?}");
-    assert!(keys.contains(&format!("ci/b3/{want}.manifest")), "{keys:?}");
-    assert_eq!(
-        keys.iter().filter(|k| k.starts_with("ci/src/")).count(),
-        1,
-        "{keys:?}"
-    );
-    assert!(
-        !keys.iter().any(|k| k.starts_with("ci/lease/")),
-        "leases are released after publishing: {keys:?}"
-    );
+    let keys = s3.assert_published(BUCKET, "ci/", &want);
     let pointer_key = keys.iter().find(|k| k.starts_with("ci/src/")).unwrap();
     let pointer: serde_json::Value =
         serde_json::from_slice(&s3.get(BUCKET, pointer_key)).expect("pointer is JSON");
@@ -152,68 +140,6 @@ fn a_tampered_chunk_is_refused_and_a_foreign_manifest_refused_whole() {
     assert_eq!(fill_bytes(&settled_log(&ng)) - before, len as u64);
 }
 
-/// What a [`relay`] does to the bytes it passes.
-#[derive(Clone, Copy)]
-struct Relay {
-    /// Bytes per second toward the client (0: no limit).
-    rate: usize,
-    /// Renames the `if-none-match` request header (same length, so bodies
-    /// and framing stay intact): the relayed store then ignores
-    /// create-only writes, as Garage and `rclone serve s3` do.
-    hide_if_none_match: bool,
-}
-
-/// A TCP relay to `port` doing `how`; its port. A fault real SeaweedFS
-/// does not produce on its own (slow reads; ignored create-only writes).
-fn relay(port: u16, how: Relay) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let relay_port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in l.incoming().flatten() {
-            let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else {
-                let _ = client.shutdown(Shutdown::Both);
-                continue;
-            };
-            let (c_in, u_out) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-            std::thread::spawn(move || pump(c_in, u_out, 0, how.hide_if_none_match));
-            std::thread::spawn(move || pump(upstream, client, how.rate, false));
-        }
-    });
-    relay_port
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, rate: usize, hide: bool) {
-    const HEADER: &[u8] = b"if-none-match:";
-    const RENAMED: &[u8] = b"x-ignored-mat:";
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let started = Instant::now();
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if hide {
-            let mut i = 0;
-            while i + HEADER.len() <= n {
-                if buf[i..i + HEADER.len()].eq_ignore_ascii_case(HEADER) {
-                    buf[i..i + HEADER.len()].copy_from_slice(RENAMED);
-                }
-                i += 1;
-            }
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        if rate > 0 {
-            let due = Duration::from_secs_f64(n as f64 / rate as f64);
-            if let Some(rest) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(rest);
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-}
-
 #[test]
 fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
     // `_ng`: the origin must keep running.
@@ -225,26 +151,94 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
         ..
     } = published(48 * MIB, 73);
 
-    // The second node reads the bucket through a 8 MB/s relay.
+    // The second node reads the bucket through a relay that passes 4 MiB
+    // per connection, then holds: it cannot have read the whole image
+    // (48 MiB) from the bucket before the bucket stops.
+    let gate = Gate::new();
     let relay = relay(
         s3.port,
         Relay {
-            rate: 8 << 20,
-            hide_if_none_match: false,
+            hold_after: Some((4 * MIB, gate.clone())),
+            ..Relay::default()
         },
     );
     let (_t2, second) = store_dir();
     let mut c = node(&s3, &second, &url, &[]);
     c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{relay}"));
     let child = spawn(c);
-    wait_bytes_done(&second, 4 * MIB as u64);
+    wait_bytes_done(&second, 2 * MIB as u64);
     s3.kill();
+    gate.open();
     let o = finish(child);
     assert_eq!(last_line(ok(&o).as_bytes()), want);
     let err = stderr_of(&o);
     eprintln!("{err}");
     assert!(err.contains("shared-tier error(s)"), "{err}");
     assert!(err.contains("not published"), "{err}");
+}
+
+#[test]
+fn a_bucket_that_answers_403_leaves_the_image_to_the_origin() {
+    let len = 6 * MIB + 3;
+    let (ng, _data, want) = origin(None, len, 79);
+    // Signatures checked: the first node's key pair is the bucket's.
+    let s3 = Seaweed::start_signed(BUCKET);
+    let url = ng.url("disk.img");
+    let (_t1, first) = store_dir();
+    let o = run(node(&s3, &first, &url, &[]));
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    assert!(stderr_of(&o).contains("published"), "{}", stderr_of(&o));
+    // A node with the wrong secret: every request is refused with 403.
+    let (_t2, second) = store_dir();
+    let mut c = node(&s3, &second, &url, &[]);
+    c.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let o = run(c);
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    eprintln!("{err}");
+    assert!(
+        err.contains("SignatureDoesNotMatch") || err.contains("403"),
+        "{err}"
+    );
+    assert!(err.contains("shared-tier error(s)"), "{err}");
+    assert!(err.contains("not published"), "{err}");
+    // The pointer was refused like everything else: the origin sent it again.
+    assert_eq!(fill_bytes(&settled_log(&ng)), 2 * len as u64);
+}
+
+#[test]
+fn a_truncated_bucket_body_falls_back_to_the_origin() {
+    let len = 24 * MIB;
+    let Published {
+        ng, s3, url, want, ..
+    } = published(len, 80);
+    let before = fill_bytes(&settled_log(&ng));
+    // Every connection to the bucket is cut after 5 MiB and a bit: the
+    // small requests (pointer, manifest, HEAD) pass, an object GET is cut
+    // in the middle of its body.
+    let port = relay(
+        s3.port,
+        Relay {
+            cut_after: 5 * MIB + 12_345,
+            ..Relay::default()
+        },
+    );
+    let (_t2, second) = store_dir();
+    let mut c = node(&s3, &second, &url, &[]);
+    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let o = run(c);
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    eprintln!("{err}");
+    assert!(err.contains("shared tier: s3://fleet/ci/b3/"), "{err}");
+    assert!(err.contains("shared-tier error(s)"), "{err}");
+    let sent = fill_bytes(&settled_log(&ng)) - before;
+    eprintln!("the origin sent {sent} of {len} bytes after the cut");
+    assert!(sent > 0, "the rest came from the origin");
+    assert!(
+        sent < len as u64,
+        "the bytes before the cut came from the bucket: {sent}"
+    );
 }
 
 /// The bytes the origin sent, asserted to be at most `times` the image
@@ -267,11 +261,13 @@ fn progress_of(stores: &[std::path::PathBuf]) -> Vec<u64> {
     stores.iter().map(|s| bytes_done(s)).collect()
 }
 
+/// `n` nodes started at once, talking to the bucket through `endpoint`.
 fn start_nodes(
     s3: &Seaweed,
     url: &str,
     n: usize,
     extra: &[&str],
+    endpoint: u16,
 ) -> (
     Vec<tempfile::TempDir>,
     Vec<std::path::PathBuf>,
@@ -282,34 +278,76 @@ fn start_nodes(
     let mut children = Vec::new();
     for _ in 0..n {
         let (t, store) = store_dir();
-        children.push(Some(spawn(node(s3, &store, url, extra))));
+        let mut c = node(s3, &store, url, extra);
+        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{endpoint}"));
+        children.push(Some(spawn(c)));
         temps.push(t);
         stores.push(store);
     }
     (temps, stores, children)
 }
 
+/// A relay to the bucket that holds every write of a pointer (`src/`)
+/// until the gate opens: while it is shut, no node can find the image
+/// published, so which node waits for which no longer depends on how fast
+/// the holder downloads on a loaded machine.
+/// With `hide_if_none_match`, the relayed store also ignores create-only
+/// writes.
+fn pointer_gate(s3: &Seaweed, hide_if_none_match: bool) -> (u16, std::sync::Arc<Gate>) {
+    let gate = Gate::new();
+    let port = relay(
+        s3.port,
+        Relay {
+            hold_request: Some((format!("PUT /{BUCKET}/ci/src/"), gate.clone())),
+            hide_if_none_match,
+            ..Relay::default()
+        },
+    );
+    (port, gate)
+}
+
 #[test]
 fn concurrent_nodes_share_one_origin_download_through_the_lease() {
-    // 32 MiB at 4 x 2 MB/s: the holder needs ~4 s, far longer than the
-    // other nodes take to start, even on a loaded machine.
     let len = 32 * MIB;
     let (ng, _data, want) = origin(Some("2m"), len, 74);
     let s3 = Seaweed::start(BUCKET);
     let url = ng.url("disk.img");
-    let (_temps, _stores, children) = start_nodes(&s3, &url, 4, &[]);
-    let mut errs = Vec::new();
-    for child in children.into_iter().flatten() {
+    let (port, gate) = pointer_gate(&s3, false);
+    let (_temps, _stores, children) = start_nodes(&s3, &url, 4, &[], port);
+    let mut children: Vec<Child> = children.into_iter().flatten().collect();
+    let live: Vec<_> = children
+        .iter_mut()
+        .map(|c| collect(c.stderr.take().expect("stderr")))
+        .collect();
+    let text = |i: usize| String::from_utf8_lossy(&live[i].lock().unwrap()).into_owned();
+    let waiting = || {
+        (0..live.len())
+            .filter(|&i| text(i).contains("waiting for it to publish"))
+            .count()
+    };
+    // However late a node starts, it finds the lease, not the pointer.
+    let deadline = Instant::now() + STEP;
+    while waiting() < 3 {
+        let all: Vec<String> = (0..live.len()).map(text).collect();
+        assert!(
+            Instant::now() < deadline,
+            "three nodes wait for the lease holder:\n{}",
+            all.join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gate.open();
+    for child in children {
         let o = finish(child);
         assert_eq!(last_line(ok(&o).as_bytes()), want);
-        errs.push(stderr_of(&o));
     }
-    let waited = errs
-        .iter()
-        .filter(|e| e.contains("waiting for it to publish"))
-        .count();
-    let all = errs.join("\n---\n");
-    assert_eq!(waited, 3, "three nodes wait for the lease holder:\n{all}");
+    let all: Vec<String> = (0..live.len()).map(text).collect();
+    assert_eq!(
+        waiting(),
+        3,
+        "one holder, three waiters:\n{}",
+        all.join("\n---\n")
+    );
     origin_bytes_at_most(&ng, len, 1.05);
 }
 
@@ -319,7 +357,9 @@ fn a_killed_lease_holder_is_taken_over_after_expiry() {
     let (ng, _data, want) = origin(Some("3m"), len, 75);
     let s3 = Seaweed::start(BUCKET);
     let url = ng.url("disk.img");
-    let (_temps, stores, mut children) = start_nodes(&s3, &url, 4, &["--shared-lease", "2s"]);
+    // The holder cannot publish before it is killed, however fast it is.
+    let (port, gate) = pointer_gate(&s3, false);
+    let (_temps, stores, mut children) = start_nodes(&s3, &url, 4, &["--shared-lease", "3s"], port);
     // The holder is the node whose store fills; kill -9 it part-way.
     let deadline = Instant::now() + STEP;
     let holder = loop {
@@ -333,6 +373,7 @@ fn a_killed_lease_holder_is_taken_over_after_expiry() {
     let mut killed = children[holder].take().unwrap();
     killed.kill().expect("kill -9 the holder");
     let _ = killed.wait();
+    gate.open();
     for child in children.into_iter().flatten() {
         let o = finish(child);
         assert_eq!(last_line(ok(&o).as_bytes()), want, "{}", stderr_of(&o));
@@ -373,27 +414,24 @@ fn an_object_deleted_from_the_bucket_falls_back_and_is_published_again() {
 #[test]
 fn a_store_that_ignores_create_only_writes_runs_without_the_lease() {
     let len = 32 * MIB;
-    // Slow enough that neither node publishes before the other looked.
     let (ng, _data, want) = origin(Some("2m"), len, 77);
     let s3 = Seaweed::start(BUCKET);
     let url = ng.url("disk.img");
-    let port = relay(
-        s3.port,
-        Relay {
-            rate: 0,
-            hide_if_none_match: true,
-        },
-    );
-    let mut temps = Vec::new();
-    let mut children = Vec::new();
-    for _ in 0..2 {
-        let (t, store) = store_dir();
-        let mut c = node(&s3, &store, &url, &[]);
-        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
-        children.push(spawn(c));
-        temps.push(t);
+    // A store that ignores create-only writes, and no pointer before both
+    // nodes have looked for it (they download once they have).
+    let (port, gate) = pointer_gate(&s3, true);
+    let (_temps, stores, children) = start_nodes(&s3, &url, 2, &[], port);
+    let deadline = Instant::now() + STEP;
+    while progress_of(&stores).contains(&0) {
+        assert!(
+            Instant::now() < deadline,
+            "both nodes download: {:?}",
+            progress_of(&stores)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    for child in children {
+    gate.open();
+    for child in children.into_iter().flatten() {
         let o = finish(child);
         assert_eq!(last_line(ok(&o).as_bytes()), want);
         let err = stderr_of(&o);

@@ -22,6 +22,10 @@ use crate::tier::{SharedError, SharedTier};
 pub enum Lease {
     /// Claim it, or wait for the node that holds it (a fetch).
     Wait,
+    /// Claim it when it is free (or expired), but never wait for a node
+    /// that holds it: the fill then goes to the origin at once (a server
+    /// answering a request, `serve --shared`).
+    Claim,
     /// Only look for the pointer: never wait (e.g. the object is already
     /// in the local store, or the caller must answer at once).
     Skip,
@@ -43,7 +47,9 @@ impl SharedTier {
     /// root, and the object the pointer of (`identity`, `info`'s validator
     /// and length) names. When there is no pointer and `lease` is
     /// [`Lease::Wait`], claims the lease or waits (bounded) for the node
-    /// that holds it, calling `on_wait` once with its claim. Never fails:
+    /// that holds it, calling `on_wait` once with its claim; with
+    /// [`Lease::Claim`], claims a free lease or calls `on_wait` with the
+    /// holder's claim and returns at once. Never fails:
     /// bucket errors are logged and counted, and the chain is returned as
     /// far as it could be built.
     pub async fn join(
@@ -61,6 +67,10 @@ impl SharedTier {
         let found = match lease {
             Lease::Wait => {
                 self.find_or_claim(identity, &info.validator, info.len, on_wait)
+                    .await
+            }
+            Lease::Claim => {
+                self.find_or_try_claim(identity, &info.validator, info.len, on_wait)
                     .await
             }
             Lease::Skip => match self.find(identity, &info.validator, info.len).await {

@@ -130,6 +130,33 @@ impl SharedTier {
         len: u64,
         on_wait: impl FnOnce(&Claim),
     ) -> WaitOutcome {
+        self.find_or_lease(identity, validator, len, on_wait, true)
+            .await
+    }
+
+    /// Like [`find_or_claim`](Self::find_or_claim), but never waits: when
+    /// a live lease is held by another node, `on_wait` is called with its
+    /// claim and the outcome is [`WaitOutcome::NoLease`] (the caller
+    /// downloads without one). Expired leases are still taken over.
+    pub async fn find_or_try_claim(
+        &self,
+        identity: &str,
+        validator: &str,
+        len: u64,
+        on_held: impl FnOnce(&Claim),
+    ) -> WaitOutcome {
+        self.find_or_lease(identity, validator, len, on_held, false)
+            .await
+    }
+
+    async fn find_or_lease(
+        &self,
+        identity: &str,
+        validator: &str,
+        len: u64,
+        on_wait: impl FnOnce(&Claim),
+        wait: bool,
+    ) -> WaitOutcome {
         if let Some(p) = self.find(identity, validator, len).await {
             return WaitOutcome::Published(p);
         }
@@ -191,6 +218,9 @@ impl SharedTier {
                 Some(c) => {
                     if let Some(f) = on_wait.take() {
                         f(&c);
+                    }
+                    if !wait {
+                        return WaitOutcome::NoLease;
                     }
                 }
             }

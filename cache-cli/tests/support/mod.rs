@@ -5,6 +5,7 @@
 
 #[path = "../../../cache-http/tests/support/nginx.rs"]
 pub mod nginx;
+pub mod relay;
 pub mod seaweed;
 pub mod serve;
 
@@ -72,21 +73,14 @@ pub fn finish(child: Child) -> Output {
 }
 
 /// Waits (at most `bound`, then kills it and panics) for a child and
-/// collects its output.
+/// collects its output. A pipe the caller took (to read it live) is left
+/// to the caller.
 pub fn finish_within(mut child: Child, bound: Duration) -> Output {
     let deadline = Instant::now() + bound;
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let t_out = std::thread::spawn(move || read_all(out));
+    let t_err = std::thread::spawn(move || read_all(err));
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -103,6 +97,32 @@ pub fn finish_within(mut child: Child, bound: Duration) -> Output {
         stdout: t_out.join().expect("stdout thread"),
         stderr: t_err.join().expect("stderr thread"),
     }
+}
+
+fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
+    let mut v = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut v);
+    }
+    v
+}
+
+/// Collects `pipe` (a child's stderr) in the background: what arrived so
+/// far is readable while the child runs.
+pub fn collect(pipe: impl Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = sink.clone();
+    std::thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    sink
 }
 
 pub fn run(c: Command) -> Output {
@@ -335,11 +355,23 @@ pub fn start_serve(store: &Path, extra: &[&str]) -> (Bg, String) {
 /// nobody reads fills up at `-vvv`).
 pub fn start_serve_with(store: &Path, extra: &[&str], stderr: impl Into<Stdio>) -> (Bg, String) {
     let mut c = bc(store);
-    c.args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
+    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+    serve_started_with(c, stderr.into())
+}
+
+/// Spawns `c` (a `serve --listen 127.0.0.1:0` command) and reads its
+/// listen line: the running server and its address.
+pub fn serve_started(c: Command) -> (Bg, String) {
+    serve_started_with(c, Stdio::piped())
+}
+
+/// [`serve_started`] with its stderr sent to `stderr`.
+fn serve_started_with(mut c: Command, stderr: Stdio) -> (Bg, String) {
+    let mut server = Bg(c
         .stdout(Stdio::piped())
-        .stderr(stderr);
-    let mut server = Bg(c.spawn().expect("spawn blockcache serve"));
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn blockcache serve"));
     let mut stdout = std::io::BufReader::new(server.0.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");

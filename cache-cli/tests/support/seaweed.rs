@@ -50,10 +50,28 @@ fn free_ports() -> Vec<u16> {
     ports
 }
 
+/// Identities of [`Seaweed::start_signed`]: unsigned requests (the
+/// harness's own) are the `anonymous` identity; signed ones must carry the
+/// key pair of [`Seaweed::env`].
+const IDENTITIES: &str = r#"{"identities":[
+ {"name":"anonymous","actions":["Admin","Read","Write","List","Tagging"]},
+ {"name":"node","credentials":[{"accessKey":"test","secretKey":"test"}],"actions":["Admin","Read","Write","List","Tagging"]}
+]}"#;
+
 impl Seaweed {
     /// Starts SeaweedFS and creates `bucket` (retried until the filer is
     /// up, bounded); panics with its log when it does not come up.
     pub fn start(bucket: &str) -> Seaweed {
+        Self::start_with(bucket, false)
+    }
+
+    /// Like [`Seaweed::start`], but signed requests are checked: a node
+    /// with another secret key gets 403 (`SignatureDoesNotMatch`).
+    pub fn start_signed(bucket: &str) -> Seaweed {
+        Self::start_with(bucket, true)
+    }
+
+    fn start_with(bucket: &str, signed: bool) -> Seaweed {
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -63,8 +81,14 @@ impl Seaweed {
             let data = dir.path().join(format!("data-{s3}"));
             std::fs::create_dir_all(&data).expect("data dir");
             let out = std::fs::File::create(&log).expect("log file");
-            let child = Command::new("weed")
-                .arg("server")
+            let mut weed = Command::new("weed");
+            weed.arg("server");
+            if signed {
+                let config = dir.path().join("s3.json");
+                std::fs::write(&config, IDENTITIES).expect("s3 identities");
+                weed.arg(format!("-s3.config={}", config.display()));
+            }
+            let child = weed
                 .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
                 .arg(format!("-dir={}", data.display()))
                 .arg("-s3")
@@ -185,14 +209,33 @@ impl Seaweed {
             .collect()
     }
 
+    /// Asserts the documented layout under `prefix` (e.g. `ci/`) once one
+    /// image `want` was published: the object, its manifest, one pointer,
+    /// no lease left (released after publishing). The keys.
+    pub fn assert_published(&self, bucket: &str, prefix: &str, want: &str) -> Vec<String> {
+        let keys = self.list(bucket, prefix);
+        assert!(keys.contains(&format!("{prefix}b3/{want}")), "{keys:?}");
+        assert!(
+            keys.contains(&format!("{prefix}b3/{want}.manifest")),
+            "{keys:?}"
+        );
+        let pointers = keys
+            .iter()
+            .filter(|k| k.starts_with(&format!("{prefix}src/")))
+            .count();
+        assert_eq!(pointers, 1, "{keys:?}");
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.starts_with(&format!("{prefix}lease/"))),
+            "leases are released after publishing: {keys:?}"
+        );
+        keys
+    }
+
     /// The environment a `blockcache --shared` child needs.
     pub fn env(&self, c: &mut Command) {
-        c.env("AWS_ENDPOINT_URL", self.endpoint())
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env_remove("BLOCKCACHE_SHARED");
+        aws_env(c, &self.endpoint());
     }
 
     /// SIGKILL of the whole process group (the server stops at once).
@@ -211,4 +254,16 @@ impl Drop for Seaweed {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The environment a `blockcache --shared` child needs to reach an S3
+/// endpoint at `endpoint` (with the key pair [`Seaweed::start_signed`]
+/// accepts).
+pub fn aws_env(c: &mut Command, endpoint: &str) {
+    c.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("BLOCKCACHE_SHARED");
 }

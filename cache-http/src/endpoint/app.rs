@@ -48,6 +48,8 @@ pub(crate) struct App {
     pub(crate) max_ranges: usize,
     pub(crate) max_header_bytes: usize,
     pub(crate) parents: Vec<String>,
+    /// The shared tier (`serve --shared`), asked after the parents.
+    pub(crate) shared: Option<Arc<dyn super::shared_tier::ServeTier>>,
     /// Per mirrored URL, serialised by its own async mutex so that two
     /// first requests for one URL probe the origin once.
     pub(crate) entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
@@ -56,6 +58,9 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn new(store: Store, config: &EndpointConfig) -> App {
         let metrics = Arc::new(Metrics::new());
+        if let Some(tier) = &config.shared {
+            metrics.attach_shared(tier.clone());
+        }
         let live = Arc::new(Live::new(store.clone(), config.max_size));
         // Started here, not by the first request (see `Live::track`).
         live.ensure_started();
@@ -73,6 +78,7 @@ impl App {
             max_ranges: config.max_ranges,
             max_header_bytes: config.max_header_bytes,
             parents: config.parents.clone(),
+            shared: config.shared.clone(),
             entries: Mutex::default(),
         };
         app.set_mirrors(config.mirrors.clone());

@@ -1,7 +1,7 @@
 //! What an endpoint is configured with: its mirrors, limits and log
 //! format. Plain data, read by the [`server`](super::server) when it binds
 //! and by the shared state (`App`) the handlers use; it
-//! depends on no other endpoint module.
+//! depends on no other endpoint module but the shared tier's trait.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -116,6 +116,10 @@ pub struct EndpointConfig {
     /// their `/u` route) before the origin when a mirrored object is
     /// fetched; see [`crate::ParentSource`].
     pub parents: Vec<String>,
+    /// A shared tier asked after the parents and before the origin, and
+    /// published to once a mirror fill's root is verified (see
+    /// [`super::shared_tier`]).
+    pub shared: Option<Arc<dyn super::shared_tier::ServeTier>>,
 }
 
 impl Default for EndpointConfig {
@@ -135,6 +139,7 @@ impl Default for EndpointConfig {
             access_log: AccessLogFormat::Combined,
             housekeeping_interval: Duration::from_secs(5),
             parents: Vec::new(),
+            shared: None,
         }
     }
 }
@@ -151,6 +156,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("max_ranges", &self.max_ranges)
             .field("max_size", &self.max_size)
             .field("parents", &self.parents)
+            .field("shared", &self.shared.as_ref().map(|t| t.describe()))
             .finish_non_exhaustive()
     }
 }

@@ -21,6 +21,14 @@
 //! | `blockcache_store_objects` | gauge | `state` |
 //! | `blockcache_evictions_total` | counter | |
 //! | `blockcache_chunk_verify_failures_total` | counter | |
+//! | `blockcache_shared_read_bytes_total` | counter | |
+//! | `blockcache_shared_errors_total` | counter | |
+//! | `blockcache_shared_publishes_total` | counter | |
+//!
+//! The `shared` counters are about the shared tier (`serve --shared`, see
+//! [`shared_tier`](super::shared_tier)): verified object bytes read from
+//! it, its errors (each one fell back to the next source), and objects
+//! published to it. They stay 0 without a tier.
 //!
 //! `mirror` is the mirror's name (empty for `/blobs/` and the other
 //! routes); `result` is the cache result of the access log (`hit`,
@@ -40,6 +48,7 @@
 //! assert!(text.contains("blockcache_http_response_bytes_total{mirror=\"images\"} 4096\n"));
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -48,6 +57,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::shared_tier::ServeTier;
 
 /// The `Content-Type` to serve [`Metrics::render`] with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -99,6 +110,24 @@ pub struct Metrics {
     store_objects: Family<StateLabel, Gauge>,
     evictions: Counter,
     chunk_verify_failures: Counter,
+    shared_read_bytes: Counter,
+    shared_errors: Counter,
+    shared_publishes: Counter,
+    /// Where the shared tier's own counters are read from.
+    shared: SharedCounters,
+}
+
+/// The shared tier whose counters a scrape brings up to date.
+#[derive(Default)]
+struct SharedCounters(std::sync::OnceLock<Arc<dyn ServeTier>>);
+
+impl std::fmt::Debug for SharedCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(t) => f.write_str(&t.describe()),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -123,6 +152,9 @@ impl Metrics {
         let store_objects = Family::<StateLabel, Gauge>::default();
         let evictions = Counter::default();
         let chunk_verify_failures = Counter::default();
+        let shared_read_bytes = Counter::default();
+        let shared_errors = Counter::default();
+        let shared_publishes = Counter::default();
         // Counters get their `_total` suffix from the crate.
         let r = &mut registry;
         r.register(
@@ -185,6 +217,21 @@ impl Metrics {
             "Chunks refused because they did not match the trusted manifest (fetched again elsewhere)",
             chunk_verify_failures.clone(),
         );
+        r.register(
+            "blockcache_shared_read_bytes",
+            "Verified object bytes read from the shared tier",
+            shared_read_bytes.clone(),
+        );
+        r.register(
+            "blockcache_shared_errors",
+            "Shared tier errors (failed requests, refused records or chunks); each fell back to the next source",
+            shared_errors.clone(),
+        );
+        r.register(
+            "blockcache_shared_publishes",
+            "Objects published to the shared tier after their root was verified here",
+            shared_publishes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -199,7 +246,22 @@ impl Metrics {
             store_objects,
             evictions,
             chunk_verify_failures,
+            shared_read_bytes,
+            shared_errors,
+            shared_publishes,
+            shared: SharedCounters::default(),
         }
+    }
+
+    /// Reads the `shared` counters from `tier` on every scrape (the first
+    /// tier attached stays).
+    pub fn attach_shared(&self, tier: Arc<dyn ServeTier>) {
+        let _ = self.shared.0.set(tier);
+    }
+
+    /// Counts one object published to the shared tier.
+    pub fn shared_published(&self) {
+        self.shared_publishes.inc();
     }
 
     /// Records one answered request and the body bytes it sent.
@@ -267,7 +329,14 @@ impl Metrics {
     /// ([`cache_core::chunk_verify_failures`]); both count where the event
     /// happens, which knows nothing of the endpoint.
     fn sync_process_counters(&self) {
+        let (read, errors) = self
+            .shared
+            .0
+            .get()
+            .map_or((0, 0), |t| (t.read_bytes(), t.errors()));
         for (counter, total) in [
+            (&self.shared_read_bytes, read),
+            (&self.shared_errors, errors),
             (&self.upstream_retries, crate::source::retries_total()),
             (
                 &self.chunk_verify_failures,
@@ -318,9 +387,58 @@ mod tests {
             "blockcache_store_objects{state=\"partial\"} 1",
             "blockcache_evictions_total 3",
             "blockcache_fills_in_progress 0",
+            "blockcache_shared_read_bytes_total 0",
+            "blockcache_shared_publishes_total 0",
         ] {
             assert!(s.lines().any(|l| l == line), "{line} missing in\n{s}");
         }
         assert!(s.ends_with("# EOF\n"));
+    }
+
+    /// A tier whose counters are fixed: what the scrape must show.
+    struct FixedTier;
+
+    impl ServeTier for FixedTier {
+        fn describe(&self) -> String {
+            "s3://fixed".into()
+        }
+        fn join<'a>(
+            &'a self,
+            chain: cache_core::SourceChain,
+            _: &'a str,
+            _: &'a cache_core::SourceInfo,
+            _: bool,
+        ) -> futures::future::BoxFuture<
+            'a,
+            (cache_core::SourceChain, Box<dyn super::super::TierFill>),
+        > {
+            unreachable!("not joined by a scrape: {chain:?}")
+        }
+        fn read_bytes(&self) -> u64 {
+            4096
+        }
+        fn errors(&self) -> u64 {
+            3
+        }
+    }
+
+    #[test]
+    fn shared_counters_come_from_the_attached_tier() {
+        let m = Metrics::new();
+        m.attach_shared(Arc::new(FixedTier));
+        m.shared_published();
+        let s = m.render();
+        for line in [
+            "blockcache_shared_read_bytes_total 4096",
+            "blockcache_shared_errors_total 3",
+            "blockcache_shared_publishes_total 1",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} missing in\n{s}");
+        }
+        // A second scrape does not add the tier's totals again.
+        assert!(m
+            .render()
+            .lines()
+            .any(|l| l == "blockcache_shared_errors_total 3"));
     }
 }

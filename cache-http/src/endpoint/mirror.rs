@@ -24,6 +24,10 @@
 //! a strong ETag derived from (URL, upstream validator, length) that stays
 //! the same once the object completes, so `If-Range` resumes keep working;
 //! conditionals also accept the content hash tag once it is known.
+//!
+//! With a shared tier ([`EndpointConfig::shared`](super::config::EndpointConfig))
+//! a mirror fill asks the local store, the parents, the tier, then the
+//! origin, and publishes in the background ([`super::shared_tier`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -289,7 +293,8 @@ impl App {
                 Err(_) => Resolved::Probed(info, identity),
             });
         }
-        if self.open_ref(&key).await.is_err() {
+        let stored = self.open_ref(&key).await.ok();
+        if stored.is_none() {
             self.admit(url, info.len).await?;
         }
         let chain = self.chain_for(url, &info, {
@@ -297,10 +302,20 @@ impl App {
                 Arc::new(super::metered::Probed::new(source, info.clone()));
             probed
         });
+        let complete = stored.is_some_and(|o| o.progress().state == FillState::Complete);
+        let tier = self.shared.as_ref().filter(|_| !complete);
+        let eager = mirror.fill == cache_core::FillPolicy::Eager;
+        let (chain, owed) = super::shared_tier::join(tier, chain, &identity, &info, eager).await;
         let mut fetch = self.fetch.clone();
         fetch.fill.policy = mirror.fill;
         match self.store.fetch_chain(chain, fetch).await {
             Ok(obj) => {
+                if let (Some(tier), Some(owed)) = (tier, owed) {
+                    let metrics = self.metrics.clone();
+                    super::shared_tier::publish_when_verified(tier, owed, &obj, move || {
+                        metrics.shared_published()
+                    });
+                }
                 let found = match obj.progress().state {
                     FillState::Complete => Found::Hit,
                     FillState::Following => Found::Partial,
@@ -314,6 +329,9 @@ impl App {
                 Ok(Resolved::Object(obj, found))
             }
             Err(err) => {
+                if let Some(owed) = owed {
+                    tokio::spawn(owed.abandon());
+                }
                 tracing::warn!(%url, error = %err, "starting the fill failed");
                 self.live.upstream_error(url, &err.to_string());
                 self.fallback(url, known, &err.to_string()).await

@@ -24,6 +24,8 @@
 //! - `routes` (the dispatch), `mirror` (the pull-through logic of `/m/`
 //!   and `/u`), `serve_object` (range serving of partial objects),
 //!   `manifest`, `housekeeping` (store gauges, size limit).
+//! - [`shared_tier`]: the hook of a shared tier (`serve --shared`):
+//!   [`ServeTier`], joined to mirror fills, published to in the background.
 //! - [`live`]: the status page `/`, its event stream `/events` and
 //!   `/status` (schema in its docs).
 //!
@@ -32,7 +34,8 @@
 //! ```text
 //! server → routes → mirror → serve_object → app → config, metrics, live, status
 //!            │         └──→ housekeeping ──↗         (leaves: range, multipart,
-//!            └──→ manifest, access ─────────↗          etag, mirror_path, response)
+//!            └──→ manifest, access ─────────↗          etag, mirror_path, response,
+//!                                                       shared_tier)
 //! ```
 
 pub mod access;
@@ -44,6 +47,7 @@ pub mod mirror_path;
 pub mod multipart;
 pub mod range;
 pub mod server;
+pub mod shared_tier;
 
 mod app;
 mod housekeeping;
@@ -61,3 +65,4 @@ pub use server::{
     BoundEndpoint, Endpoint, EndpointConfig, EndpointError, Listener, MirrorConfig, MirrorReloader,
     MirrorSourceFactory,
 };
+pub use shared_tier::{ServeTier, TierFill};
