@@ -81,6 +81,20 @@ fn write_filler_pid(obj: &ObjectShared) {
 
 /// Starts filling `obj` with `plan`, or attaches to the fill that runs.
 pub(crate) fn start_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
+    if let Some(launch) = prepare_fill(obj, plan)? {
+        launch.spawn();
+    }
+    Ok(())
+}
+
+/// The file work of [`start_fill`] (the lease, with its index replay),
+/// for a caller on a blocking thread: the fill task itself is spawned
+/// later by [`Launch::spawn`] from the caller's task. Spawned from there,
+/// it runs only once that task yields, so the request that started the
+/// fill has said which chunk it waits for before the fill claims its
+/// first requests (a fill spawned from a blocking thread would start on
+/// another worker at once and claim the object in order first).
+pub(crate) fn prepare_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<Option<Launch>> {
     {
         let mut st = obj.state.lock();
         st.plan = Some(plan.clone());
@@ -88,11 +102,27 @@ pub(crate) fn start_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> 
         obj.released
             .store(false, std::sync::atomic::Ordering::Release);
         match st.phase {
-            Phase::Filling | Phase::Complete => return Ok(()),
+            Phase::Filling | Phase::Complete => return Ok(None),
             Phase::Idle | Phase::Following | Phase::Failed(_) => st.phase = Phase::Filling,
         }
     }
-    begin(obj, plan)
+    lease_for(obj, plan)
+}
+
+/// A fill that holds its lease and waits to be spawned.
+pub(crate) struct Launch {
+    obj: Arc<ObjectShared>,
+    plan: FillPlan,
+    lease: WriterLease,
+}
+
+impl Launch {
+    /// Spawns the fill task (needs a runtime; does no I/O).
+    pub(crate) fn spawn(self) {
+        let obj = self.obj.clone();
+        filler::spawn(self.obj, self.plan, self.lease);
+        obj.publish_progress();
+    }
 }
 
 /// Called by the follower: takes the fill over if the lock is free now.
@@ -116,21 +146,33 @@ pub(crate) fn try_take_over(obj: &Arc<ObjectShared>) -> Result<()> {
 
 /// The object is marked `Filling` by the caller; lease, then spawn.
 fn begin(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
+    if let Some(launch) = lease_for(obj, plan)? {
+        launch.spawn();
+    }
+    Ok(())
+}
+
+/// The object is marked `Filling` by the caller: takes the lease, and
+/// returns the fill to spawn (none when the object turned out complete or
+/// another process fills it: it is followed then).
+fn lease_for(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<Option<Launch>> {
     match try_lease(obj) {
         Ok(Some(lease)) => {
             if obj.state.lock().root.is_some() {
                 obj.set_phase(Phase::Complete);
-                return Ok(());
+                return Ok(None);
             }
             obj.state.lock().watching = false;
-            filler::spawn(obj.clone(), plan, lease);
-            obj.publish_progress();
-            Ok(())
+            Ok(Some(Launch {
+                obj: obj.clone(),
+                plan,
+                lease,
+            }))
         }
         Ok(None) => {
             obj.set_phase(Phase::Following);
             obj.ensure_watching();
-            Ok(())
+            Ok(None)
         }
         Err(e) => {
             obj.set_phase(Phase::Failed(Arc::new(e.clone())));

@@ -241,7 +241,7 @@ impl Store {
         // writer's lease are file work: on the blocking pool. The fill it
         // starts runs on the runtime (the pool's threads can spawn there).
         let shared = self.shared.clone();
-        crate::task::blocking("open object", move || {
+        let (object, launch) = crate::task::blocking("open object", move || {
             shared.open_and_start(
                 url,
                 info,
@@ -253,7 +253,13 @@ impl Store {
                 options,
             )
         })
-        .await
+        .await?;
+        // Spawned from this task, the fill starts once the caller yields:
+        // a reader that asks for a chunk right away is served first.
+        if let Some(launch) = launch {
+            launch.spawn();
+        }
+        Ok(object)
     }
 
     /// Opens an object by reference: a BLAKE3 hex hash or unique prefix of
@@ -299,7 +305,7 @@ impl StoreShared {
         info: crate::source::SourceInfo,
         sources: SourcePlan,
         options: FetchOptions,
-    ) -> Result<Object> {
+    ) -> Result<(Object, Option<fill::Launch>)> {
         let SourcePlan {
             source,
             alternates,
@@ -320,7 +326,7 @@ impl StoreShared {
         if let Some(root) = object.blake3() {
             // A wrong BLAKE3 expectation fails now; the object is untouched.
             object.check_blake3(&options.expected, &root)?;
-            return Ok(object);
+            return Ok((object, None));
         }
         if opened_from_disk && info.validator.is_empty() {
             // Without a validator nothing proves the upstream bytes are the
@@ -344,8 +350,8 @@ impl StoreShared {
             digests,
             expected_root: Digest::find_blake3(&options.expected),
         };
-        fill::start_fill(&obj, plan)?;
-        Ok(object)
+        let launch = fill::prepare_fill(&obj, plan)?;
+        Ok((object, launch))
     }
 
     pub(crate) fn live(&self, key: &str) -> Option<Arc<ObjectShared>> {
