@@ -320,3 +320,91 @@ async fn a_repair_leaves_handed_out_bytes_and_a_shared_data_file_untouched() {
     assert_eq!(fs::metadata(&other_path).unwrap().nlink(), 1);
     assert_eq!(fs::read(&other_path).unwrap()[at], damaged);
 }
+
+/// A follower applies another process's index records by the index's own
+/// rules, the ones a replay on open uses: a root recorded before every
+/// chunk is done names nothing and completes nothing (a replay ignores it;
+/// the follower used to keep it as the root, latent until a later record).
+/// Here the "other process" is this test:
+/// it holds the index lock and appends chunks 0-2, a premature root, then
+/// chunk 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_ignores_records_the_index_rules_reject() {
+    use cache_core::index::{IndexWriter, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let bytes = pattern(4 * CS, 77);
+    let key = {
+        // A lazy fill with no reader registers the object and fetches
+        // nothing (four chunks missing), then pauses once the last
+        // handle is gone, letting go of the index lock.
+        let store = Store::open(&store_dir).unwrap();
+        let src = MemorySource::new("mem://follow-rules", bytes.clone());
+        let object = store
+            .fetch(Arc::new(src), options(FillPolicy::Lazy))
+            .await
+            .unwrap();
+        object.key().to_owned()
+    };
+    let index = object_dir(&store_dir).join("index");
+    // Another "process" fills: it takes the lock (once the paused fill let
+    // go of it) and appends records.
+    let lock = fs::File::open(&index).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lock.try_lock().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lazy fill kept the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (mut writer, _, _, _) = IndexWriter::open_replayed(&index).unwrap();
+    let store = Store::open(&store_dir).unwrap();
+    let object = store.open_ref(&key).unwrap();
+    let cv = |c: u32| {
+        let range = c as usize * CS..(c as usize + 1) * CS;
+        cache_core::hash::chunk_cv(&bytes[range], c, CS as u32, bytes.len() as u64)
+    };
+    writer
+        .append(&[
+            Record::Chunk {
+                index: 0,
+                cv: cv(0),
+            },
+            Record::Chunk {
+                index: 1,
+                cv: cv(1),
+            },
+            Record::Chunk {
+                index: 2,
+                cv: cv(2),
+            },
+            Record::Root { hash: [9; 32] },
+            Record::Chunk {
+                index: 3,
+                cv: cv(3),
+            },
+        ])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let p = object.progress();
+        if p.chunks_done >= 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never saw the records: {p:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let p = object.progress();
+    assert_eq!(p.chunks_done, 4, "{p:?}");
+    assert_ne!(
+        p.state,
+        cache_core::FillState::Complete,
+        "a root recorded before the last chunk made the object complete"
+    );
+    assert_eq!(object.blake3(), None, "the premature root names the object");
+    drop(lock);
+}

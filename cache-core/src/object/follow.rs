@@ -53,15 +53,9 @@ impl ObjectShared {
                 if reader.is_none() {
                     match IndexReader::open(&obj.index_path()) {
                         Ok((r, _, state)) => {
-                            let mut records: Vec<_> = state
-                                .done
-                                .iter()
-                                .map(|index| crate::index::Record::Chunk { index, cv: [0; 32] })
-                                .collect();
-                            if let Some(hash) = state.root {
-                                records.push(crate::index::Record::Root { hash });
-                            }
-                            obj.apply_records(&records);
+                            // The replay's state as it is (its own rules):
+                            // no records made up to carry it.
+                            obj.follow_index(state);
                             reader = Some(r);
                         }
                         Err(e) => tracing::warn!(object = %obj.key, "cannot follow index: {e}"),

@@ -99,6 +99,15 @@ pub(crate) enum Phase {
     Failed(Arc<Error>),
 }
 
+/// Who hands an object its index state (see [`ObjectShared::take_index`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// This process took the writer's lease and replayed the log.
+    ByLease,
+    /// This process follows another process's fill.
+    ByFollower,
+}
+
 pub(crate) struct State {
     pub(crate) done: RoaringBitmap,
     pub(crate) root: Option<[u8; 32]>,
@@ -289,6 +298,45 @@ impl ObjectShared {
     /// woken); chunks it lacks — a record lost to damage, say — are missing
     /// again and will be fetched.
     pub(crate) fn adopt_index(&self, index: IndexState) {
+        self.take_index(index, Taken::ByLease);
+    }
+
+    /// Applies records another process committed to the index, by the
+    /// index's own rules ([`IndexState::apply`], the ones a replay on open
+    /// uses): a record of a chunk the object does not have is ignored, and
+    /// a root counts only once every chunk is done.
+    pub(crate) fn apply_records(&self, records: &[Record]) {
+        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
+            // A repair: the writer switched to a copy of the data file
+            // before recording the clears; its refetched chunks go there.
+            if let Err(e) = self.refresh_data_file() {
+                tracing::warn!(object = %self.key, "cannot follow the repaired data file: {e}");
+            }
+        }
+        let next = {
+            let st = self.state.lock();
+            let mut next = IndexState {
+                done: st.done.clone(),
+                root: st.root,
+            };
+            for r in records {
+                next.apply(r, self.header.chunk_count());
+            }
+            next
+        };
+        self.follow_index(next);
+    }
+
+    /// Takes the index state another process wrote, as its follower: new
+    /// chunks are published (their readers woken), cleared ones are
+    /// damaged, and with a root and every chunk the object is complete.
+    pub(crate) fn follow_index(&self, index: IndexState) {
+        self.take_index(index, Taken::ByFollower);
+    }
+
+    /// Makes `index` the object's done set and root, publishing what
+    /// changed (see [`Self::adopt_index`] and [`Self::follow_index`]).
+    fn take_index(&self, index: IndexState, how: Taken) {
         let woken = {
             let mut st = self.state.lock();
             let lost = &st.done - &index.done;
@@ -305,61 +353,22 @@ impl ObjectShared {
                     woken.extend(st.waiters.remove(&c).into_iter().flatten());
                 }
             }
-            if !lost.is_empty() {
+            if how == Taken::ByLease && !lost.is_empty() {
                 tracing::warn!(
                     object = %self.key,
                     chunks = lost.len(),
                     "chunks without a trusted index record are missing again"
                 );
             }
+            let complete =
+                index.root.is_some() && index.done.len() == u64::from(self.header.chunk_count());
             st.done = index.done;
             st.root = index.root;
+            if how == Taken::ByFollower && complete {
+                st.phase = Phase::Complete;
+            }
             woken
         };
-        for w in woken {
-            let _ = w.send(());
-        }
-        self.publish_progress();
-    }
-
-    /// Applies records another process committed to the index.
-    pub(crate) fn apply_records(&self, records: &[Record]) {
-        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
-            // A repair: the writer switched to a copy of the data file
-            // before recording the clears; its refetched chunks go there.
-            if let Err(e) = self.refresh_data_file() {
-                tracing::warn!(object = %self.key, "cannot follow the repaired data file: {e}");
-            }
-        }
-        let mut woken = Vec::new();
-        {
-            let mut st = self.state.lock();
-            for r in records {
-                match *r {
-                    Record::Chunk { index, .. } => {
-                        if st.done.insert(index) {
-                            st.damaged.remove(index);
-                            self.send_change(ChunkChange::Done(index..index + 1));
-                            if let Some(w) = st.waiters.remove(&index) {
-                                woken.extend(w);
-                            }
-                        }
-                    }
-                    Record::Clear { index } => {
-                        st.done.remove(index);
-                        st.damaged.insert(index);
-                        self.send_change(ChunkChange::Damaged(index));
-                        st.root = None;
-                    }
-                    Record::Root { hash } => {
-                        st.root = Some(hash);
-                        if st.done.len() == u64::from(self.header.chunk_count()) {
-                            st.phase = Phase::Complete;
-                        }
-                    }
-                }
-            }
-        }
         for w in woken {
             let _ = w.send(());
         }
