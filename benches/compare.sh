@@ -41,10 +41,6 @@ WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
 WRK_THREADS=${WRK_THREADS:-2}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
 while [ $# -gt 0 ]; do
     case $1 in
     --size) SIZE_ARG=$2; shift 2 ;;

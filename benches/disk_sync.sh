@@ -28,10 +28,6 @@ PARENT=${COMPARE_DIR:-${TMPDIR:-/tmp}}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 BIN2=
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
 while [ $# -gt 0 ]; do
     case $1 in
     --size) SIZE_ARG=$2; shift 2 ;;

@@ -25,10 +25,6 @@ BIN=${BLOCKCACHE:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/blockcache}
 PARENT=${COMPARE_DIR:-${TMPDIR:-/tmp}}
 RATE=${RATE:-60m}
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
 while [ $# -gt 0 ]; do
     case $1 in
     --size) SIZE_ARG=$2; shift 2 ;;

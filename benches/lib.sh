@@ -2,6 +2,8 @@
 # sourced, not run. The sourcing script sets SCRIPT (its name, for
 # messages) first.
 
+# The comment block at the top of the running script: its --help.
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "$SCRIPT: $*" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 

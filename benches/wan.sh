@@ -36,9 +36,6 @@ BIN=${BLOCKCACHE:-$TARGET/release/blockcache}
 WAN=${WAN_LINK:-$TARGET/release/examples/wan_link}
 PARENT=${COMPARE_DIR:-${TMPDIR:-/tmp}}
 
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
 while [ $# -gt 0 ]; do
     case $1 in
     --size) SIZE_ARG=$2; shift 2 ;;

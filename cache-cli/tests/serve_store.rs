@@ -15,10 +15,15 @@ use support::{pattern, BIN, STEP};
 
 /// A `serve` of `ng` as mirror `o` on a loopback port, with `extra` flags.
 fn serve_mirror(store: &Path, ng: &Nginx, extra: &[&str]) -> Serve {
+    serve_mirror_with(store, ng, extra, &[])
+}
+
+/// [`serve_mirror`] with environment variables `envs`.
+fn serve_mirror_with(store: &Path, ng: &Nginx, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
     let mirror = format!("o={}", ng.url(""));
     let mut args = vec!["--listen", "127.0.0.1:0", "--mirror", &mirror];
     args.extend_from_slice(extra);
-    Serve::start(store, &args, &[])
+    Serve::start(store, &args, envs)
 }
 
 #[test]
@@ -399,16 +404,10 @@ fn a_burst_of_status_requests_lists_the_store_once_per_interval() {
     ng.put("s.img", &pattern(50, 2 * MIB as usize));
     let t = tempfile::tempdir().expect("tmp");
     let store = t.path().join("store");
-    let serve = Serve::start(
+    let serve = serve_mirror_with(
         &store,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--mirror",
-            &format!("o={}", ng.url("")),
-            "--access-log",
-            "off",
-        ],
+        &ng,
+        &["--access-log", "off"],
         &[("RUST_LOG", "warn,blockcache::status=debug")],
     );
     let o = curl(&[&format!("{}/m/o/s.img", serve.base)])

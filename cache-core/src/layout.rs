@@ -176,6 +176,19 @@ pub(crate) fn read_digests(dir: &Path, header: &IndexHeader) -> Vec<Digest> {
     }
 }
 
+/// Opens `path` and tries to take its exclusive OS lock: the filler's
+/// lock on an index, eviction's on an index and a data file. `None` when
+/// another holder has it (in this or another process); the lock lasts as
+/// long as the returned file.
+pub(crate) fn try_lock_exclusive(path: &Path) -> Result<Option<fs::File>> {
+    let file = fs::File::open(path).map_err(|e| Error::io(path, "open for locking", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(path, "lock", e)),
+    }
+}
+
 /// Name of the file (next to the index) holding the pid of the process
 /// that holds the index lock, so followers can say whose download they
 /// follow. Informational only: the lock, not this file, decides who fills.

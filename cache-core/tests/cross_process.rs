@@ -42,6 +42,20 @@ async fn start_leader() -> (tempfile::TempDir, std::path::PathBuf, child::KillOn
     (dir, store_dir, leader)
 }
 
+/// Reads the first 4 KiB, then the last 1000 bytes, of an object another
+/// process fills: the far read is demanded across processes, so the
+/// leader fetches it out of order, long before its in-order fill gets
+/// there.
+async fn read_head_and_far_end(object: &cache_core::Object, bytes: &[u8]) {
+    let head = bounded("head", object.read_at(0, 4096)).await.unwrap();
+    assert!(head[..] == bytes[..4096]);
+    let far = (LEN - 1000) as u64;
+    let tail = bounded("far read", object.read_at(far, 1000))
+        .await
+        .unwrap();
+    assert!(tail[..] == bytes[LEN - 1000..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_reads_while_leader_fills_then_takes_over() {
     let (_dir, store_dir, mut leader) = start_leader().await;
@@ -59,16 +73,7 @@ async fn follower_reads_while_leader_fills_then_takes_over() {
         "the leader holds the fill"
     );
 
-    // The follower reads the leader's first chunks while it fills.
-    let head = bounded("head", object.read_at(0, 4096)).await.unwrap();
-    assert!(head[..] == bytes[..4096]);
-    // A far read is demanded across processes: the leader fetches it out
-    // of order, long before its in-order fill gets there.
-    let far = (LEN - 1000) as u64;
-    let tail = bounded("far read", object.read_at(far, 1000))
-        .await
-        .unwrap();
-    assert!(tail[..] == bytes[LEN - 1000..]);
+    read_head_and_far_end(&object, &bytes).await;
     let p = object.progress();
     assert!(
         p.chunks_done < p.chunks_total / 2,
@@ -158,13 +163,7 @@ async fn a_reader_without_a_source_follows_the_fill_of_another_process() {
     let bytes = pattern(LEN, SEED);
     let store = Store::open(&store_dir).unwrap();
     let object = store.open_ref(URL).unwrap();
-    let head = bounded("head", object.read_at(0, 4096)).await.unwrap();
-    assert!(head[..] == bytes[..4096]);
-    let far = (LEN - 1000) as u64;
-    let tail = bounded("far read", object.read_at(far, 1000))
-        .await
-        .unwrap();
-    assert!(tail[..] == bytes[LEN - 1000..]);
+    read_head_and_far_end(&object, &bytes).await;
     assert_eq!(object.progress().state, FillState::Following);
     leader.kill().unwrap();
     leader.wait().unwrap();

@@ -18,7 +18,7 @@ mod filler;
 mod scheduler;
 mod verify;
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -44,12 +44,9 @@ pub(crate) struct WriterLease {
 /// `Ok(None)`: another process holds the lock.
 pub(crate) fn try_lease(obj: &ObjectShared) -> Result<Option<WriterLease>> {
     let path = obj.index_path();
-    let lock = File::open(&path).map_err(|e| Error::io(&path, "open index for locking", e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Ok(None),
-        Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock index", e)),
-    }
+    let Some(lock) = crate::layout::try_lock_exclusive(&path)? else {
+        return Ok(None);
+    };
     write_filler_pid(obj);
     // A repair elsewhere may have switched the data file: write the current one.
     obj.refresh_data_file()?;
@@ -219,13 +216,7 @@ pub(crate) fn ensure_fill(obj: &ObjectShared) -> Result<()> {
 /// Whether another process holds the index lock of `obj` (fills it). The
 /// lock is let go at once when it was free.
 fn lock_held_elsewhere(obj: &ObjectShared) -> Result<bool> {
-    let path = obj.index_path();
-    let file = File::open(&path).map_err(|e| Error::io(&path, "open index for locking", e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(false),
-        Err(TryLockError::WouldBlock) => Ok(true),
-        Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock index", e)),
-    }
+    Ok(crate::layout::try_lock_exclusive(&obj.index_path())?.is_none())
 }
 
 /// A plan from the store's source factory and the object's header, for

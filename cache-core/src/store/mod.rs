@@ -10,7 +10,7 @@ mod lookup;
 pub(crate) mod names;
 
 use std::collections::HashMap;
-use std::fs::{self, TryLockError};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -208,11 +208,6 @@ impl Store {
     /// against a manifest when `options.expected` is given and a source
     /// has a manifest that proves it (see [`crate::chain`]).
     pub async fn fetch_chain(&self, chain: SourceChain, options: FetchOptions) -> Result<Object> {
-        let SourceChain {
-            origin: source,
-            alternates,
-            stall,
-        } = chain;
         check_chunk_size(u64::from(options.chunk_size))?;
         if !options.revalidate {
             let store = self.clone();
@@ -232,26 +227,16 @@ impl Store {
                 return Ok(object);
             }
         }
-        let url = source.identity();
-        let info = source.probe().await.map_err(|cause| Error::Source {
+        let url = chain.origin.identity();
+        let info = chain.origin.probe().await.map_err(|cause| Error::Source {
             url: url.clone(),
             cause,
         })?;
         // Creating the object (fsyncs), replaying its index and taking the
-        // writer's lease are file work: on the blocking pool. The fill it
-        // starts runs on the runtime (the pool's threads can spawn there).
+        // writer's lease are file work: on the blocking pool.
         let shared = self.shared.clone();
         let (object, launch) = crate::task::blocking("open object", move || {
-            shared.open_and_start(
-                url,
-                info,
-                SourcePlan {
-                    source,
-                    alternates,
-                    stall,
-                },
-                options,
-            )
+            shared.open_and_start(url, info, chain, options)
         })
         .await?;
         // Spawned from this task, the fill starts once the caller yields:
@@ -303,14 +288,14 @@ impl StoreShared {
         self: &Arc<Self>,
         url: String,
         info: crate::source::SourceInfo,
-        sources: SourcePlan,
+        chain: SourceChain,
         options: FetchOptions,
     ) -> Result<(Object, Option<fill::Launch>)> {
-        let SourcePlan {
-            source,
+        let SourceChain {
+            origin: source,
             alternates,
             stall,
-        } = sources;
+        } = chain;
         let key = object_key(&url, &info.validator, info.len);
         let header = IndexHeader {
             len: info.len,
@@ -517,23 +502,16 @@ impl StoreShared {
         let index_path = dir.join(INDEX_FILE);
         let (_, header, state) =
             IndexReader::open(&index_path).map_err(|_| Error::NotFound(key.to_owned()))?;
-        let index = fs::File::open(&index_path).map_err(|e| Error::io(&index_path, "open", e))?;
-        let data_path = dir.join(header.data_file_name());
-        let data = fs::File::open(&data_path).map_err(|e| Error::io(&data_path, "open", e))?;
         let busy = |what| Error::Busy {
             key: key.to_owned(),
             what,
         };
-        match index.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(busy("it is being filled")),
-            Err(TryLockError::Error(e)) => return Err(Error::io(&index_path, "lock", e)),
-        }
-        match data.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(busy("it is being read")),
-            Err(TryLockError::Error(e)) => return Err(Error::io(&data_path, "lock", e)),
-        }
+        let Some(index) = try_lock_exclusive(&index_path)? else {
+            return Err(busy("it is being filled"));
+        };
+        let Some(data) = try_lock_exclusive(&dir.join(header.data_file_name()))? else {
+            return Err(busy("it is being read"));
+        };
         Ok(Removable {
             dir,
             header,
@@ -608,13 +586,6 @@ impl StoreShared {
             }
         }
     }
-}
-
-/// The sources of a fetch, handed to its blocking half.
-struct SourcePlan {
-    source: Arc<dyn Source>,
-    alternates: Vec<Arc<dyn Source>>,
-    stall: std::time::Duration,
 }
 
 /// One key of the registry: the object while it is open here, and the
