@@ -28,17 +28,34 @@ fn cross_process_child_fill() {
     });
 }
 
+/// The same fill, ten times slower: for tests that must act while it
+/// is surely still running, and kill it then.
+#[test]
+#[ignore = "run by cross-process tests as a child process"]
+fn cross_process_child_slow_fill() {
+    child::run_child_fill(child::ChildFill {
+        url: URL,
+        len: LEN,
+        seed: SEED,
+        piece_delay_ms: 30,
+        flush_ms: 20,
+        options: child::fill_options(),
+    });
+}
+
 /// A child process filling the object in a new store, once it has
 /// registered the object (its temp dir, the store path, the child).
 async fn start_leader() -> (tempfile::TempDir, std::path::PathBuf, child::KillOnDrop) {
+    start_leader_named("cross_process_child_fill").await
+}
+
+async fn start_leader_named(
+    child_test: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, child::KillOnDrop) {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
-    let leader = child::spawn(
-        "cross_process_child_fill",
-        &store_dir,
-        &dir.path().join("leader.log"),
-    );
-    child::wait_for_registration(&store_dir).await;
+    let leader = child::spawn(child_test, &store_dir, &dir.path().join("leader.log"));
+    child::wait_for_fill_lock(&store_dir).await;
     (dir, store_dir, leader)
 }
 
@@ -153,6 +170,44 @@ async fn a_reader_takes_over_through_the_source_factory() {
     );
 }
 
+/// A process whose first read is far ahead of another process's fill
+/// (it opened the object by reference: no fetch, a source factory) gets
+/// that chunk fetched first by the filling process: the demand is
+/// published as soon as this process knows it follows, not only by reads
+/// that start after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_read_far_ahead_is_demanded_from_the_filling_process() {
+    let (_dir, store_dir, mut leader) = start_leader().await;
+    let bytes = pattern(LEN, SEED);
+    let src = MemorySource::new(URL, bytes.clone());
+    let factory_src = src.clone();
+    let factory: cache_core::SourceFactory =
+        Arc::new(move |_: &str| Ok(Arc::new(factory_src.clone()) as Arc<dyn cache_core::Source>));
+    let store = Store::open_with(
+        &store_dir,
+        StoreOptions {
+            source_factory: Some(factory),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let object = store.open_ref(URL).unwrap();
+    let far = (LEN - 1000) as u64;
+    let tail = bounded("far read", object.read_at(far, 1000))
+        .await
+        .unwrap();
+    assert!(tail[..] == bytes[LEN - 1000..]);
+    let p = object.progress();
+    assert!(
+        p.chunks_done < p.chunks_total / 2,
+        "the far chunk came with the in-order fill: {p:?}"
+    );
+    assert_eq!(p.state, FillState::Following);
+    assert_eq!(src.bytes_delivered(), 0, "this process fetched by itself");
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+}
+
 /// A process with no source at all (no fetch, no source factory) that
 /// opens an object another process is filling follows that fill: its
 /// reads wait for the leader's chunks (a far one demanded across
@@ -167,4 +222,38 @@ async fn a_reader_without_a_source_follows_the_fill_of_another_process() {
     assert_eq!(object.progress().state, FillState::Following);
     leader.kill().unwrap();
     leader.wait().unwrap();
+}
+
+/// ... and when that leader dies, with nothing here able to fill the
+/// object, a reader still waiting gets "no source" and the object lists
+/// as partial: the process does not go on following a fill that is gone,
+/// with its reader waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_without_a_source_lets_go_when_the_leader_dies() {
+    let (_dir, store_dir, mut leader) = start_leader_named("cross_process_child_slow_fill").await;
+    let store = Store::open(&store_dir).unwrap();
+    let object = store.open_ref(URL).unwrap();
+    let reader = {
+        let object = object.clone();
+        tokio::spawn(async move { object.read_at(0, LEN as u64).await })
+    };
+    bounded("the reader makes this process follow", async {
+        while object.progress().state != FillState::Following {
+            assert!(!reader.is_finished(), "the leader finished first");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    let err = bounded("the reader after the leader died", reader)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, cache_core::Error::NoSource { .. }),
+        "expected no source, got: {err}"
+    );
+    assert_eq!(object.state(), cache_core::ObjectState::Partial);
+    assert_eq!(object.progress().state, FillState::Idle);
 }

@@ -20,7 +20,7 @@ use super::{FillPlan, WriterLease};
 use crate::digest::{Digest, PrefixHasher};
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
-use crate::object::{read_remote_demand, ObjectShared, Phase};
+use crate::object::{read_remote_demand, Command, FillEnd, ObjectShared, Phase};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
 
 /// How often the filler looks for demands of readers in other processes.
@@ -71,21 +71,20 @@ enum Event {
     Failed(Error),
 }
 
-/// How a fill ended without error.
-enum Outcome {
-    Complete,
-    /// Lazy fill with no demand and no handle left.
-    Paused,
-}
-
 /// Starts the fill task. It owns every task of the fill (its requests in
 /// a `JoinSet`, the flusher and the prefix hasher in another), so a panic
 /// anywhere ends the fill with [`Error::Task`] instead of leaving readers
 /// waiting; and whatever way the task ends — even cancelled, never polled
-/// again — [`EndGuard`] sets the phase that ends it.
-pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) {
+/// again — [`EndGuard`] tells the object's supervisor (`supervisor`) how.
+pub(crate) fn spawn(
+    obj: Arc<ObjectShared>,
+    plan: FillPlan,
+    lease: WriterLease,
+    supervisor: mpsc::UnboundedSender<Command>,
+) {
     let guard = EndGuard {
         obj: obj.clone(),
+        supervisor,
         ended: false,
     };
     tokio::spawn(async move {
@@ -100,24 +99,30 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
     });
 }
 
-/// Sets the phase that ends a fill: the outcome once known, `Failed`
-/// when the fill task goes away without one.
+/// Reports a fill's end to the object's supervisor: the outcome once
+/// known, [`Error::Task`] when the fill task goes away without one.
 struct EndGuard {
     obj: Arc<ObjectShared>,
+    supervisor: mpsc::UnboundedSender<Command>,
     ended: bool,
 }
 
 impl EndGuard {
-    fn end(mut self, result: Result<Outcome>) {
+    fn end(mut self, result: Result<FillEnd>) {
         self.ended = true;
-        let obj = &self.obj;
-        match result {
-            Ok(Outcome::Complete) => obj.set_phase(Phase::Complete),
-            Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
-            Err(e) => {
-                tracing::warn!(object = %obj.key, "fill failed: {e}");
-                obj.set_phase(Phase::Failed(Arc::new(e)));
-            }
+        if let Err(e) = &result {
+            tracing::warn!(object = %self.obj.key, "fill failed: {e}");
+        }
+        self.report(result);
+    }
+
+    fn report(&self, result: Result<FillEnd>) {
+        if let Err(mpsc::error::SendError(Command::FillEnded(result))) =
+            self.supervisor.send(Command::FillEnded(result))
+        {
+            // The supervisor is gone with its runtime: nobody is left to
+            // decide, and waiters (in another runtime) must not hang.
+            self.obj.set_phase(Phase::after_fill(result));
         }
     }
 }
@@ -132,15 +137,15 @@ impl Drop for EndGuard {
             // Dropped without ending: the runtime is shutting down (Ctrl-C,
             // process exit) far more often than anything else, so no warning
             // on the user's terminal; waiters still get the error. Panics
-            // are caught and warned about in `spawn`.
+            // are caught and warned about in `end`.
             tracing::debug!(object = %self.obj.key, "fill task dropped: {e}");
-            self.obj.set_phase(Phase::Failed(Arc::new(e)));
+            self.report(Err(e));
         }
     }
 }
 
 /// The fill: sources prepared, requests driven, the object finished.
-async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Result<Outcome> {
+async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Result<FillEnd> {
     let (events, rx) = mpsc::unbounded_channel();
     let state = {
         let st = obj.state.lock();
@@ -200,7 +205,7 @@ async fn drive(
     ctx: &Arc<FillCtx>,
     options: &super::FillOptions,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> Result<Outcome> {
+) -> Result<FillEnd> {
     let header = &ctx.obj.header;
     let done = ctx.obj.state.lock().done.clone();
     let max_run =
@@ -269,7 +274,7 @@ async fn drive(
             limits.insert(id, limit);
         }
         if sched.is_complete() && limits.is_empty() {
-            break Ok(Outcome::Complete);
+            break Ok(FillEnd::Complete);
         }
         if ctx.obj.released.load(Ordering::Acquire)
             && ctx.obj.handles() == 0
@@ -277,14 +282,14 @@ async fn drive(
         {
             // The last consumer gave up: stop, keeping what arrived.
             ctx.pending.lock().stopped = true;
-            break Ok(Outcome::Paused);
+            break Ok(FillEnd::Paused);
         }
         if limits.is_empty()
             && options.policy == FillPolicy::Lazy
             && ctx.obj.handles() == 0
             && ctx.obj.state.lock().demand.is_empty()
         {
-            break Ok(Outcome::Paused);
+            break Ok(FillEnd::Paused);
         }
         tokio::select! {
             ev = events.recv() => match ev {
@@ -369,12 +374,12 @@ fn run_ended(
 }
 
 /// Flushes what was committed, then (when complete) records the root.
-async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> {
+async fn finish(ctx: &Arc<FillCtx>, result: Result<FillEnd>) -> Result<FillEnd> {
     let c = ctx.clone();
     crate::task::blocking("finish fill", move || {
         c.durability.flush(&c.obj, &c.pending)?;
         match result {
-            Ok(Outcome::Complete) => c.complete().map(|()| Outcome::Complete),
+            Ok(FillEnd::Complete) => c.complete().map(|()| FillEnd::Complete),
             other => other,
         }
     })

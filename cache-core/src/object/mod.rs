@@ -5,13 +5,14 @@
 //! completed chunks, the demand queue and, per missing chunk, the readers
 //! waiting for it. A reader that finds its chunk missing registers a waker
 //! for *that* chunk and a demand for it, then sleeps; the filler's commit of
-//! the chunk wakes exactly those readers (no polling, no timer).
+//! the chunk wakes exactly those readers (no polling, no timer). Who fills
+//! the object is its supervisor's decision alone ([`lifecycle`]).
 
 mod demand;
 mod digests;
 mod feed;
-mod follow;
 mod host;
+mod lifecycle;
 mod read;
 mod remote_demand;
 mod state;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
-use tokio::sync::{broadcast, oneshot, watch, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 
 use crate::data::DataFile;
 use crate::error::{Error, Result};
@@ -34,6 +35,8 @@ pub(crate) use demand::DemandQueue;
 use feed::ranges;
 pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 pub(crate) use host::ObjectHost;
+pub use lifecycle::VerifyReport;
+pub(crate) use lifecycle::{Command, FillEnd, Launcher, Phase};
 pub use read::{BlockingObjectReader, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
@@ -90,15 +93,6 @@ pub struct ObjectInfo {
     pub verified: bool,
 }
 
-#[derive(Debug)]
-pub(crate) enum Phase {
-    Idle,
-    Filling,
-    Following,
-    Complete,
-    Failed(Arc<Error>),
-}
-
 /// Who hands an object its index state (see [`ObjectShared::take_index`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Taken {
@@ -111,12 +105,11 @@ enum Taken {
 pub(crate) struct State {
     pub(crate) done: RoaringBitmap,
     pub(crate) root: Option<[u8; 32]>,
+    /// Set by the supervisor only (see [`lifecycle`]); read by everyone.
     pub(crate) phase: Phase,
     pub(crate) demand: DemandQueue,
     /// How to fill this object, once a fill is wanted (set by a fetch).
     pub(crate) plan: Option<FillPlan>,
-    /// A follower task is watching the index for another process's commits.
-    pub(crate) watching: bool,
     /// Chunks requested from the source by this process's filler (for the
     /// change feed; the scheduler keeps its own bookkeeping).
     pub(crate) in_flight: RoaringBitmap,
@@ -151,6 +144,8 @@ pub(crate) struct ObjectShared {
     /// Where this process publishes its readers' demands while another
     /// process fills the object.
     remote_demand: Mutex<Option<remote_demand::DemandFile>>,
+    /// The supervisor's mailbox (see [`lifecycle`]), once one was started.
+    mailbox: Mutex<Option<mpsc::UnboundedSender<Command>>>,
 }
 
 /// A handle to an object of the store. Cheap to clone.
@@ -209,7 +204,6 @@ impl ObjectShared {
             phase,
             demand: DemandQueue::default(),
             plan: None,
-            watching: false,
             in_flight: RoaringBitmap::new(),
             damaged: RoaringBitmap::new(),
             waiters: HashMap::new(),
@@ -230,6 +224,7 @@ impl ObjectShared {
             readers: AtomicUsize::new(0),
             released: AtomicBool::new(false),
             remote_demand: Mutex::new(None),
+            mailbox: Mutex::new(None),
         })
     }
 
@@ -276,8 +271,9 @@ impl ObjectShared {
 
     /// Marks chunk `c` complete and wakes the readers waiting for it.
     pub(crate) fn mark_done(&self, c: u32) {
-        // One lock per commit: the progress is taken with the bit.
-        let (waiters, progress) = {
+        // One lock per commit: the progress is taken and sent with the bit
+        // (see `publish_progress` for why under the lock).
+        let waiters = {
             let mut st = self.state.lock();
             if !st.done.insert(c) {
                 return;
@@ -285,12 +281,12 @@ impl ObjectShared {
             st.in_flight.remove(c);
             st.damaged.remove(c);
             self.send_change(ChunkChange::Done(c..c + 1));
-            (st.waiters.remove(&c), progress_of(&self.header, &st))
+            self.progress.send_replace(progress_of(&self.header, &st));
+            st.waiters.remove(&c)
         };
         for w in waiters.into_iter().flatten() {
             let _ = w.send(());
         }
-        self.progress.send_replace(progress);
     }
 
     /// Takes the state a replay of the index found as the truth: chunks it
@@ -364,7 +360,8 @@ impl ObjectShared {
                 index.root.is_some() && index.done.len() == u64::from(self.header.chunk_count());
             st.done = index.done;
             st.root = index.root;
-            if how == Taken::ByFollower && complete {
+            if how == Taken::ByFollower && complete && !matches!(st.phase, Phase::Complete) {
+                debug_assert!(st.phase.allows(&Phase::Complete));
                 st.phase = Phase::Complete;
             }
             woken
@@ -375,12 +372,61 @@ impl ObjectShared {
         self.publish_progress();
     }
 
+    /// The supervisor's mailbox, starting the supervisor on the current
+    /// runtime when none runs (or the runtime it ran on is gone). `None`
+    /// outside a runtime.
+    pub(crate) fn supervisor(&self) -> Option<mpsc::UnboundedSender<Command>> {
+        let mut mailbox = self.mailbox.lock();
+        if let Some(tx) = mailbox.as_ref().filter(|tx| !tx.is_closed()) {
+            return Some(tx.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.host.spawn_supervisor(self.me.clone(), rx, &runtime);
+        *mailbox = Some(tx.clone());
+        Some(tx)
+    }
+
+    /// Sends `make(reply)` to the supervisor and waits for its answer.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let gone = || Error::Task {
+            what: "object supervisor",
+            reason: "ended without an answer".into(),
+        };
+        let tx = self.supervisor().ok_or_else(|| Error::Task {
+            what: "object supervisor",
+            reason: "needs a tokio runtime".into(),
+        })?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(make(reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// A reader waits: unless something fills the object (here or in
+    /// another process) or it is complete, asks the supervisor for a fill.
+    pub(crate) async fn want_fill(&self) -> Result<()> {
+        if !matches!(self.state.lock().phase, Phase::Idle | Phase::Failed(_)) {
+            return Ok(());
+        }
+        self.ask(|reply| Command::Wanted { reply }).await
+    }
+
     /// Ends the current phase with `phase`, waking every waiter so it
     /// re-checks (a failed fill fails its readers; a completed one serves
-    /// them).
+    /// them). The supervisor's to call (see [`lifecycle`]).
     pub(crate) fn set_phase(&self, phase: Phase) {
         let waiters = {
             let mut st = self.state.lock();
+            debug_assert!(
+                st.phase.allows(&phase),
+                "object {}: no move from {} to {}",
+                self.key,
+                st.phase.name(),
+                phase.name()
+            );
             if !matches!(phase, Phase::Filling) {
                 self.release_all_in_flight(&mut st);
             }
@@ -392,12 +438,12 @@ impl ObjectShared {
         self.publish_progress();
     }
 
+    /// Publishes the progress. Sent under the state lock, so snapshots
+    /// reach the watchers in the order they were taken: a commit's snapshot
+    /// (taken before a phase change) never lands after the phase change's.
     pub(crate) fn publish_progress(&self) {
-        let p = {
-            let st = self.state.lock();
-            progress_of(&self.header, &st)
-        };
-        self.progress.send_replace(p);
+        let st = self.state.lock();
+        self.progress.send_replace(progress_of(&self.header, &st));
     }
 
     /// Registers a waiter for chunk `c`, unless it is already done (None).
@@ -618,13 +664,10 @@ impl Object {
                             cause: e.clone(),
                         })
                     }
-                    Phase::Idle => {
-                        drop(st);
-                        self.shared.host.ensure_fill(&self.shared)?;
-                    }
-                    Phase::Filling | Phase::Following => {}
+                    Phase::Idle | Phase::Filling | Phase::Following => {}
                 }
             }
+            self.shared.want_fill().await?;
             if rx.changed().await.is_err() {
                 return Err(Error::NotFound(self.shared.key.clone()));
             }

@@ -102,10 +102,13 @@ impl ObjectShared {
                         }
                     }
                     guard.chunks.push(c);
-                    self.host.ensure_fill(self)?;
                     self.filler_wake.notify_one();
                     self.publish_remote_demand();
                 }
+                // The demand is queued before the phase is looked at: a
+                // fill that pauses meanwhile sees it, or this sees the
+                // pause (and asks again after every wake-up).
+                self.want_fill().await?;
                 // A dropped sender (phase change) just means: look again.
                 let _ = rx.await;
             }
