@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cache_core::{Algo, Object};
+use cache_core::Object;
 use futures::{Stream, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -38,6 +38,8 @@ pub(crate) struct ServeMeta {
     pub(crate) content_type: &'static str,
     /// Content-addressed: cache forever.
     pub(crate) immutable: bool,
+    /// `Repr-Digest` (see [`super::hot::repr_digest`]).
+    pub(crate) repr_digest: Option<HeaderValue>,
 }
 
 impl ServeMeta {
@@ -56,28 +58,6 @@ impl ServeMeta {
                 .as_deref()
                 .is_some_and(|t| if_range_matches(v, t, None))
     }
-}
-
-/// The `Repr-Digest` field (RFC 9530) of a complete object: its known
-/// SHA-256 and SHA-512 as `sha-256=:BASE64:, sha-512=:BASE64:` (BLAKE3 has
-/// no registered algorithm name; it is the ETag of `/blobs/`). `None`
-/// while incomplete or when no such digest is known.
-pub(crate) fn repr_digest(object: &Object) -> Option<String> {
-    use base64::Engine as _;
-    let parts: Vec<String> = object
-        .digests()
-        .iter()
-        .filter_map(|d| {
-            let name = match d.algo {
-                Algo::Sha256 => "sha-256",
-                Algo::Sha512 => "sha-512",
-                Algo::Blake3 => return None,
-            };
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&d.bytes);
-            Some(format!("{name}=:{b64}:"))
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn hv(s: &str) -> HeaderValue {
@@ -150,8 +130,8 @@ pub(crate) fn serve(
     let get = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
 
     let mut builder = base_headers(meta);
-    if let Some(v) = repr_digest(&object) {
-        builder = builder.header("repr-digest", hv(&v));
+    if let Some(v) = &meta.repr_digest {
+        builder = builder.header("repr-digest", v.clone());
     }
 
     // RFC 9110 §13.2.2: If-None-Match before Range.
