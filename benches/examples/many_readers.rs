@@ -2,7 +2,7 @@
 //! the server's memory and the fairness between clients.
 //!
 //! `--clients` connections (default 1000) are spread over the `--target`s
-//! (round-robin); client k of a target's n starts at offset k·LEN/n and
+//! (round-robin; a target ending in `@N` gets exactly N of them); client k of a target's n starts at offset k·LEN/n and
 //! reads `--range`-byte ranges (default 4 MiB) one after the other from
 //! there (wrapping at the end), each a keep-alive `GET` with `Range`, for
 //! `--seconds` (default 20) after the last client connected. Meanwhile the
@@ -14,7 +14,7 @@
 //! ```sh
 //! cargo run --release -p benches --example many_readers -- --pid PID \
 //!     --target complete=http://127.0.0.1:8472/blobs/HASH:LEN \
-//!     --target partial=http://127.0.0.1:8472/m/slow/image.raw:LEN
+//!     --target partial=http://127.0.0.1:8472/m/slow/image.raw:LEN@100
 //! ```
 //!
 //! 127.0.0.1 only (the example refuses other hosts). Raises its own
@@ -35,9 +35,14 @@ struct Target {
     host: String,
     path: String,
     len: u64,
+    clients: Option<usize>,
 }
 
 fn parse_target(s: &str) -> Target {
+    let (s, clients) = match s.rsplit_once('@') {
+        Some((s, n)) => (s, Some(n.parse().expect("--target ...@CLIENTS"))),
+        None => (s, None),
+    };
     let (name, rest) = s.split_once('=').expect("--target NAME=http://127.0.0.1:PORT/PATH:LEN");
     let (url, len) = rest.rsplit_once(':').expect("--target ...:LEN");
     let url = url::Url::parse(url).expect("target URL");
@@ -51,6 +56,7 @@ fn parse_target(s: &str) -> Target {
         host: format!("127.0.0.1:{}", url.port().expect("target port")),
         path: url.path().to_owned(),
         len: len.parse().expect("target length"),
+        clients,
     }
 }
 
@@ -210,8 +216,18 @@ async fn run(pid: Option<u32>, clients: usize, seconds: u64, range: u64, targets
     // more party: this task, which starts the clock).
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut per_target: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
-    for i in 0..clients {
-        per_target[i % targets.len()].push(i);
+    let fixed: usize = targets.iter().filter_map(|t| t.clients).sum();
+    let free: Vec<usize> = (0..targets.len()).filter(|&t| targets[t].clients.is_none()).collect();
+    assert!(fixed <= clients && (fixed == clients || !free.is_empty()), "@N counts exceed --clients");
+    let mut i = 0;
+    for (t, target) in targets.iter().enumerate() {
+        for _ in 0..target.clients.unwrap_or(0) {
+            per_target[t].push(i);
+            i += 1;
+        }
+    }
+    for (k, i) in (i..clients).enumerate() {
+        per_target[free[k % free.len()]].push(i);
     }
     let counters: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let mut tasks = Vec::with_capacity(clients);

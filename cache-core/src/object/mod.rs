@@ -34,7 +34,7 @@ pub(crate) use demand::DemandQueue;
 use feed::ranges;
 pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 pub(crate) use host::ObjectHost;
-pub use read::{BlockingObjectReader, ObjectReader};
+pub use read::{BlockingObjectReader, FileSpan, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
 

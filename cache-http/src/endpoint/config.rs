@@ -91,7 +91,9 @@ pub struct EndpointConfig {
     /// A connection must deliver a request's complete header within this
     /// time, or it is closed (slowloris defence).
     pub header_read_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more wait in the listen backlog. Each
+    /// takes a file descriptor (mind `RLIMIT_NOFILE`). Default 1024: a
+    /// thousand readers of one image are served together.
     pub max_connections: usize,
     /// Upper bound of a request head in bytes (at least 8 KiB, hyper's
     /// minimum buffer).
@@ -130,7 +132,7 @@ impl Default for EndpointConfig {
             source_factory: None,
             revalidate: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            max_connections: 1024,
             max_header_bytes: 64 << 10,
             max_ranges: super::range::DEFAULT_MAX_RANGES,
             fetch: FetchOptions::default(),

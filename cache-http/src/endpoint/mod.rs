@@ -57,6 +57,7 @@ mod metered;
 mod mirror;
 mod response;
 mod routes;
+mod sendfile;
 mod serve_object;
 mod status;
 

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, StreamBody};
 use super::app::App;
 use super::etag;
 use super::multipart::MultipartPlan;
+use super::sendfile::{ConnSpans, Spans, MIN_SENDFILE};
 use super::range::{
     content_range, if_range_matches, parse_range_header, unsatisfied_content_range, RangeOutcome,
 };
@@ -69,9 +70,19 @@ fn hv(s: &str) -> HeaderValue {
 fn object_stream(
     object: &Object,
     range: Range<u64>,
+    spans: Option<Arc<Spans>>,
 ) -> impl Stream<Item = Result<Frame<Bytes>, BodyError>> + Send + 'static {
+    let of = object.clone();
     object.stream(range).map(move |piece| match piece {
-        Ok(b) => Ok(Frame::data(b)),
+        Ok(b) => {
+            // Sent from the data file (see `sendfile`) on TCP connections.
+            if let Some(spans) = &spans {
+                if let Some(file) = of.file_span(&b) {
+                    spans.register(&b, file);
+                }
+            }
+            Ok(Frame::data(b))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "aborting a response: the object's fill failed");
             Err(Box::new(e) as BodyError)
@@ -126,6 +137,9 @@ pub(crate) fn serve(
 ) -> Response<Body> {
     let len = object.len();
     let head = parts.method == Method::HEAD;
+    let conn_spans = parts.extensions.get::<ConnSpans>().map(|c| c.0.clone());
+    // Large responses go out with sendfile (see `sendfile`).
+    let spans_for = |bytes: u64| conn_spans.clone().filter(|_| bytes >= MIN_SENDFILE);
     let req = &parts.headers;
     let get = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
 
@@ -161,7 +175,7 @@ pub(crate) fn serve(
             let body = if head {
                 empty()
             } else {
-                StreamBody::new(object_stream(&object, 0..len)).boxed_unsync()
+                StreamBody::new(object_stream(&object, 0..len, spans_for(len))).boxed_unsync()
             };
             finish(b, body)
         }
@@ -179,7 +193,8 @@ pub(crate) fn serve(
                 .header(header::CONTENT_TYPE, meta.content_type)
                 .header(header::CONTENT_RANGE, content_range(&r, len))
                 .header(header::CONTENT_LENGTH, r.end - r.start);
-            let body = StreamBody::new(object_stream(&object, r)).boxed_unsync();
+            let body = StreamBody::new(object_stream(&object, r.clone(), spans_for(r.end - r.start)))
+                .boxed_unsync();
             finish(b, body)
         }
         RangeOutcome::Ranges(ranges) => {
@@ -193,14 +208,15 @@ pub(crate) fn serve(
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_TYPE, plan.content_type())
                 .header(header::CONTENT_LENGTH, plan.content_length());
-            finish(b, multipart_body(object, plan))
+            let spans = spans_for(plan.content_length());
+            finish(b, multipart_body(object, plan, spans))
         }
     }
 }
 
 /// The multipart body: each part header then its bytes, streamed lazily
 /// (one object reader at a time), then the closing delimiter.
-fn multipart_body(object: Object, plan: MultipartPlan) -> Body {
+fn multipart_body(object: Object, plan: MultipartPlan, spans: Option<Arc<Spans>>) -> Body {
     let plan = Arc::new(plan);
     let n = plan.len();
     let parts = futures::stream::iter(0..=n).flat_map(move |i| {
@@ -211,7 +227,7 @@ fn multipart_body(object: Object, plan: MultipartPlan) -> Body {
         let header = plan.part_header(i);
         let r = plan.ranges()[i].clone();
         futures::stream::once(async move { Ok(Frame::data(header)) })
-            .chain(object_stream(&object, r))
+            .chain(object_stream(&object, r, spans.clone()))
             .boxed()
     });
     StreamBody::new(parts).boxed_unsync()
