@@ -228,7 +228,9 @@ done
 many_run() { # variant binary round
     local p pid out
     p=$(free_port)
-    bg "$2" --store "$STORE" -q serve --listen "127.0.0.1:$p" --mirror "slow=$PACED/" --access-log off
+    # connection errors (debug) to a log, summarised below
+    bg env RUST_LOG=warn,cache_http::endpoint::server=debug "$2" --store "$STORE" -q serve \
+        --listen "127.0.0.1:$p" --mirror "slow=$PACED/" --access-log off 2>"$WORK/many-serve-$1-$3.log"
     pid=$LAST_PID
     wait_http "http://127.0.0.1:$p/status"
     # start the partial object's fill (1 byte), then the clients
@@ -241,6 +243,8 @@ many_run() { # variant binary round
         { cat "$out" >&2; die "many_readers failed"; }
     grep -v -e '^RESULT' -e '^RSS' "$out" | sed 's/^/    /' >&2
     stop "$pid"
+    grep -o -e 'WARN.*' -e 'error=.*' "$WORK/many-serve-$1-$3.log" | sed 's/[0-9]\{2,\}/N/g' | sort | uniq -c |
+        sort -rn | head -5 | sed 's/^/    serve log: /' >&2 || true
     timeout 60 "$2" --store "$STORE" -q rm "$PACED/$FILE" >/dev/null || die "could not remove the partial object"
     MANY_RSS[$1]="${MANY_RSS[$1]:-} $(awk '/^RSS/ {sub("peak=", "", $3); print $3}' "$out")"
     MANY_HWM[$1]="${MANY_HWM[$1]:-} $(awk '/^RSS/ {sub("hwm=", "", $6); print $6}' "$out")"

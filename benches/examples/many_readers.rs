@@ -17,7 +17,8 @@
 //!     --target partial=http://127.0.0.1:8472/m/slow/image.raw:LEN@100
 //! ```
 //!
-//! 127.0.0.1 only (the example refuses other hosts). Raises its own
+//! `--rcvbuf BYTES` sets each client's `SO_RCVBUF` (default: the kernel's
+//! autotuning). 127.0.0.1 only (the example refuses other hosts). Raises its own
 //! `RLIMIT_NOFILE` soft limit to the hard limit; the server needs as many
 //! descriptors (`ulimit -n` before starting it).
 
@@ -110,11 +111,16 @@ async fn client(
     bytes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     connected: Arc<tokio::sync::Barrier>,
+    rcvbuf: u32,
 ) -> Result<u64, String> {
-    let stream = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::net::TcpStream::connect(&t.host),
-    )
+    let addr: std::net::SocketAddr = t.host.parse().map_err(|e| format!("{e}"))?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    if rcvbuf > 0 {
+        socket
+            .set_recv_buffer_size(rcvbuf)
+            .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    }
+    let stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
     .await
     .map_err(|_| "connect timed out".to_owned())?
     .map_err(|e| format!("connect: {e}"))?;
@@ -168,6 +174,7 @@ fn main() {
     let mut clients = 1000usize;
     let mut seconds = 20u64;
     let mut range = 4u64 << 20;
+    let mut rcvbuf = 0u32;
     let mut targets = Vec::new();
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -176,6 +183,7 @@ fn main() {
             "--clients" => clients = val().parse().expect("--clients"),
             "--seconds" => seconds = val().parse().expect("--seconds"),
             "--range" => range = val().parse().expect("--range"),
+            "--rcvbuf" => rcvbuf = val().parse().expect("--rcvbuf"),
             "--target" => targets.push(Arc::new(parse_target(&val()))),
             other => panic!("unknown argument {other}"),
         }
@@ -188,10 +196,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(pid, clients, seconds, range, targets));
+    rt.block_on(run(pid, clients, seconds, range, rcvbuf, targets));
 }
 
-async fn run(pid: Option<u32>, clients: usize, seconds: u64, range: u64, targets: Vec<Arc<Target>>) {
+async fn run(
+    pid: Option<u32>,
+    clients: usize,
+    seconds: u64,
+    range: u64,
+    rcvbuf: u32,
+    targets: Vec<Arc<Target>>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let sampling = Arc::new(AtomicBool::new(true));
     let peak = Arc::new(parking_lot::Mutex::new((Mem::default(), 0u32)));
@@ -244,6 +259,7 @@ async fn run(pid: Option<u32>, clients: usize, seconds: u64, range: u64, targets
                     counters[i].clone(),
                     stop.clone(),
                     barrier.clone(),
+                    rcvbuf,
                 )),
             ));
         }

@@ -267,6 +267,7 @@ impl FileSpan {
     }
 }
 
+#[cfg(unix)]
 impl std::os::fd::AsFd for FileSpan {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.data.file().as_fd()

@@ -25,17 +25,20 @@
 //! again). Anything else is written as before.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use cache_core::FileSpan;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
+#[cfg(target_os = "linux")]
+use {
+    std::io::{self, IoSlice},
+    std::os::fd::{AsFd, AsRawFd},
+    std::pin::Pin,
+    std::task::{ready, Context, Poll},
+    tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
+    tokio::net::TcpStream,
+};
 
 /// Responses with fewer body bytes than this are written from memory. On
 /// loopback (kernel 6.x) `sendfile` has a cost per page the copy does not:
@@ -53,6 +56,7 @@ pub(crate) const MIN_SENDFILE: u64 = 512 << 10;
 /// if a body's frames were never written).
 const MAX_SPANS: usize = 64;
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct Span {
     start: usize,
     len: usize,
@@ -100,6 +104,7 @@ impl Spans {
 pub(crate) struct ConnSpans(pub(crate) Arc<Spans>);
 
 /// Index of the span `slice` lies in.
+#[cfg(target_os = "linux")]
 fn find(list: &VecDeque<Span>, slice: &[u8]) -> Option<usize> {
     if slice.is_empty() {
         return None;
@@ -110,12 +115,15 @@ fn find(list: &VecDeque<Span>, slice: &[u8]) -> Option<usize> {
 }
 
 /// A TCP connection of the endpoint whose writes send registered body
-/// frames with `sendfile` (see the module docs).
+/// frames with `sendfile` (see the module docs). Linux only; elsewhere
+/// connections are plain `TcpStream`s and nothing registers.
+#[cfg(target_os = "linux")]
 pub(crate) struct SendfileTcp {
     inner: TcpStream,
     spans: Arc<Spans>,
 }
 
+#[cfg(target_os = "linux")]
 impl SendfileTcp {
     pub(crate) fn new(inner: TcpStream) -> (SendfileTcp, Arc<Spans>) {
         let spans = Arc::new(Spans::default());
@@ -189,6 +197,7 @@ impl SendfileTcp {
 }
 
 /// `sendmsg` of `bufs` with `flags` (`writev` when there are none).
+#[cfg(target_os = "linux")]
 fn writev(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
     let iovcnt = bufs.len().min(1024);
     // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive
@@ -210,6 +219,7 @@ fn writev(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>], flags: libc::c_int) -> i
     }
 }
 
+#[cfg(target_os = "linux")]
 impl AsyncRead for SendfileTcp {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -220,6 +230,7 @@ impl AsyncRead for SendfileTcp {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl AsyncWrite for SendfileTcp {
     fn poll_write(
         self: Pin<&mut Self>,

@@ -44,7 +44,9 @@ use super::access;
 use super::app::App;
 pub use super::config::{EndpointConfig, MirrorConfig, MirrorSourceFactory, DEFAULT_PORT};
 use super::mirror_path::{join_mirror_path, split_mirror_name, PathError};
-use super::sendfile::{ConnSpans, SendfileTcp, Spans};
+#[cfg(target_os = "linux")]
+use super::sendfile::SendfileTcp;
+use super::sendfile::{ConnSpans, Spans};
 
 /// Why an endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -379,8 +381,13 @@ async fn accept_loop(l: Bound, tx: mpsc::Sender<Accepted>) {
         let accepted: std::io::Result<Accepted> = match &l {
             Bound::Tcp(l) => l.accept().await.map(|(s, peer)| {
                 let _ = s.set_nodelay(true);
-                let (s, spans) = SendfileTcp::new(s);
-                (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), Some(spans))
+                #[cfg(target_os = "linux")]
+                {
+                    let (s, spans) = SendfileTcp::new(s);
+                    (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), Some(spans))
+                }
+                #[cfg(not(target_os = "linux"))]
+                (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), None)
             }),
             Bound::Unix(l) => l
                 .accept()
