@@ -16,12 +16,15 @@
 #   mirror  one curl stream through the /m/ route vs nginx (MB/s)
 #   many    MANY_CLIENTS clients (default 1000) streaming different ranges
 #           for MANY_SECONDS (default 20): MANY_PARTIAL of them (default
-#           100) of a partial object that a fresh `serve` fills meanwhile
+#           20; a partial reader is served in turns of 5 chunks, its
+#           demanded one and 4 read ahead, so 100 of them would wait
+#           ~12 s for a turn) of a partial object that a fresh `serve` fills meanwhile
 #           through benches/compare-pace.py at MANY_RATE bytes/s per origin
 #           connection (default 5 MiB/s; 8 connections: the object stays
 #           partial for the run), the others of the complete object
 #           (/blobs), each
-#           client MANY_RANGE-byte ranges (default 4 MiB) from its own
+#           client MANY_RANGE-byte ranges (default 4 MiB; MANY_RCVBUF sets
+#           the clients' SO_RCVBUF, default 0: autotuned) from its own
 #           offset on (benches/examples/many_readers.rs). Reports the serve
 #           process's VmHWM / peak VmRSS (sampled every 100 ms) and per
 #           group the per-client throughput min / median / max; targets
@@ -56,7 +59,8 @@ PERF_DIR=
 MANY_CLIENTS=${MANY_CLIENTS:-1000}
 MANY_SECONDS=${MANY_SECONDS:-20}
 MANY_RATE=${MANY_RATE:-5242880}
-MANY_PARTIAL=${MANY_PARTIAL:-100}
+MANY_PARTIAL=${MANY_PARTIAL:-20}
+MANY_RCVBUF=${MANY_RCVBUF:-0}
 MANY_RANGE=${MANY_RANGE:-4194304}
 MANY_READERS=${MANY_READERS:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/examples/many_readers}
 WRK_DURATION=${WRK_DURATION:-5}
@@ -237,7 +241,7 @@ many_run() { # variant binary round
     curl -sS -o /dev/null --max-time 30 -r 0-0 "http://127.0.0.1:$p/m/slow/$FILE"
     out=$WORK/many-$1-$3.txt
     timeout $((MANY_SECONDS + 120)) "$MANY_READERS" --pid "$pid" --clients "$MANY_CLIENTS" \
-        --seconds "$MANY_SECONDS" --range "$MANY_RANGE" \
+        --seconds "$MANY_SECONDS" --range "$MANY_RANGE" --rcvbuf "$MANY_RCVBUF" \
         --target "complete=http://127.0.0.1:$p/blobs/$HASH:$SIZE" \
         --target "partial=http://127.0.0.1:$p/m/slow/$FILE:$SIZE@$MANY_PARTIAL" >"$out" 2>&1 ||
         { cat "$out" >&2; die "many_readers failed"; }
@@ -312,6 +316,12 @@ for row in ${ROUND_ROWS//,/ }; do
 done
 if has_row many; then
     for v in "${VARIANTS[@]}"; do
+        # One line per variant for scripts (compare.sh): medians.
+        # shellcheck disable=SC2086
+        echo "MANY $v rss=$(median ${MANY_RSS[$v]}) hwm=$(median ${MANY_HWM[$v]}) anon=$(median ${MANY_ANON[$v]})" \
+            "complete_ratio=$(median ${MANY_RATIO[$v.complete]}) complete_min=$(median ${MANY_MIN[$v.complete]})" \
+            "complete_median=$(median ${MANY_MED[$v.complete]}) partial_ratio=$(median ${MANY_RATIO[$v.partial]})" \
+            "partial_min=$(median ${MANY_MIN[$v.partial]}) partial_median=$(median ${MANY_MED[$v.partial]})"
         # shellcheck disable=SC2086
         printf '%-40s | peak VmRSS %s MiB (VmHWM %s, RssAnon %s) | target <= 200 MiB\n' "many: $MANY_CLIENTS clients (endpoint $v)" \
             "$(median ${MANY_RSS[$v]})" "$(median ${MANY_HWM[$v]})" "$(median ${MANY_ANON[$v]})"

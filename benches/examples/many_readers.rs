@@ -44,7 +44,9 @@ fn parse_target(s: &str) -> Target {
         Some((s, n)) => (s, Some(n.parse().expect("--target ...@CLIENTS"))),
         None => (s, None),
     };
-    let (name, rest) = s.split_once('=').expect("--target NAME=http://127.0.0.1:PORT/PATH:LEN");
+    let (name, rest) = s
+        .split_once('=')
+        .expect("--target NAME=http://127.0.0.1:PORT/PATH:LEN");
     let (url, len) = rest.rsplit_once(':').expect("--target ...:LEN");
     let url = url::Url::parse(url).expect("target URL");
     assert_eq!(
@@ -121,9 +123,9 @@ async fn client(
             .map_err(|e| format!("SO_RCVBUF: {e}"))?;
     }
     let stream = tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
-    .await
-    .map_err(|_| "connect timed out".to_owned())?
-    .map_err(|e| format!("connect: {e}"))?;
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -232,8 +234,13 @@ async fn run(
     let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut per_target: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
     let fixed: usize = targets.iter().filter_map(|t| t.clients).sum();
-    let free: Vec<usize> = (0..targets.len()).filter(|&t| targets[t].clients.is_none()).collect();
-    assert!(fixed <= clients && (fixed == clients || !free.is_empty()), "@N counts exceed --clients");
+    let free: Vec<usize> = (0..targets.len())
+        .filter(|&t| targets[t].clients.is_none())
+        .collect();
+    assert!(
+        fixed <= clients && (fixed == clients || !free.is_empty()),
+        "@N counts exceed --clients"
+    );
     let mut i = 0;
     for (t, target) in targets.iter().enumerate() {
         for _ in 0..target.clients.unwrap_or(0) {

@@ -176,7 +176,10 @@ fn connection_limit(wanted: usize) -> usize {
         }
         lim.rlim_cur
     };
-    let fits = usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(256).max(16);
+    let fits = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(256)
+        .max(16);
     if wanted > fits {
         tracing::warn!(
             wanted,

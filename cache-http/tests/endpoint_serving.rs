@@ -100,12 +100,18 @@ async fn concurrent_ranges_are_byte_exact_on_every_route() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(CLIENT_BOUND, named).await.expect("named");
+    tokio::time::timeout(CLIENT_BOUND, named)
+        .await
+        .expect("named");
 
     let run = async {
         let mut tasks = Vec::new();
         for c in 0..12u64 {
-            let path = if c % 2 == 0 { blob.clone() } else { mirror.clone() };
+            let path = if c % 2 == 0 {
+                blob.clone()
+            } else {
+                mirror.clone()
+            };
             let ranges = ranges_for(c, len as u64);
             tasks.push(tokio::spawn({
                 let ranges = ranges.clone();
@@ -120,7 +126,9 @@ async fn concurrent_ranges_are_byte_exact_on_every_route() {
             }
         }
     };
-    tokio::time::timeout(CLIENT_BOUND, run).await.expect("bounded");
+    tokio::time::timeout(CLIENT_BOUND, run)
+        .await
+        .expect("bounded");
 
     // Multipart with a large part (sendfile) and a small one (memory).
     let spec = format!("0-99,{}-{}", 1 << 20, (3 << 20) + 5);
@@ -150,7 +158,10 @@ async fn a_filling_object_streams_byte_exact_to_many_readers() {
         for c in 0..8u64 {
             let a = c * (600 << 10);
             let spec = vec![format!("{a}-{}", len as u64 - 1), String::new()];
-            tasks.push((spec.clone(), tokio::spawn(client(ep.addr, path.clone(), spec))));
+            tasks.push((
+                spec.clone(),
+                tokio::spawn(client(ep.addr, path.clone(), spec)),
+            ));
         }
         for (specs, t) in tasks {
             for (spec, (status, _, body)) in specs.iter().zip(t.await.expect("client")) {
@@ -158,7 +169,9 @@ async fn a_filling_object_streams_byte_exact_to_many_readers() {
             }
         }
     };
-    tokio::time::timeout(CLIENT_BOUND, run).await.expect("bounded");
+    tokio::time::timeout(CLIENT_BOUND, run)
+        .await
+        .expect("bounded");
     ep.stop().await;
 }
 

@@ -91,11 +91,6 @@ impl Spans {
             _bytes: frame.clone(),
         });
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.list.lock().len()
-    }
 }
 
 /// The [`Spans`] of the connection a request came on (TCP only), as a
@@ -166,14 +161,8 @@ impl SendfileTcp {
         let mut offset = (span.file.offset() + from as u64) as libc::off_t;
         // SAFETY: sendfile with two open descriptors and a valid offset
         // pointer; it reads the file, not our memory.
-        let n = unsafe {
-            libc::sendfile(
-                fd,
-                span.file.as_fd().as_raw_fd(),
-                &mut offset,
-                slice.len(),
-            )
-        };
+        let n =
+            unsafe { libc::sendfile(fd, span.file.as_fd().as_raw_fd(), &mut offset, slice.len()) };
         let n = if n > 0 {
             n as usize
         } else {

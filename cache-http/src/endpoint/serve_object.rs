@@ -22,11 +22,11 @@ use http_body_util::{BodyExt, StreamBody};
 use super::app::App;
 use super::etag;
 use super::multipart::MultipartPlan;
-use super::sendfile::{ConnSpans, Spans, MIN_SENDFILE};
 use super::range::{
     content_range, if_range_matches, parse_range_header, unsatisfied_content_range, RangeOutcome,
 };
 pub(crate) use super::response::{empty, text, Body, BodyError};
+use super::sendfile::{ConnSpans, Spans, MIN_SENDFILE};
 
 /// How an object is presented.
 pub(crate) struct ServeMeta {
@@ -193,8 +193,12 @@ pub(crate) fn serve(
                 .header(header::CONTENT_TYPE, meta.content_type)
                 .header(header::CONTENT_RANGE, content_range(&r, len))
                 .header(header::CONTENT_LENGTH, r.end - r.start);
-            let body = StreamBody::new(object_stream(&object, r.clone(), spans_for(r.end - r.start)))
-                .boxed_unsync();
+            let body = StreamBody::new(object_stream(
+                &object,
+                r.clone(),
+                spans_for(r.end - r.start),
+            ))
+            .boxed_unsync();
             finish(b, body)
         }
         RangeOutcome::Ranges(ranges) => {

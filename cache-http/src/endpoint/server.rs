@@ -384,7 +384,11 @@ async fn accept_loop(l: Bound, tx: mpsc::Sender<Accepted>) {
                 #[cfg(target_os = "linux")]
                 {
                     let (s, spans) = SendfileTcp::new(s);
-                    (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), Some(spans))
+                    (
+                        Box::new(s) as Box<dyn Io>,
+                        peer.ip().to_string(),
+                        Some(spans),
+                    )
                 }
                 #[cfg(not(target_os = "linux"))]
                 (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), None)
