@@ -196,6 +196,40 @@ impl DataFile {
             .map_err(|e| Error::io(&self.path, "sync data file", e))
     }
 
+    /// Reads `buf.len()` bytes at `offset` with `pread` (not through the
+    /// map: nothing gets mapped into the process).
+    pub(crate) fn read_exact_at(&self, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match crate::platform::pread(&self.file, buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `piece` lies in this file: its offset, when `piece` is a
+    /// slice of this file's map (as [`DataFile::bytes`] hands out).
+    pub(crate) fn offset_of(&self, piece: &[u8]) -> Option<u64> {
+        let map = self.map.as_ref()?;
+        let base = map.as_ptr() as usize;
+        let at = piece.as_ptr() as usize;
+        let end = at.checked_add(piece.len())?;
+        (at >= base && end <= base + map.len()).then(|| (at - base) as u64)
+    }
+
+    /// The open file (for `sendfile` of bytes [`DataFile::offset_of`]
+    /// placed in it).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The bytes of `range`, sharing the map. The caller checked that the
     /// range lies in completed chunks.
     pub(crate) fn bytes(&self, range: Range<u64>) -> Bytes {

@@ -245,8 +245,8 @@ pub use fill::{chunk_verify_failures, count_chunk_verify_failure};
 pub use index::IndexError;
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
-    BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
-    ObjectState, Progress, VerifyReport,
+    BlockingObjectReader, ChunkChange, ChunkMap, FileSpan, FillState, Object, ObjectInfo,
+    ObjectReader, ObjectState, Progress, VerifyReport,
 };
 pub use options::{SourceFactory, StoreOptions};
 pub use plan::{

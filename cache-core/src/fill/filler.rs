@@ -60,6 +60,10 @@ struct Prefix {
     next: u32,
     /// Whether the prefix found on disk at the start (a resume) was hashed.
     resumed: bool,
+    /// A chunk read back for hashing: with `pread`, not through the map,
+    /// so hashing an object does not map (and count in the process's RSS)
+    /// all of it.
+    buf: Vec<u8>,
 }
 
 /// What the requests and the flusher tell the driver (a request's own end
@@ -188,6 +192,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
             hasher: PrefixHasher::new(&plan.digests),
             next: 0,
             resumed: false,
+            buf: Vec::new(),
         }),
         prefix_wake: Notify::new(),
     });
@@ -491,7 +496,13 @@ impl FillCtx {
         let from = p.hasher.pos;
         while p.next < header.chunk_count() && obj.is_done(p.next) {
             let range = header.chunk_range(p.next);
-            p.hasher.update(&obj.data().bytes(range));
+            let Prefix { hasher, buf, .. } = &mut *p;
+            buf.resize((range.end - range.start) as usize, 0);
+            match obj.data().read_exact_at(range.start, buf) {
+                Ok(()) => hasher.update(buf),
+                // The same bytes through the map.
+                Err(_) => hasher.update(&obj.data().bytes(range)),
+            }
             p.next += 1;
         }
         if !p.resumed {

@@ -37,7 +37,7 @@ pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 pub(crate) use host::ObjectHost;
 pub use lifecycle::VerifyReport;
 pub(crate) use lifecycle::{Command, FillEnd, Launcher, Phase};
-pub use read::{BlockingObjectReader, ObjectReader};
+pub use read::{BlockingObjectReader, FileSpan, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
 
