@@ -1,22 +1,38 @@
 //! Following a fill that another process runs.
 //!
 //! The filling process holds an exclusive OS lock on the object's index
-//! file and appends a record for each durable chunk. A follower tails the
-//! index (a cheap `read` of new bytes every few milliseconds: there is no
-//! portable cross-process wake-up), publishes the new chunks to its readers,
-//! and, when a fill is wanted here, tries the lock now and then: the lock
-//! dies with its holder, so a crashed filler is taken over within a poll.
+//! file and appends a record for each durable chunk. A follower learns of
+//! chunks two ways:
+//!
+//! * **Wake-ups** (`wake`): the filler announces each chunk on a datagram
+//!   socket this process binds, the moment it commits it in memory —
+//!   before it is durable. The follower publishes it to its readers at
+//!   once, as an *early* chunk that nothing durable trusts.
+//! * **The index**: the follower tails it (a cheap `read` of new bytes),
+//!   on every wake-up and on a timer as the fallback — every
+//!   [`POLL_BOUND`] while its socket is bound, every [`POLL`] where none
+//!   can be — and takes what it records as the truth, by the index's own
+//!   rules: durable chunks, repairs, and the root that completes the
+//!   object.
+//!
+//! When a fill is wanted here, the follower tries the lock every
+//! [`TAKEOVER_EVERY`]: the lock dies with its holder, so a crashed filler
+//! is taken over within that time.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::wake::WakeListener;
 use super::{ObjectShared, Phase};
 use crate::index::IndexReader;
 
-/// How often a follower looks for new index records.
+/// How often a follower without a wake-up socket reads the index.
 const POLL: Duration = Duration::from_millis(20);
-/// Lock attempts happen every this many polls.
-const TAKEOVER_EVERY: u32 = 5;
+/// How often a follower with a wake-up socket reads the index anyway (in
+/// case a wake-up was dropped).
+const POLL_BOUND: Duration = Duration::from_millis(100);
+/// How often a follower that wants the object filled tries the lock.
+const TAKEOVER_EVERY: Duration = Duration::from_millis(100);
 
 impl ObjectShared {
     /// Starts the follower task unless one runs (needs a tokio runtime;
@@ -33,11 +49,23 @@ impl ObjectShared {
             st.watching = true;
         }
         let weak = Arc::downgrade(self);
+        let header = self.header.clone();
         rt.spawn(async move {
+            // Bound before the index is first read: a commit after that
+            // read is announced to this socket (and an announcement also
+            // names the filler's latest commits before it).
+            let mut wake = match weak.upgrade() {
+                Some(obj) => WakeListener::bind(&obj),
+                None => return,
+            };
             let mut reader: Option<IndexReader> = None;
-            let mut tick: u32 = 0;
+            let poll = if wake.is_bound() { POLL_BOUND } else { POLL };
+            let mut last_try = Instant::now();
             loop {
-                tokio::time::sleep(POLL).await;
+                let announced = tokio::select! {
+                    () = tokio::time::sleep(poll) => None,
+                    chunks = wake.recv(&header) => Some(chunks),
+                };
                 let Some(obj) = weak.upgrade() else { return };
                 let stop = {
                     let mut st = obj.state.lock();
@@ -61,6 +89,9 @@ impl ObjectShared {
                         Err(e) => tracing::warn!(object = %obj.key, "cannot follow index: {e}"),
                     }
                 }
+                if let Some(chunks) = announced {
+                    obj.take_announced(&chunks);
+                }
                 if let Some(r) = reader.as_mut() {
                     match r.poll() {
                         Ok(records) if !records.is_empty() => obj.apply_records(&records),
@@ -68,8 +99,8 @@ impl ObjectShared {
                         Err(e) => tracing::warn!(object = %obj.key, "cannot follow index: {e}"),
                     }
                 }
-                tick = tick.wrapping_add(1);
-                if tick.is_multiple_of(TAKEOVER_EVERY) {
+                if last_try.elapsed() >= TAKEOVER_EVERY {
+                    last_try = Instant::now();
                     // Take over when this process wants the object filled:
                     // it fetched it (a plan), or readers wait and the
                     // store can make a source for it.
