@@ -43,8 +43,10 @@ pub enum ChunkChange {
     /// refetched.
     Damaged(u32),
     /// These chunks, announced complete by the process that filled the
-    /// object but never recorded by it (it went away first), are missing
-    /// again: this process took the fill over and fetches them again.
+    /// object but not recorded by it, are missing again: that process went
+    /// away first and this one took the fill over (or the index was
+    /// rewritten, by a repair or a restart); whoever fills the object
+    /// fetches them again.
     Withdrawn(Range<u32>),
     /// The fill state changed (see [`Object::progress`]).
     State,

@@ -314,7 +314,8 @@ impl ObjectShared {
     /// a root counts only once every chunk is done *in the index* (chunks
     /// only announced early do not count).
     pub(crate) fn apply_records(&self, records: &[Record]) {
-        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
+        let clears = records.iter().any(|r| matches!(r, Record::Clear { .. }));
+        if clears {
             // A repair: the writer switched to a copy of the data file
             // before recording the clears; its refetched chunks go there.
             if let Err(e) = self.refresh_data_file() {
@@ -322,7 +323,17 @@ impl ObjectShared {
             }
         }
         let next = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            if clears && !st.early.is_empty() {
+                // The writer rewrites history (a repair, a restart): chunks
+                // only announced, by it or a writer before it, are not kept
+                // through that; whatever it commits again is announced again.
+                let early = std::mem::take(&mut st.early);
+                st.done -= &early;
+                for r in ranges(&early) {
+                    self.send_change(ChunkChange::Withdrawn(r));
+                }
+            }
             let mut next = IndexState {
                 done: &st.done - &st.early,
                 root: st.root,

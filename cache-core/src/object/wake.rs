@@ -49,7 +49,9 @@
 //!   whatever was announced.
 //! * A process that takes the fill over replays the index as the truth:
 //!   its early chunks are missing again ([`super::ChunkChange::Withdrawn`])
-//!   and refetched, exactly as if it had never heard of them.
+//!   and refetched, exactly as if it had never heard of them. A follower
+//!   that sees the index rewritten (`Clear` records: a repair, a restart)
+//!   withdraws its early chunks the same way.
 //!
 //! The bytes a follower served from an early chunk are the ones the filler
 //! hashed (and, with a trusted manifest, checked) before announcing it.
@@ -82,7 +84,7 @@ use crate::platform::{DatagramListener, DatagramSender};
 /// The directory of the followers' sockets, in the object's directory.
 pub(crate) const WAKE_DIR: &str = "wake";
 /// A datagram announces the chunks of this many of the latest commits.
-pub(crate) const RECENT: usize = 256;
+const RECENT: usize = 256;
 /// At most this many ranges go into one datagram (the newest commits win).
 const MAX_RANGES: usize = 128;
 const MAGIC: [u8; 4] = *b"BCWK";
@@ -362,16 +364,12 @@ impl Peers {
         }
         self.listed_at = Some(mtime);
         self.names.clear();
-        // This process's own socket (left from before it took the fill
-        // over) needs no announcement.
-        let own = format!("{}-", std::process::id());
+        // Sockets of this process are announced to as well: two stores on
+        // one directory in one process follow each other like processes.
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 if let Some(name) = e.file_name().to_str() {
-                    if !name.starts_with('.')
-                        && !name.starts_with(&own)
-                        && !name.starts_with(FILLER_PREFIX)
-                    {
+                    if !name.starts_with('.') && !name.starts_with(FILLER_PREFIX) {
                         self.names.push(name.to_owned());
                     }
                 }
