@@ -15,7 +15,12 @@
 //!
 //! 1. **A chunk is written once, before it is done.** Readers get bytes of
 //!    done chunks only; a fill never writes a done chunk again (a body
-//!    that passes one is compared, not written).
+//!    that passes one is compared, not written). One exception, harmless
+//!    by construction: a chunk another process's filler announced and then
+//!    died before recording (`object::wake`) is done for that process's
+//!    followers, and the fill that takes over writes it again — with the
+//!    same bytes of the same source version, so what a reader holds does
+//!    not change.
 //! 2. **A repair writes into a new file.** Chunks cleared by verification
 //!    are refetched into a copy of the data file ([`DataFile::fork`]),
 //!    renamed over the old name before the clearing is recorded. The old

@@ -25,7 +25,10 @@
 //!   the running fill; across processes, the filler holds an OS lock on the
 //!   object's index, other processes follow the index (and publish their
 //!   readers' demands to it) and take over when the lock dies with its
-//!   holder. No lock file ever needs cleaning.
+//!   holder. No lock file ever needs cleaning. The filler wakes them at
+//!   each commit (a datagram on a Unix socket each of them binds), so
+//!   their readers get a chunk as soon as its bytes are written, not once
+//!   durable; only the index counts for a resume.
 //! * **Names are computed, never expected**: a complete object is found by
 //!   its BLAKE3 root and by the SHA-256 (and SHA-512) its fill computed
 //!   over the completed prefix ([`digest`]); a digest a request expects is
@@ -178,7 +181,7 @@
 //! fill       → object, plan, layout, index, data, source, chain
 //!                                          the filler, the lease; verify and repair
 //! object     → object::ObjectHost (its own trait), layout, options, plan, index, data
-//!                                          readers, demand, lifecycle, progress
+//!                                          readers, demand, lifecycle, wake-ups, progress
 //! layout, options, plan, index, data, digest, hash, manifest, source, chain, error, platform
 //!                                          leaves: files, formats, plain data
 //! ```

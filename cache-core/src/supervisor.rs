@@ -10,7 +10,11 @@
 //!   index replay under it — file work, on the blocking pool), then hand
 //!   out a [`Launcher`] for the fill; or, when another process holds the
 //!   lease, follow that process's fill;
-//! * **follow**: publish the chunks the other process commits; when it
+//! * **follow**: publish the chunks the other process commits — as it
+//!   announces them on this process's wake-up socket (`object::wake`:
+//!   early, served but never trusted by anything durable), and as its
+//!   index records them (read on every wake-up, and on a timer as the
+//!   fallback); when it
 //!   dies (its lock with it) while the fill is wanted here, take the fill
 //!   over; when it is gone and nothing here wants a fill, go idle;
 //! * **end**: the fill task reports how it ended; a pause with readers
@@ -27,18 +31,20 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::fill::{self, FillPlan};
-use crate::index::IndexReader;
-use crate::object::{Command, FillEnd, Launcher, ObjectShared, Phase, VerifyReport};
+use crate::index::{IndexHeader, IndexReader};
+use crate::object::{Command, FillEnd, Launcher, ObjectShared, Phase, VerifyReport, WakeListener};
 
-/// How often an object that nobody in this process fills looks at its
-/// index for another process's commits.
+/// How often an object that nobody in this process fills reads its index
+/// for another process's commits, without a wake-up socket...
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
-/// A take-over is tried every this many polls.
-const TAKEOVER_EVERY: u32 = 5;
+/// ... and with one (in case a wake-up was dropped; see `object::wake`).
+const FOLLOW_POLL_BOUND: Duration = Duration::from_millis(100);
+/// How often a follower that wants the object filled tries the lock.
+const TAKEOVER_EVERY: Duration = Duration::from_millis(100);
 
 /// Starts the supervisor of `obj` on `runtime` (see the module docs).
 pub(crate) fn spawn(
@@ -46,26 +52,37 @@ pub(crate) fn spawn(
     commands: mpsc::UnboundedReceiver<Command>,
     runtime: &tokio::runtime::Handle,
 ) {
+    let Some(header) = obj.upgrade().map(|o| o.header.clone()) else {
+        return;
+    };
     let supervisor = Supervisor {
         obj,
+        header,
         commands,
         follower: None,
+        wake: None,
         watch_idle: true,
-        polls: 0,
+        last_try: Instant::now(),
     };
     runtime.spawn(supervisor.run());
 }
 
 struct Supervisor {
     obj: Weak<ObjectShared>,
+    /// The object's header (its chunk geometry, for announcements).
+    header: IndexHeader,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Tails the index while another process (or nobody) fills.
     follower: Option<IndexReader>,
+    /// The socket the filling process announces its commits to, bound
+    /// before the index is first read (see `object::wake`).
+    wake: Option<WakeListener>,
     /// Whether to tail the index while `Idle` too: until this process
     /// first fills the object, another process may be filling it unseen
     /// (after this process's own fill, its view is the index's).
     watch_idle: bool,
-    polls: u32,
+    /// When a take-over was last tried.
+    last_try: Instant,
 }
 
 impl Drop for Supervisor {
@@ -88,23 +105,40 @@ impl Drop for Supervisor {
 
 impl Supervisor {
     async fn run(mut self) {
-        let mut poll = tokio::time::interval(FOLLOW_POLL);
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_poll = Instant::now();
         loop {
             // No strong reference across the wait: the object may go.
             let following = match self.obj.upgrade() {
-                Some(obj) => self.follows(&obj),
+                Some(obj) => {
+                    let following = self.follows(&obj);
+                    if following && self.wake.is_none() {
+                        // Bound before the index is first read: a commit
+                        // after that read is announced to it.
+                        self.wake = Some(WakeListener::bind(&obj));
+                    }
+                    following
+                }
                 None => return,
             };
+            let (wake, header) = (self.wake.as_mut().filter(|_| following), &self.header);
             tokio::select! {
                 command = self.commands.recv() => {
                     let Some(command) = command else { return };
                     let Some(obj) = self.obj.upgrade() else { return };
                     self.handle(&obj, command).await;
                 }
-                _ = poll.tick(), if following => {
+                chunks = async { Some(wake?.recv(header).await) }, if following => {
+                    let Some(obj) = self.obj.upgrade() else { return };
+                    if let Some(chunks) = chunks {
+                        obj.take_announced(&chunks);
+                    }
+                    self.follow(&obj).await;
+                }
+                () = tokio::time::sleep_until(next_poll), if following => {
                     let Some(obj) = self.obj.upgrade() else { return };
                     self.follow(&obj).await;
+                    let bound = self.wake.as_ref().is_some_and(|w| w.is_bound());
+                    next_poll = Instant::now() + if bound { FOLLOW_POLL_BOUND } else { FOLLOW_POLL };
                 }
             }
         }
@@ -208,6 +242,7 @@ impl Supervisor {
                 // Readers' demands reach this fill directly now.
                 obj.publish_remote_demand();
                 self.follower = None;
+                self.wake = None;
                 self.watch_idle = false;
                 Ok(Some(fill::launcher(obj, plan, lease, mailbox)))
             }
@@ -287,12 +322,12 @@ impl Supervisor {
                 Err(e) => tracing::warn!(object = %obj.key, "cannot follow index: {e}"),
             }
         }
-        self.polls = self.polls.wrapping_add(1);
-        if !self.polls.is_multiple_of(TAKEOVER_EVERY)
+        if self.last_try.elapsed() < TAKEOVER_EVERY
             || !matches!(obj.state.lock().phase, Phase::Following)
         {
             return;
         }
+        self.last_try = Instant::now();
         // Take over when this process wants the object filled: it fetched
         // it (a plan), or readers wait and the store can make a source.
         let (plan, demanded) = {

@@ -20,11 +20,16 @@ use super::{FillPlan, WriterLease};
 use crate::digest::{Digest, PrefixHasher};
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
-use crate::object::{read_remote_demand, Command, FillEnd, ObjectShared, Phase};
+use crate::object::{
+    read_remote_demand, Announcer, Command, DemandBell, FillEnd, ObjectShared, Phase,
+};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
 
-/// How often the filler looks for demands of readers in other processes.
+/// How often the filler looks for demands of readers in other processes
+/// when they cannot ring its doorbell ([`DemandBell`])...
 const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// ... and when they can (in case a ring was lost).
+const REMOTE_DEMAND_POLL_RUNG: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
@@ -43,8 +48,11 @@ pub(crate) struct FillCtx {
     repair: bool,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
     /// Chunks readers in other processes wait for: flushed at once when
-    /// committed, since those readers see only durable chunks.
+    /// committed if no follower has a wake-up socket (such followers see
+    /// only durable chunks).
     remote_demand: Mutex<RoaringBitmap>,
+    /// Tells following processes of each commit (see `object::wake`).
+    wake: Announcer,
     pending: Mutex<Pending>,
     durability: Durability,
     flush_wake: Notify,
@@ -162,6 +170,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
     let _lock = _lock; // held for the whole fill
     let options = plan.options;
     let repair = !obj.state.lock().damaged.is_empty();
+    let wake = Announcer::new(&obj);
     let prepared = prepare(
         &obj,
         &plan.source,
@@ -180,6 +189,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
         repair,
         cvs: Mutex::new(cvs),
         remote_demand: Mutex::new(RoaringBitmap::new()),
+        wake,
         pending: Mutex::new(Pending {
             records: Vec::new(),
             bytes: 0,
@@ -238,7 +248,12 @@ async fn drive(
     // the select below. `limits` holds each running request's end.
     let mut runs: JoinSet<(RunId, Result<()>)> = JoinSet::new();
     let mut limits: HashMap<RunId, Arc<AtomicU32>> = HashMap::new();
-    let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
+    let bell = DemandBell::bind(&ctx.obj);
+    let mut remote_tick = tokio::time::interval(if bell.is_bound() {
+        REMOTE_DEMAND_POLL_RUNG
+    } else {
+        REMOTE_DEMAND_POLL
+    });
     remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remote: Vec<u32> = Vec::new();
     let result = 'fill: loop {
@@ -323,12 +338,8 @@ async fn drive(
                 None => {}
             },
             _ = ctx.obj.filler_wake.notified() => {}
-            _ = remote_tick.tick() => {
-                remote.clear();
-                read_remote_demand(&ctx.obj.dir, &mut remote);
-                remote.retain(|&c| c < header.chunk_count() && !sched.is_done(c));
-                *ctx.remote_demand.lock() = remote.iter().copied().collect();
-            }
+            _ = remote_tick.tick() => read_remote(ctx, &sched, &mut remote),
+            () = bell.rung() => read_remote(ctx, &sched, &mut remote),
         }
     };
     if result.is_err() {
@@ -342,6 +353,14 @@ async fn drive(
         }
     }
     result
+}
+
+/// Reads the chunks other processes' readers wait for (their demand files).
+fn read_remote(ctx: &FillCtx, sched: &FillScheduler, remote: &mut Vec<u32>) {
+    remote.clear();
+    read_remote_demand(&ctx.obj.dir, remote);
+    remote.retain(|&c| c < ctx.obj.header.chunk_count() && !sched.is_done(c));
+    *ctx.remote_demand.lock() = remote.iter().copied().collect();
 }
 
 /// Applies one filler event to the scheduler; an error ends the fill.
@@ -383,10 +402,12 @@ async fn finish(ctx: &Arc<FillCtx>, result: Result<FillEnd>) -> Result<FillEnd> 
     let c = ctx.clone();
     crate::task::blocking("finish fill", move || {
         c.durability.flush(&c.obj, &c.pending)?;
-        match result {
+        let outcome = match result {
             Ok(FillEnd::Complete) => c.complete().map(|()| FillEnd::Complete),
             other => other,
-        }
+        };
+        c.wake.index_grew();
+        outcome
     })
     .await
 }
@@ -415,8 +436,12 @@ async fn flush_loop(ctx: Arc<FillCtx>) {
             continue;
         }
         let c = ctx.clone();
-        let flushed =
-            crate::task::blocking("flush", move || c.durability.flush(&c.obj, &c.pending)).await;
+        let flushed = crate::task::blocking("flush", move || {
+            c.durability.flush(&c.obj, &c.pending)?;
+            c.wake.index_grew();
+            Ok(())
+        })
+        .await;
         if let Err(e) = flushed {
             let _ = ctx.events.send(Event::Failed(e));
             return;
@@ -474,12 +499,16 @@ impl FillCtx {
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
             p.bytes += data.len() as u64;
-            if p.bytes >= obj.host.options().flush_bytes || self.remote_demand.lock().contains(c) {
+            if p.bytes >= obj.host.options().flush_bytes
+                || (self.remote_demand.lock().contains(c) && !self.wake.has_followers())
+            {
                 self.flush_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.
             obj.mark_done(c);
         }
+        // Other processes' readers next: their wake-up is one datagram.
+        self.wake.committed(c);
         let _ = self.events.send(Event::ChunkDone(c));
         self.prefix_wake.notify_one();
         Ok(())

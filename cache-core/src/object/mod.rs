@@ -16,6 +16,7 @@ mod lifecycle;
 mod read;
 mod remote_demand;
 mod state;
+mod wake;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ pub(crate) use lifecycle::{Command, FillEnd, Launcher, Phase};
 pub use read::{BlockingObjectReader, FileSpan, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
+pub(crate) use wake::{Announcer, DemandBell, WakeListener};
 
 /// What an object's fill is doing, as seen from this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +117,10 @@ pub(crate) struct State {
     pub(crate) in_flight: RoaringBitmap,
     /// Chunks verification cleared as damaged, until refetched.
     pub(crate) damaged: RoaringBitmap,
+    /// Chunks of `done` that the filling process announced as committed
+    /// and the index does not record yet (see `wake`): served to readers
+    /// here, trusted by nothing durable.
+    pub(crate) early: RoaringBitmap,
     waiters: HashMap<u32, Vec<oneshot::Sender<()>>>,
 }
 
@@ -206,6 +212,7 @@ impl ObjectShared {
             plan: None,
             in_flight: RoaringBitmap::new(),
             damaged: RoaringBitmap::new(),
+            early: RoaringBitmap::new(),
             waiters: HashMap::new(),
         };
         let (progress, _) = watch::channel(progress_of(&header, &state));
@@ -300,9 +307,11 @@ impl ObjectShared {
     /// Applies records another process committed to the index, by the
     /// index's own rules ([`IndexState::apply`], the ones a replay on open
     /// uses): a record of a chunk the object does not have is ignored, and
-    /// a root counts only once every chunk is done.
+    /// a root counts only once every chunk is done *in the index* (chunks
+    /// only announced early do not count).
     pub(crate) fn apply_records(&self, records: &[Record]) {
-        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
+        let clears = records.iter().any(|r| matches!(r, Record::Clear { .. }));
+        if clears {
             // A repair: the writer switched to a copy of the data file
             // before recording the clears; its refetched chunks go there.
             if let Err(e) = self.refresh_data_file() {
@@ -310,9 +319,19 @@ impl ObjectShared {
             }
         }
         let next = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            if clears && !st.early.is_empty() {
+                // The writer rewrites history (a repair, a restart): chunks
+                // only announced, by it or a writer before it, are not kept
+                // through that; whatever it commits again is announced again.
+                let early = std::mem::take(&mut st.early);
+                st.done -= &early;
+                for r in ranges(&early) {
+                    self.send_change(ChunkChange::Withdrawn(r));
+                }
+            }
             let mut next = IndexState {
-                done: st.done.clone(),
+                done: &st.done - &st.early,
                 root: st.root,
             };
             for r in records {
@@ -332,14 +351,27 @@ impl ObjectShared {
 
     /// Makes `index` the object's done set and root, publishing what
     /// changed (see [`Self::adopt_index`] and [`Self::follow_index`]).
+    /// Chunks only announced early (see `wake`) stay done for a follower
+    /// until the index records them; a lease holder's replay withdraws
+    /// them: they are fetched again, never trusted.
     fn take_index(&self, index: IndexState, how: Taken) {
         let woken = {
             let mut st = self.state.lock();
-            let lost = &st.done - &index.done;
-            let found = &index.done - &st.done;
-            for c in lost.iter() {
+            let early = match how {
+                Taken::ByFollower => &st.early - &index.done,
+                Taken::ByLease => RoaringBitmap::new(),
+            };
+            let done = &index.done | &early;
+            let lost = &st.done - &done;
+            let withdrawn = &lost & &st.early;
+            let damaged = &lost - &withdrawn;
+            let found = &done - &st.done;
+            for c in damaged.iter() {
                 st.damaged.insert(c);
                 self.send_change(ChunkChange::Damaged(c));
+            }
+            for r in ranges(&withdrawn) {
+                self.send_change(ChunkChange::Withdrawn(r));
             }
             let mut woken = Vec::new();
             for r in ranges(&found) {
@@ -349,16 +381,24 @@ impl ObjectShared {
                     woken.extend(st.waiters.remove(&c).into_iter().flatten());
                 }
             }
-            if how == Taken::ByLease && !lost.is_empty() {
+            if how == Taken::ByLease && !damaged.is_empty() {
                 tracing::warn!(
                     object = %self.key,
-                    chunks = lost.len(),
+                    chunks = damaged.len(),
                     "chunks without a trusted index record are missing again"
+                );
+            }
+            if !withdrawn.is_empty() {
+                tracing::info!(
+                    object = %self.key,
+                    chunks = withdrawn.len(),
+                    "chunks the last filler announced but never recorded are fetched again"
                 );
             }
             let complete =
                 index.root.is_some() && index.done.len() == u64::from(self.header.chunk_count());
-            st.done = index.done;
+            st.done = done;
+            st.early = early;
             st.root = index.root;
             if how == Taken::ByFollower && complete && !matches!(st.phase, Phase::Complete) {
                 debug_assert!(st.phase.allows(&Phase::Complete));
