@@ -169,13 +169,22 @@ impl App {
             Some(hot) => hot,
             None => {
                 let o = object.clone();
-                let made = tokio::task::spawn_blocking(move || {
+                let make = move || {
                     let info = o.info();
                     let etag = super::etag::derived_etag(&info.source, &info.validator, info.len);
                     let alt = o.blake3().map(|h| super::etag::strong_etag(&h));
                     HotObject::new(o, etag, alt, last_modified(&info.validator))
-                })
-                .await;
+                };
+                // Only a complete object has a digests file to read. An
+                // incomplete one is made here, without a hand-off: a
+                // yield now would let a fill this request just started
+                // claim its first requests before the read below says
+                // which chunk it waits for.
+                let made = if object.progress().state == FillState::Complete {
+                    tokio::task::spawn_blocking(make).await
+                } else {
+                    Ok(make())
+                };
                 match made {
                     Ok(hot) => self.hot_keys.put(object.key().to_owned(), hot),
                     Err(e) => {
