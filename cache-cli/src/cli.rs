@@ -430,6 +430,11 @@ pub struct ServeArgs {
     /// long [default: 30]
     #[arg(long, value_name = "SECONDS")]
     pub drain_timeout: Option<u64>,
+    /// Connections served at once; more wait until one closes. Each takes
+    /// a file descriptor: the soft RLIMIT_NOFILE is raised to the hard
+    /// limit at start [default: 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
     /// Keep the store under SIZE: evict least recently used complete
     /// objects nobody uses; refuse (507) a fill that cannot fit
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

@@ -150,6 +150,48 @@ fn endpoint_mirrors(
         .collect()
 }
 
+/// `wanted` connections, if the descriptor limit allows them: raises the
+/// soft `RLIMIT_NOFILE` to the hard limit (like Go's runtime does), and
+/// keeps 256 descriptors for everything else (origin connections, data
+/// and index files, the listeners); a lower limit lowers the connection
+/// limit, with a warning, rather than failing accepts with EMFILE.
+fn connection_limit(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a plain struct.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let fits = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(256)
+        .max(16);
+    if wanted > fits {
+        tracing::warn!(
+            wanted,
+            serving = fits,
+            nofile = soft,
+            "the open-file limit (ulimit -n) allows fewer connections than max_connections"
+        );
+        return fits;
+    }
+    wanted
+}
+
 /// Runs `serve` until a signal ends it.
 pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(), Failure> {
     let mut g_store = cli::Global {
@@ -190,6 +232,7 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
             ..FetchOptions::default()
         },
         shutdown_grace: config.drain_timeout,
+        max_connections: connection_limit(config.max_connections),
         max_size: config.max_size,
         access_log: if config.json_log {
             AccessLogFormat::Json

@@ -27,6 +27,7 @@ struct FileConfig {
     access_log: Option<String>,
     access_log_format: Option<LogFormat>,
     drain_timeout: Option<u64>,
+    max_connections: Option<u32>,
     revalidate: Option<u64>,
     parents: Option<Vec<Spanned<String>>>,
     shared: Option<Spanned<String>>,
@@ -132,6 +133,11 @@ pub struct Mirror {
     pub pass_query: bool,
 }
 
+/// Connections `serve` serves at once unless told otherwise: a thousand
+/// readers of one image (a fleet booting) are served together, not 256
+/// of them while the rest wait (BENCHMARKS.md, "Many readers").
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// The effective configuration of `serve`.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -143,6 +149,8 @@ pub struct ServeConfig {
     pub access_log: AccessLog,
     pub json_log: bool,
     pub drain_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
     pub revalidate: Duration,
     /// Parent caches asked before the origin (`--parent` wins over the
     /// file's `parents`).
@@ -403,6 +411,10 @@ fn merge(
         access_log,
         json_log,
         drain_timeout: Duration::from_secs(a.drain_timeout.or(file.drain_timeout).unwrap_or(30)),
+        max_connections: a
+            .max_connections
+            .or(file.max_connections)
+            .map_or(DEFAULT_MAX_CONNECTIONS, |n| n.max(1) as usize),
         revalidate: Duration::from_secs(a.revalidate.or(file.revalidate).unwrap_or(60)),
         parents,
         shared,
@@ -476,6 +488,10 @@ impl ServeConfig {
         t.insert(
             "drain_timeout".into(),
             Value::from(self.drain_timeout.as_secs() as i64),
+        );
+        t.insert(
+            "max_connections".into(),
+            Value::from(self.max_connections as i64),
         );
         t.insert(
             "revalidate".into(),

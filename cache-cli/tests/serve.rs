@@ -335,7 +335,7 @@ fn config_file_keys_errors_and_sighup_reload() {
             format!(
                 "listen = [\"127.0.0.1:0\"]\nstore = \"{store}\"\nmax_size = \"10G\"\n\
                  access_log = \"{log}\"\naccess_log_format = \"json\"\n\
-                 drain_timeout = 5\nrevalidate = 30\n{mirrors}",
+                 drain_timeout = 5\nmax_connections = 2000\nrevalidate = 30\n{mirrors}",
                 store = t.path().join("unused-store").display(),
                 log = log.display(),
             ),
@@ -379,6 +379,7 @@ fn config_file_keys_errors_and_sighup_reload() {
         "{text}"
     );
     assert!(text.contains("max_size = 10737418240"), "{text}");
+    assert!(text.contains("max_connections = 2000"), "{text}");
 
     // Bad files: one line naming file, line and key; exit 2.
     for (bad, line, key) in [

@@ -15,7 +15,12 @@
 //!
 //! 1. **A chunk is written once, before it is done.** Readers get bytes of
 //!    done chunks only; a fill never writes a done chunk again (a body
-//!    that passes one is compared, not written).
+//!    that passes one is compared, not written). One exception, harmless
+//!    by construction: a chunk another process's filler announced and then
+//!    died before recording (`object::wake`) is done for that process's
+//!    followers, and the fill that takes over writes it again — with the
+//!    same bytes of the same source version, so what a reader holds does
+//!    not change.
 //! 2. **A repair writes into a new file.** Chunks cleared by verification
 //!    are refetched into a copy of the data file ([`DataFile::fork`]),
 //!    renamed over the old name before the clearing is recorded. The old
@@ -194,6 +199,40 @@ impl DataFile {
         self.file
             .sync_data()
             .map_err(|e| Error::io(&self.path, "sync data file", e))
+    }
+
+    /// Reads `buf.len()` bytes at `offset` with `pread` (not through the
+    /// map: nothing gets mapped into the process).
+    pub(crate) fn read_exact_at(&self, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match crate::platform::pread(&self.file, buf, offset) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `piece` lies in this file: its offset, when `piece` is a
+    /// slice of this file's map (as [`DataFile::bytes`] hands out).
+    pub(crate) fn offset_of(&self, piece: &[u8]) -> Option<u64> {
+        let map = self.map.as_ref()?;
+        let base = map.as_ptr() as usize;
+        let at = piece.as_ptr() as usize;
+        let end = at.checked_add(piece.len())?;
+        (at >= base && end <= base + map.len()).then(|| (at - base) as u64)
+    }
+
+    /// The open file (for `sendfile` of bytes [`DataFile::offset_of`]
+    /// placed in it).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The bytes of `range`, sharing the map. The caller checked that the

@@ -9,6 +9,9 @@
 //!     data-<data id>        the object's bytes at their own offsets
 //!     digests               SHA-256/SHA-512 of a complete object (below)
 //!     used                  mtime = last use, for LRU eviction
+//!     demand/<pid>-<rand>   chunks a following process's readers wait for
+//!     wake/<pid>-<rand>     a following process's wake-up socket (the
+//!                           filler announces its commits there)
 //!   blake3/<64 hex>         alias: contains the key of one complete object
 //!                           with that BLAKE3 hash
 //!   sha256/<64 hex>         the same by SHA-256 (and sha512/<128 hex>)

@@ -25,7 +25,10 @@
 //!   the running fill; across processes, the filler holds an OS lock on the
 //!   object's index, other processes follow the index (and publish their
 //!   readers' demands to it) and take over when the lock dies with its
-//!   holder. No lock file ever needs cleaning.
+//!   holder. No lock file ever needs cleaning. The filler wakes them at
+//!   each commit (a datagram on a Unix socket each of them binds), so
+//!   their readers get a chunk as soon as its bytes are written, not once
+//!   durable; only the index counts for a resume.
 //! * **Names are computed, never expected**: a complete object is found by
 //!   its BLAKE3 root and by the SHA-256 (and SHA-512) its fill computed
 //!   over the completed prefix ([`digest`]); a digest a request expects is
@@ -127,10 +130,12 @@
 //!
 //! let other = Store::open(dir.path())?; // "process" 2 follows
 //! let followed = other.fetch(Arc::new(source.clone()), FetchOptions::default()).await?;
+//! assert_eq!(followed.progress().state, FillState::Following);
 //! let tail = followed.read_tail(10).await?;
 //! assert_eq!(&tail[..], &bytes[bytes.len() - 10..]);
 //! assert_eq!(followed.wait_complete().await?, blake3::hash(&bytes));
-//! assert!(matches!(object.progress().state, FillState::Complete));
+//! // The first "process" finished the fill it ran.
+//! assert_eq!(object.wait_complete().await?, blake3::hash(&bytes));
 //! # Ok(()) }
 //! ```
 //!
@@ -170,19 +175,31 @@
 //! names what a module uses):
 //!
 //! ```text
-//! store    → fill, object, layout, options, plan, index, data   the directory: open, fetch, names, gc
-//! fill     → object, plan, layout, index, data, source, chain   one filler per object; verify and repair
-//! object   → object::ObjectHost (its own trait), layout, options, plan, index, data
-//!                                                                readers, demand, follower, progress
+//! store      → supervisor, fill, object, layout, options, plan, index, data
+//!                                          the directory: open, fetch, names, gc
+//! supervisor → fill, object, index         one task per live object: who fills it
+//! fill       → object, plan, layout, index, data, source, chain
+//!                                          the filler, the lease; verify and repair
+//! object     → object::ObjectHost (its own trait), layout, options, plan, index, data
+//!                                          readers, demand, lifecycle, wake-ups, progress
 //! layout, options, plan, index, data, digest, hash, manifest, source, chain, error, platform
-//!                                                                leaves: files, formats, plain data
+//!                                          leaves: files, formats, plain data
 //! ```
 //!
-//! An object never calls the filler: when a reader waits on a chunk that
-//! nothing fetches, or its follower sees the filling process go, it asks
-//! its host (`ObjectHost`, implemented by the store), which starts or
-//! takes over the fill. The filler works on the object's state; the
-//! store wires the two together.
+//! ## Inside: one supervisor per object
+//!
+//! Every live object has a **supervisor**, a task that alone decides who
+//! fills it and alone sets its lifecycle state (`Idle`, `Filling`,
+//! `Following`, `Complete`, `Failed`; the allowed moves are listed on the
+//! state type, in `object/lifecycle.rs`). Everything else sends it a
+//! message: a fetch asks for a fill (the supervisor takes the writer's
+//! lease on the blocking pool and hands back the fill to start), a reader
+//! waiting on a chunk that nothing fetches asks for one, verification
+//! asks for the object to itself, and the fill task reports how it ended
+//! (a panic included). While another process fills the object, the
+//! supervisor tails its index and takes the fill over when that process
+//! dies. Readers never wait on the supervisor for data: they queue their
+//! demand and are woken by the commit of the chunk they need.
 //!
 //! ## Portability
 //!
@@ -215,6 +232,7 @@ mod plan;
 mod platform;
 pub mod source;
 mod store;
+mod supervisor;
 mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -226,12 +244,12 @@ pub use chain::SourceChain;
 pub use data::WriteFault;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
-pub use fill::{chunk_verify_failures, count_chunk_verify_failure, VerifyReport};
+pub use fill::{chunk_verify_failures, count_chunk_verify_failure};
 pub use index::IndexError;
 pub use manifest::{Manifest, ManifestError};
 pub use object::{
-    BlockingObjectReader, ChunkChange, ChunkMap, FillState, Object, ObjectInfo, ObjectReader,
-    ObjectState, Progress,
+    BlockingObjectReader, ChunkChange, ChunkMap, FileSpan, FillState, Object, ObjectInfo,
+    ObjectReader, ObjectState, Progress, VerifyReport,
 };
 pub use options::{SourceFactory, StoreOptions};
 pub use plan::{

@@ -26,8 +26,10 @@ pub struct StoreOptions {
     /// incomplete objects opened by hash).
     pub source_factory: Option<SourceFactory>,
     /// Committed chunks are made durable (data `fdatasync`, then index
-    /// records) at least this often. Followers in other processes see
-    /// chunks only once durable; a crash loses at most this much progress.
+    /// records) at least this often; a crash loses at most this much
+    /// progress. Followers in other processes are woken at each commit
+    /// without waiting for it (where the system has Unix sockets; else
+    /// they see chunks once durable).
     pub flush_interval: Duration,
     /// ... or as soon as this many bytes of chunks wait to be made durable.
     pub flush_bytes: u64,
@@ -40,6 +42,12 @@ pub struct StoreOptions {
     #[cfg(feature = "internals")]
     #[doc(hidden)]
     pub open_hook: Option<OpenHook>,
+    /// Benchmark switch: this process follows other processes' fills by
+    /// polling their index only, without a wake-up socket (the behaviour
+    /// before wake-ups, for comparisons).
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub no_wake_ups: bool,
 }
 
 impl Default for StoreOptions {
@@ -52,11 +60,21 @@ impl Default for StoreOptions {
             write_fault: None,
             #[cfg(feature = "internals")]
             open_hook: None,
+            #[cfg(feature = "internals")]
+            no_wake_ups: false,
         }
     }
 }
 
 impl StoreOptions {
+    /// Whether followers bind a wake-up socket (see `object::wake`).
+    pub(crate) fn wake_ups(&self) -> bool {
+        #[cfg(feature = "internals")]
+        return !self.no_wake_ups;
+        #[cfg(not(feature = "internals"))]
+        true
+    }
+
     /// The data-write fault hook of the `internals` feature, if any.
     pub(crate) fn write_fault(&self) -> Option<crate::data::WriteFault> {
         #[cfg(feature = "internals")]

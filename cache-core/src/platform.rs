@@ -12,6 +12,7 @@
 //! | [`sync_parent`] | `fsync` of the directory | nothing: NTFS journals directory entries |
 //! | [`disk_usage`] | allocated blocks / hard links | the file length (no allocated size in `std`) |
 //! | [`process_alive`] | `/proc/PID` on Linux, unknown elsewhere | unknown |
+//! | [`DatagramListener`], [`DatagramSender`] | Unix datagram sockets named in a directory (through `/proc/self/fd` on Linux when the path is too long for a socket address) | none: `bind`/`new` fail with `Unsupported` and callers poll instead |
 //!
 //! # What a Windows port needs beyond this module
 //!
@@ -117,5 +118,137 @@ pub(crate) fn process_alive(pid: u32) -> Option<bool> {
         Some(Path::new(&format!("/proc/{pid}")).exists())
     } else {
         None
+    }
+}
+
+/// A datagram socket bound to a name in a directory, for the wake-ups of
+/// `object::wake`: receives what [`DatagramSender::send`] sends to that
+/// directory and name. The name is removed when the listener is dropped.
+pub(crate) struct DatagramListener {
+    #[cfg(unix)]
+    sock: tokio::net::UnixDatagram,
+    #[cfg(unix)]
+    path: std::path::PathBuf,
+}
+
+/// Sends datagrams to the listeners of a directory, without ever blocking.
+pub(crate) struct DatagramSender {
+    #[cfg(unix)]
+    sock: std::os::unix::net::UnixDatagram,
+}
+
+/// The address of socket `name` in `dir`: its path when that fits a socket
+/// address (about 100 bytes), else on Linux the same file reached through
+/// the open directory `dir_fd` (`/proc/self/fd/N/name`), which fits
+/// whatever the directory's path.
+#[cfg(unix)]
+fn socket_addr(
+    dir: &Path,
+    dir_fd: &File,
+    name: &str,
+) -> io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::unix::net::SocketAddr;
+    let full = dir.join(name);
+    match SocketAddr::from_pathname(&full) {
+        Ok(addr) => Ok(addr),
+        Err(e) => {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                let _ = e;
+                SocketAddr::from_pathname(format!("/proc/self/fd/{}/{name}", dir_fd.as_raw_fd()))
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let _ = dir_fd;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl DatagramListener {
+    /// Binds socket `name` in `dir` (needs a tokio runtime). Fails when
+    /// the name exists or the system has no such sockets.
+    #[cfg(unix)]
+    pub(crate) fn bind(dir: &Path, name: &str) -> io::Result<DatagramListener> {
+        let dir_fd = File::open(dir)?;
+        let addr = socket_addr(dir, &dir_fd, name)?;
+        let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+        let path = dir.join(name);
+        let sock = sock
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixDatagram::from_std(sock));
+        match sock {
+            Ok(sock) => Ok(DatagramListener { sock, path }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn bind(_dir: &Path, _name: &str) -> io::Result<DatagramListener> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Waits for the next datagram; returns its length.
+    pub(crate) async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        return self.sock.recv(buf).await;
+        #[cfg(not(unix))]
+        return std::future::pending().await;
+    }
+
+    /// The next datagram if one is queued (`WouldBlock` when none is).
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        return self.sock.try_recv(buf);
+        #[cfg(not(unix))]
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+}
+
+impl Drop for DatagramListener {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl DatagramSender {
+    /// An unbound, non-blocking socket to send from.
+    #[cfg(unix)]
+    pub(crate) fn new() -> io::Result<DatagramSender> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
+        Ok(DatagramSender { sock })
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn new() -> io::Result<DatagramSender> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Sends `buf` to socket `name` in `dir` (`dir_fd` is that directory,
+    /// open). Never blocks: a full receiver is `WouldBlock`; a name whose
+    /// socket nobody holds any more (its process died) is
+    /// `ConnectionRefused`; a name that is gone, `NotFound`.
+    #[cfg(unix)]
+    pub(crate) fn send(&self, dir: &Path, dir_fd: &File, name: &str, buf: &[u8]) -> io::Result<()> {
+        let addr = socket_addr(dir, dir_fd, name)?;
+        self.sock.send_to_addr(buf, &addr).map(|_| ())
+    }
+
+    #[cfg(not(unix))]
+    pub(crate) fn send(
+        &self,
+        _dir: &Path,
+        _dir_fd: &File,
+        _name: &str,
+        _buf: &[u8],
+    ) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }

@@ -1,8 +1,10 @@
 //! Making committed chunks durable, in the one safe order.
 //!
-//! A chunk is committed in memory (visible to this process's readers) as
-//! soon as its bytes are written and its chaining value is computed. Its
-//! index record waits in `pending` until a flush:
+//! A chunk is committed in memory (visible to this process's readers, and
+//! announced to the processes that follow the fill, see `object::wake`)
+//! as soon as its bytes are written and its chaining value is computed.
+//! Nothing of that is durable: its index record waits in `pending` until a
+//! flush, and only the record makes a chunk count for a resume:
 //!
 //! 1. take the pending records (their bytes were all written before),
 //! 2. `fdatasync` the data file,

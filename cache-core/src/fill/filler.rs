@@ -20,11 +20,16 @@ use super::{FillPlan, WriterLease};
 use crate::digest::{Digest, PrefixHasher};
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
-use crate::object::{read_remote_demand, ObjectShared, Phase};
+use crate::object::{
+    read_remote_demand, Announcer, Command, DemandBell, FillEnd, ObjectShared, Phase,
+};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
 
-/// How often the filler looks for demands of readers in other processes.
+/// How often the filler looks for demands of readers in other processes
+/// when they cannot ring its doorbell ([`DemandBell`])...
 const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// ... and when they can (in case a ring was lost).
+const REMOTE_DEMAND_POLL_RUNG: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
@@ -43,8 +48,11 @@ pub(crate) struct FillCtx {
     repair: bool,
     cvs: Mutex<Vec<Option<[u8; 32]>>>,
     /// Chunks readers in other processes wait for: flushed at once when
-    /// committed, since those readers see only durable chunks.
+    /// committed if no follower has a wake-up socket (such followers see
+    /// only durable chunks).
     remote_demand: Mutex<RoaringBitmap>,
+    /// Tells following processes of each commit (see `object::wake`).
+    wake: Announcer,
     pending: Mutex<Pending>,
     durability: Durability,
     flush_wake: Notify,
@@ -60,6 +68,10 @@ struct Prefix {
     next: u32,
     /// Whether the prefix found on disk at the start (a resume) was hashed.
     resumed: bool,
+    /// A chunk read back for hashing: with `pread`, not through the map,
+    /// so hashing an object does not map (and count in the process's RSS)
+    /// all of it.
+    buf: Vec<u8>,
 }
 
 /// What the requests and the flusher tell the driver (a request's own end
@@ -71,21 +83,20 @@ enum Event {
     Failed(Error),
 }
 
-/// How a fill ended without error.
-enum Outcome {
-    Complete,
-    /// Lazy fill with no demand and no handle left.
-    Paused,
-}
-
 /// Starts the fill task. It owns every task of the fill (its requests in
 /// a `JoinSet`, the flusher and the prefix hasher in another), so a panic
 /// anywhere ends the fill with [`Error::Task`] instead of leaving readers
 /// waiting; and whatever way the task ends — even cancelled, never polled
-/// again — [`EndGuard`] sets the phase that ends it.
-pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) {
+/// again — [`EndGuard`] tells the object's supervisor (`supervisor`) how.
+pub(crate) fn spawn(
+    obj: Arc<ObjectShared>,
+    plan: FillPlan,
+    lease: WriterLease,
+    supervisor: mpsc::UnboundedSender<Command>,
+) {
     let guard = EndGuard {
         obj: obj.clone(),
+        supervisor,
         ended: false,
     };
     tokio::spawn(async move {
@@ -100,24 +111,30 @@ pub(crate) fn spawn(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) 
     });
 }
 
-/// Sets the phase that ends a fill: the outcome once known, `Failed`
-/// when the fill task goes away without one.
+/// Reports a fill's end to the object's supervisor: the outcome once
+/// known, [`Error::Task`] when the fill task goes away without one.
 struct EndGuard {
     obj: Arc<ObjectShared>,
+    supervisor: mpsc::UnboundedSender<Command>,
     ended: bool,
 }
 
 impl EndGuard {
-    fn end(mut self, result: Result<Outcome>) {
+    fn end(mut self, result: Result<FillEnd>) {
         self.ended = true;
-        let obj = &self.obj;
-        match result {
-            Ok(Outcome::Complete) => obj.set_phase(Phase::Complete),
-            Ok(Outcome::Paused) => obj.set_phase(Phase::Idle),
-            Err(e) => {
-                tracing::warn!(object = %obj.key, "fill failed: {e}");
-                obj.set_phase(Phase::Failed(Arc::new(e)));
-            }
+        if let Err(e) = &result {
+            tracing::warn!(object = %self.obj.key, "fill failed: {e}");
+        }
+        self.report(result);
+    }
+
+    fn report(&self, result: Result<FillEnd>) {
+        if let Err(mpsc::error::SendError(Command::FillEnded(result))) =
+            self.supervisor.send(Command::FillEnded(result))
+        {
+            // The supervisor is gone with its runtime: nobody is left to
+            // decide, and waiters (in another runtime) must not hang.
+            self.obj.set_phase(Phase::after_fill(result));
         }
     }
 }
@@ -132,15 +149,15 @@ impl Drop for EndGuard {
             // Dropped without ending: the runtime is shutting down (Ctrl-C,
             // process exit) far more often than anything else, so no warning
             // on the user's terminal; waiters still get the error. Panics
-            // are caught and warned about in `spawn`.
+            // are caught and warned about in `end`.
             tracing::debug!(object = %self.obj.key, "fill task dropped: {e}");
-            self.obj.set_phase(Phase::Failed(Arc::new(e)));
+            self.report(Err(e));
         }
     }
 }
 
 /// The fill: sources prepared, requests driven, the object finished.
-async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Result<Outcome> {
+async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Result<FillEnd> {
     let (events, rx) = mpsc::unbounded_channel();
     let state = {
         let st = obj.state.lock();
@@ -153,6 +170,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
     let _lock = _lock; // held for the whole fill
     let options = plan.options;
     let repair = !obj.state.lock().damaged.is_empty();
+    let wake = Announcer::new(&obj);
     let prepared = prepare(
         &obj,
         &plan.source,
@@ -171,6 +189,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
         repair,
         cvs: Mutex::new(cvs),
         remote_demand: Mutex::new(RoaringBitmap::new()),
+        wake,
         pending: Mutex::new(Pending {
             records: Vec::new(),
             bytes: 0,
@@ -183,6 +202,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
             hasher: PrefixHasher::new(&plan.digests),
             next: 0,
             resumed: false,
+            buf: Vec::new(),
         }),
         prefix_wake: Notify::new(),
     });
@@ -200,7 +220,7 @@ async fn drive(
     ctx: &Arc<FillCtx>,
     options: &super::FillOptions,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> Result<Outcome> {
+) -> Result<FillEnd> {
     let header = &ctx.obj.header;
     let done = ctx.obj.state.lock().done.clone();
     let max_run =
@@ -228,7 +248,12 @@ async fn drive(
     // the select below. `limits` holds each running request's end.
     let mut runs: JoinSet<(RunId, Result<()>)> = JoinSet::new();
     let mut limits: HashMap<RunId, Arc<AtomicU32>> = HashMap::new();
-    let mut remote_tick = tokio::time::interval(REMOTE_DEMAND_POLL);
+    let bell = DemandBell::bind(&ctx.obj);
+    let mut remote_tick = tokio::time::interval(if bell.is_bound() {
+        REMOTE_DEMAND_POLL_RUNG
+    } else {
+        REMOTE_DEMAND_POLL
+    });
     remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut remote: Vec<u32> = Vec::new();
     let result = 'fill: loop {
@@ -269,7 +294,7 @@ async fn drive(
             limits.insert(id, limit);
         }
         if sched.is_complete() && limits.is_empty() {
-            break Ok(Outcome::Complete);
+            break Ok(FillEnd::Complete);
         }
         if ctx.obj.released.load(Ordering::Acquire)
             && ctx.obj.handles() == 0
@@ -277,14 +302,14 @@ async fn drive(
         {
             // The last consumer gave up: stop, keeping what arrived.
             ctx.pending.lock().stopped = true;
-            break Ok(Outcome::Paused);
+            break Ok(FillEnd::Paused);
         }
         if limits.is_empty()
             && options.policy == FillPolicy::Lazy
             && ctx.obj.handles() == 0
             && ctx.obj.state.lock().demand.is_empty()
         {
-            break Ok(Outcome::Paused);
+            break Ok(FillEnd::Paused);
         }
         tokio::select! {
             ev = events.recv() => match ev {
@@ -313,12 +338,8 @@ async fn drive(
                 None => {}
             },
             _ = ctx.obj.filler_wake.notified() => {}
-            _ = remote_tick.tick() => {
-                remote.clear();
-                read_remote_demand(&ctx.obj.dir, &mut remote);
-                remote.retain(|&c| c < header.chunk_count() && !sched.is_done(c));
-                *ctx.remote_demand.lock() = remote.iter().copied().collect();
-            }
+            _ = remote_tick.tick() => read_remote(ctx, &sched, &mut remote),
+            () = bell.rung() => read_remote(ctx, &sched, &mut remote),
         }
     };
     if result.is_err() {
@@ -332,6 +353,14 @@ async fn drive(
         }
     }
     result
+}
+
+/// Reads the chunks other processes' readers wait for (their demand files).
+fn read_remote(ctx: &FillCtx, sched: &FillScheduler, remote: &mut Vec<u32>) {
+    remote.clear();
+    read_remote_demand(&ctx.obj.dir, remote);
+    remote.retain(|&c| c < ctx.obj.header.chunk_count() && !sched.is_done(c));
+    *ctx.remote_demand.lock() = remote.iter().copied().collect();
 }
 
 /// Applies one filler event to the scheduler; an error ends the fill.
@@ -369,14 +398,16 @@ fn run_ended(
 }
 
 /// Flushes what was committed, then (when complete) records the root.
-async fn finish(ctx: &Arc<FillCtx>, result: Result<Outcome>) -> Result<Outcome> {
+async fn finish(ctx: &Arc<FillCtx>, result: Result<FillEnd>) -> Result<FillEnd> {
     let c = ctx.clone();
     crate::task::blocking("finish fill", move || {
         c.durability.flush(&c.obj, &c.pending)?;
-        match result {
-            Ok(Outcome::Complete) => c.complete().map(|()| Outcome::Complete),
+        let outcome = match result {
+            Ok(FillEnd::Complete) => c.complete().map(|()| FillEnd::Complete),
             other => other,
-        }
+        };
+        c.wake.index_grew();
+        outcome
     })
     .await
 }
@@ -405,8 +436,12 @@ async fn flush_loop(ctx: Arc<FillCtx>) {
             continue;
         }
         let c = ctx.clone();
-        let flushed =
-            crate::task::blocking("flush", move || c.durability.flush(&c.obj, &c.pending)).await;
+        let flushed = crate::task::blocking("flush", move || {
+            c.durability.flush(&c.obj, &c.pending)?;
+            c.wake.index_grew();
+            Ok(())
+        })
+        .await;
         if let Err(e) = flushed {
             let _ = ctx.events.send(Event::Failed(e));
             return;
@@ -464,12 +499,16 @@ impl FillCtx {
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
             p.bytes += data.len() as u64;
-            if p.bytes >= obj.host.options().flush_bytes || self.remote_demand.lock().contains(c) {
+            if p.bytes >= obj.host.options().flush_bytes
+                || (self.remote_demand.lock().contains(c) && !self.wake.has_followers())
+            {
                 self.flush_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.
             obj.mark_done(c);
         }
+        // Other processes' readers next: their wake-up is one datagram.
+        self.wake.committed(c);
         let _ = self.events.send(Event::ChunkDone(c));
         self.prefix_wake.notify_one();
         Ok(())
@@ -486,7 +525,13 @@ impl FillCtx {
         let from = p.hasher.pos;
         while p.next < header.chunk_count() && obj.is_done(p.next) {
             let range = header.chunk_range(p.next);
-            p.hasher.update(&obj.data().bytes(range));
+            let Prefix { hasher, buf, .. } = &mut *p;
+            buf.resize((range.end - range.start) as usize, 0);
+            match obj.data().read_exact_at(range.start, buf) {
+                Ok(()) => hasher.update(buf),
+                // The same bytes through the map.
+                Err(_) => hasher.update(&obj.data().bytes(range)),
+            }
             p.next += 1;
         }
         if !p.resumed {

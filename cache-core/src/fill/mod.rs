@@ -7,9 +7,9 @@
 //!   appending of index records (data first, never one sync per chunk).
 //!
 //! Who fills: the process that holds the exclusive OS lock on the object's
-//! index file. In one process, every request attaches to the running fill
-//! (the object's phase says `Filling`); another process follows the index
-//! and takes over when the lock holder dies.
+//! index file. Within a process, the object's supervisor
+//! (`crate::supervisor`) alone takes that lease and starts fills; this
+//! module is the mechanism it uses.
 
 mod alternates;
 mod durability;
@@ -21,14 +21,16 @@ mod verify;
 use std::fs::File;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use crate::error::{Error, Result};
-use crate::index::IndexWriter;
-use crate::object::{ObjectShared, Phase};
+use crate::index::{IndexWriter, Record};
+use crate::object::{Command, FillEnd, Launcher, ObjectShared};
 use crate::source::SourceInfo;
 
 pub(crate) use crate::plan::{FillOptions, FillPlan};
 pub use alternates::{chunk_verify_failures, count_chunk_verify_failure};
-pub use verify::VerifyReport;
+pub(crate) use verify::verify_blocking;
 
 /// What the process that fills holds: the lock and the index writer.
 pub(crate) struct WriterLease {
@@ -76,152 +78,73 @@ fn write_filler_pid(obj: &ObjectShared) {
     }
 }
 
-/// Starts filling `obj` with `plan`, or attaches to the fill that runs.
-pub(crate) fn start_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
-    if let Some(launch) = prepare_fill(obj, plan)? {
-        launch.spawn();
-    }
-    Ok(())
-}
-
-/// The file work of [`start_fill`] (the lease, with its index replay),
-/// for a caller on a blocking thread: the fill task itself is spawned
-/// later by [`Launch::spawn`] from the caller's task. Spawned from there,
-/// it runs only once that task yields, so the request that started the
-/// fill has said which chunk it waits for before the fill claims its
-/// first requests (a fill spawned from a blocking thread would start on
-/// another worker at once and claim the object in order first).
-pub(crate) fn prepare_fill(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<Option<Launch>> {
-    {
-        let mut st = obj.state.lock();
-        st.plan = Some(plan.clone());
-        // Someone wants the object filled again.
-        obj.released
-            .store(false, std::sync::atomic::Ordering::Release);
-        match st.phase {
-            Phase::Filling | Phase::Complete => return Ok(None),
-            Phase::Idle | Phase::Following | Phase::Failed(_) => st.phase = Phase::Filling,
-        }
-    }
-    lease_for(obj, plan)
-}
-
-/// A fill that holds its lease and waits to be spawned.
-pub(crate) struct Launch {
-    obj: Arc<ObjectShared>,
+/// A fill that holds its lease and waits to be started, as the
+/// supervisor hands it out: [`Launcher::start`] spawns the fill task, which
+/// reports its end to `mailbox`. Dropped unstarted, the lease goes and the
+/// supervisor hears that the fill paused.
+pub(crate) fn launcher(
+    obj: &Arc<ObjectShared>,
     plan: FillPlan,
     lease: WriterLease,
-}
-
-impl Launch {
-    /// Spawns the fill task (needs a runtime; does no I/O).
-    pub(crate) fn spawn(self) {
-        let obj = self.obj.clone();
-        filler::spawn(self.obj, self.plan, self.lease);
-        obj.publish_progress();
-    }
-}
-
-/// Called by the follower: takes the fill over if the lock is free now.
-pub(crate) fn try_take_over(obj: &Arc<ObjectShared>) -> Result<()> {
-    let plan = match obj.state.lock().plan.clone() {
-        Some(plan) => plan,
-        None => factory_plan(obj)?,
+    mailbox: mpsc::UnboundedSender<Command>,
+) -> Launcher {
+    let mut pending = PendingFill {
+        fill: Some((obj.clone(), plan, lease)),
+        mailbox,
     };
-    {
-        let mut st = obj.state.lock();
-        match st.phase {
-            Phase::Following | Phase::Idle => {
-                st.plan = Some(plan.clone());
-                st.phase = Phase::Filling;
-            }
-            _ => return Ok(()),
+    Launcher::new(move || {
+        if let Some((obj, plan, lease)) = pending.fill.take() {
+            filler::spawn(obj.clone(), plan, lease, pending.mailbox.clone());
+            obj.publish_progress();
         }
-    }
-    begin(obj, plan)
+    })
 }
 
-/// The object is marked `Filling` by the caller; lease, then spawn.
-fn begin(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<()> {
-    if let Some(launch) = lease_for(obj, plan)? {
-        launch.spawn();
-    }
-    Ok(())
+/// The fill inside a [`Launcher`], until it is started.
+struct PendingFill {
+    fill: Option<(Arc<ObjectShared>, FillPlan, WriterLease)>,
+    mailbox: mpsc::UnboundedSender<Command>,
 }
 
-/// The object is marked `Filling` by the caller: takes the lease, and
-/// returns the fill to spawn (none when the object turned out complete or
-/// another process fills it: it is followed then).
-fn lease_for(obj: &Arc<ObjectShared>, plan: FillPlan) -> Result<Option<Launch>> {
-    match try_lease(obj) {
-        Ok(Some(lease)) => {
-            if obj.state.lock().root.is_some() {
-                obj.set_phase(Phase::Complete);
-                return Ok(None);
-            }
-            obj.state.lock().watching = false;
-            Ok(Some(Launch {
-                obj: obj.clone(),
-                plan,
-                lease,
-            }))
-        }
-        Ok(None) => {
-            obj.set_phase(Phase::Following);
-            obj.ensure_watching();
-            Ok(None)
-        }
-        Err(e) => {
-            obj.set_phase(Phase::Failed(Arc::new(e.clone())));
-            Err(e)
+impl Drop for PendingFill {
+    fn drop(&mut self) {
+        if let Some((_, _, lease)) = self.fill.take() {
+            drop(lease);
+            let _ = self.mailbox.send(Command::FillEnded(Ok(FillEnd::Paused)));
         }
     }
 }
 
-/// Makes sure something fills `obj` (a reader is waiting): the fill that
-/// runs, the plan of an earlier fetch, or a source from the store's source
-/// factory. Fails when nothing can fill it.
-pub(crate) fn ensure_fill(obj: &ObjectShared) -> Result<()> {
-    let Some(obj) = obj.me.upgrade() else {
+/// Appends a Clear record for every done chunk under `lease` (the object
+/// restarts from nothing: its stored chunks cannot be proven to be of the
+/// source's current version).
+pub(crate) fn forget_chunks(obj: &ObjectShared, lease: &mut WriterLease) -> Result<()> {
+    let records: Vec<Record> = obj
+        .state
+        .lock()
+        .done
+        .iter()
+        .map(|index| Record::Clear { index })
+        .collect();
+    if records.is_empty() {
         return Ok(());
-    };
-    let plan = {
-        let st = obj.state.lock();
-        match st.phase {
-            Phase::Filling | Phase::Complete | Phase::Following => return Ok(()),
-            Phase::Idle | Phase::Failed(_) => st.plan.clone(),
-        }
-    };
-    let plan = match plan {
-        Some(p) => p,
-        None => match factory_plan(&obj) {
-            Ok(p) => p,
-            // Nothing here can fetch it, but another process may be
-            // filling it: follow that fill instead of failing the reader.
-            Err(e @ Error::NoSource { .. }) => {
-                return if lock_held_elsewhere(&obj)? {
-                    obj.set_phase(Phase::Following);
-                    obj.ensure_watching();
-                    Ok(())
-                } else {
-                    Err(e)
-                };
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    start_fill(&obj, plan)
+    }
+    lease.writer.append(&records)?;
+    obj.state.lock().done.clear();
+    lease.cvs.iter_mut().for_each(|cv| *cv = None);
+    obj.publish_progress();
+    Ok(())
 }
 
 /// Whether another process holds the index lock of `obj` (fills it). The
 /// lock is let go at once when it was free.
-fn lock_held_elsewhere(obj: &ObjectShared) -> Result<bool> {
+pub(crate) fn lock_held_elsewhere(obj: &ObjectShared) -> Result<bool> {
     Ok(crate::layout::try_lock_exclusive(&obj.index_path())?.is_none())
 }
 
 /// A plan from the store's source factory and the object's header, for
 /// objects opened from disk (resume, repair, reads by hash).
-fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
+pub(crate) fn factory_plan(obj: &ObjectShared) -> Result<FillPlan> {
     let Some(factory) = obj.host.options().source_factory.clone() else {
         return Err(Error::NoSource {
             key: obj.key.clone(),

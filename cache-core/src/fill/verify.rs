@@ -4,19 +4,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::index::Record;
-use crate::object::{Object, ObjectShared, Phase};
-
-/// What [`Object::verify`] found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Chunks that were present and re-hashed.
-    pub chunks_checked: u64,
-    /// Chunks whose bytes no longer match their chaining value. Their bits
-    /// are cleared: the next fill fetches exactly these.
-    pub damaged: Vec<u32>,
-    /// The object's hash, when it is (still) complete.
-    pub blake3: Option<blake3::Hash>,
-}
+use crate::object::{Command, Object, ObjectShared, VerifyReport};
 
 impl Object {
     /// Re-hashes every present chunk against the chaining value recorded
@@ -26,19 +14,18 @@ impl Object {
     /// Needs the object to itself: fails with [`Error::Busy`] while a fill
     /// runs (here or in another process).
     pub async fn verify(&self) -> Result<VerifyReport> {
-        let obj = self.shared.clone();
-        crate::task::blocking("verify", move || verify_blocking(&obj)).await
+        self.shared.ask(|reply| Command::Verify { reply }).await
     }
 }
 
-fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
+/// The verification itself, on a blocking thread, for the supervisor
+/// (which knows no fill of this process runs): takes the lease, re-hashes,
+/// and records the clears. The caller moves the phase.
+pub(crate) fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
     let busy = |what| Error::Busy {
         key: obj.key.clone(),
         what,
     };
-    if matches!(obj.state.lock().phase, Phase::Filling) {
-        return Err(busy("it is being filled in this process"));
-    }
     let Some(mut lease) = super::try_lease(obj)? else {
         return Err(busy("it is being filled by another process"));
     };
@@ -75,7 +62,6 @@ fn verify_blocking(obj: &Arc<ObjectShared>) -> Result<VerifyReport> {
             }
             st.root = None;
         }
-        obj.set_phase(Phase::Idle);
         tracing::warn!(object = %obj.key, damaged = ?report.damaged, "damaged chunks cleared");
     }
     report.blake3 = obj.state.lock().root.map(blake3::Hash::from_bytes);

@@ -2,7 +2,8 @@
 //!
 //! Every change of a chunk's state — complete, requested from the source
 //! (in flight), released by a request that ended or was cut, demanded or
-//! no longer demanded by a waiting reader, found damaged — is sent as a
+//! no longer demanded by a waiting reader, found damaged, withdrawn (an
+//! announced chunk a take-over fetches again) — is sent as a
 //! small [`ChunkChange`] on a tokio broadcast channel, *while the object's
 //! state lock is held*. [`Object::chunk_feed`] takes a snapshot of the
 //! chunk map and subscribes under that same lock, so a subscriber sees
@@ -41,6 +42,12 @@ pub enum ChunkChange {
     /// Verification found this chunk damaged and cleared it: missing until
     /// refetched.
     Damaged(u32),
+    /// These chunks, announced complete by the process that filled the
+    /// object but not recorded by it, are missing again: that process went
+    /// away first and this one took the fill over (or the index was
+    /// rewritten, by a repair or a restart); whoever fills the object
+    /// fetches them again.
+    Withdrawn(Range<u32>),
     /// The fill state changed (see [`Object::progress`]).
     State,
 }
@@ -86,6 +93,9 @@ impl ChunkMap {
             ChunkChange::Damaged(c) => {
                 self.done.remove(*c);
                 self.damaged.insert(*c);
+            }
+            ChunkChange::Withdrawn(r) => {
+                self.done.remove_range(r.clone());
             }
             ChunkChange::State => {}
         }

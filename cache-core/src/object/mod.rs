@@ -5,16 +5,18 @@
 //! completed chunks, the demand queue and, per missing chunk, the readers
 //! waiting for it. A reader that finds its chunk missing registers a waker
 //! for *that* chunk and a demand for it, then sleeps; the filler's commit of
-//! the chunk wakes exactly those readers (no polling, no timer).
+//! the chunk wakes exactly those readers (no polling, no timer). Who fills
+//! the object is its supervisor's decision alone ([`lifecycle`]).
 
 mod demand;
 mod digests;
 mod feed;
-mod follow;
 mod host;
+mod lifecycle;
 mod read;
 mod remote_demand;
 mod state;
+mod wake;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use roaring::RoaringBitmap;
-use tokio::sync::{broadcast, oneshot, watch, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 
 use crate::data::DataFile;
 use crate::error::{Error, Result};
@@ -34,9 +36,12 @@ pub(crate) use demand::DemandQueue;
 use feed::ranges;
 pub use feed::{ChunkChange, ChunkMap, FEED_CAPACITY};
 pub(crate) use host::ObjectHost;
-pub use read::{BlockingObjectReader, ObjectReader};
+pub use lifecycle::VerifyReport;
+pub(crate) use lifecycle::{Command, FillEnd, Launcher, Phase};
+pub use read::{BlockingObjectReader, FileSpan, ObjectReader};
 pub(crate) use remote_demand::read_remote_demand;
 pub use state::ObjectState;
+pub(crate) use wake::{Announcer, DemandBell, WakeListener};
 
 /// What an object's fill is doing, as seen from this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,15 +95,6 @@ pub struct ObjectInfo {
     pub verified: bool,
 }
 
-#[derive(Debug)]
-pub(crate) enum Phase {
-    Idle,
-    Filling,
-    Following,
-    Complete,
-    Failed(Arc<Error>),
-}
-
 /// Who hands an object its index state (see [`ObjectShared::take_index`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Taken {
@@ -111,17 +107,20 @@ enum Taken {
 pub(crate) struct State {
     pub(crate) done: RoaringBitmap,
     pub(crate) root: Option<[u8; 32]>,
+    /// Set by the supervisor only (see [`lifecycle`]); read by everyone.
     pub(crate) phase: Phase,
     pub(crate) demand: DemandQueue,
     /// How to fill this object, once a fill is wanted (set by a fetch).
     pub(crate) plan: Option<FillPlan>,
-    /// A follower task is watching the index for another process's commits.
-    pub(crate) watching: bool,
     /// Chunks requested from the source by this process's filler (for the
     /// change feed; the scheduler keeps its own bookkeeping).
     pub(crate) in_flight: RoaringBitmap,
     /// Chunks verification cleared as damaged, until refetched.
     pub(crate) damaged: RoaringBitmap,
+    /// Chunks of `done` that the filling process announced as committed
+    /// and the index does not record yet (see `wake`): served to readers
+    /// here, trusted by nothing durable.
+    pub(crate) early: RoaringBitmap,
     waiters: HashMap<u32, Vec<oneshot::Sender<()>>>,
 }
 
@@ -151,6 +150,8 @@ pub(crate) struct ObjectShared {
     /// Where this process publishes its readers' demands while another
     /// process fills the object.
     remote_demand: Mutex<Option<remote_demand::DemandFile>>,
+    /// The supervisor's mailbox (see [`lifecycle`]), once one was started.
+    mailbox: Mutex<Option<mpsc::UnboundedSender<Command>>>,
 }
 
 /// A handle to an object of the store. Cheap to clone.
@@ -209,9 +210,9 @@ impl ObjectShared {
             phase,
             demand: DemandQueue::default(),
             plan: None,
-            watching: false,
             in_flight: RoaringBitmap::new(),
             damaged: RoaringBitmap::new(),
+            early: RoaringBitmap::new(),
             waiters: HashMap::new(),
         };
         let (progress, _) = watch::channel(progress_of(&header, &state));
@@ -230,6 +231,7 @@ impl ObjectShared {
             readers: AtomicUsize::new(0),
             released: AtomicBool::new(false),
             remote_demand: Mutex::new(None),
+            mailbox: Mutex::new(None),
         })
     }
 
@@ -276,8 +278,9 @@ impl ObjectShared {
 
     /// Marks chunk `c` complete and wakes the readers waiting for it.
     pub(crate) fn mark_done(&self, c: u32) {
-        // One lock per commit: the progress is taken with the bit.
-        let (waiters, progress) = {
+        // One lock per commit: the progress is taken and sent with the bit
+        // (see `publish_progress` for why under the lock).
+        let waiters = {
             let mut st = self.state.lock();
             if !st.done.insert(c) {
                 return;
@@ -285,12 +288,12 @@ impl ObjectShared {
             st.in_flight.remove(c);
             st.damaged.remove(c);
             self.send_change(ChunkChange::Done(c..c + 1));
-            (st.waiters.remove(&c), progress_of(&self.header, &st))
+            self.progress.send_replace(progress_of(&self.header, &st));
+            st.waiters.remove(&c)
         };
         for w in waiters.into_iter().flatten() {
             let _ = w.send(());
         }
-        self.progress.send_replace(progress);
     }
 
     /// Takes the state a replay of the index found as the truth: chunks it
@@ -304,9 +307,11 @@ impl ObjectShared {
     /// Applies records another process committed to the index, by the
     /// index's own rules ([`IndexState::apply`], the ones a replay on open
     /// uses): a record of a chunk the object does not have is ignored, and
-    /// a root counts only once every chunk is done.
+    /// a root counts only once every chunk is done *in the index* (chunks
+    /// only announced early do not count).
     pub(crate) fn apply_records(&self, records: &[Record]) {
-        if records.iter().any(|r| matches!(r, Record::Clear { .. })) {
+        let clears = records.iter().any(|r| matches!(r, Record::Clear { .. }));
+        if clears {
             // A repair: the writer switched to a copy of the data file
             // before recording the clears; its refetched chunks go there.
             if let Err(e) = self.refresh_data_file() {
@@ -314,9 +319,19 @@ impl ObjectShared {
             }
         }
         let next = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            if clears && !st.early.is_empty() {
+                // The writer rewrites history (a repair, a restart): chunks
+                // only announced, by it or a writer before it, are not kept
+                // through that; whatever it commits again is announced again.
+                let early = std::mem::take(&mut st.early);
+                st.done -= &early;
+                for r in ranges(&early) {
+                    self.send_change(ChunkChange::Withdrawn(r));
+                }
+            }
             let mut next = IndexState {
-                done: st.done.clone(),
+                done: &st.done - &st.early,
                 root: st.root,
             };
             for r in records {
@@ -336,14 +351,27 @@ impl ObjectShared {
 
     /// Makes `index` the object's done set and root, publishing what
     /// changed (see [`Self::adopt_index`] and [`Self::follow_index`]).
+    /// Chunks only announced early (see `wake`) stay done for a follower
+    /// until the index records them; a lease holder's replay withdraws
+    /// them: they are fetched again, never trusted.
     fn take_index(&self, index: IndexState, how: Taken) {
         let woken = {
             let mut st = self.state.lock();
-            let lost = &st.done - &index.done;
-            let found = &index.done - &st.done;
-            for c in lost.iter() {
+            let early = match how {
+                Taken::ByFollower => &st.early - &index.done,
+                Taken::ByLease => RoaringBitmap::new(),
+            };
+            let done = &index.done | &early;
+            let lost = &st.done - &done;
+            let withdrawn = &lost & &st.early;
+            let damaged = &lost - &withdrawn;
+            let found = &done - &st.done;
+            for c in damaged.iter() {
                 st.damaged.insert(c);
                 self.send_change(ChunkChange::Damaged(c));
+            }
+            for r in ranges(&withdrawn) {
+                self.send_change(ChunkChange::Withdrawn(r));
             }
             let mut woken = Vec::new();
             for r in ranges(&found) {
@@ -353,18 +381,27 @@ impl ObjectShared {
                     woken.extend(st.waiters.remove(&c).into_iter().flatten());
                 }
             }
-            if how == Taken::ByLease && !lost.is_empty() {
+            if how == Taken::ByLease && !damaged.is_empty() {
                 tracing::warn!(
                     object = %self.key,
-                    chunks = lost.len(),
+                    chunks = damaged.len(),
                     "chunks without a trusted index record are missing again"
+                );
+            }
+            if !withdrawn.is_empty() {
+                tracing::info!(
+                    object = %self.key,
+                    chunks = withdrawn.len(),
+                    "chunks the last filler announced but never recorded are fetched again"
                 );
             }
             let complete =
                 index.root.is_some() && index.done.len() == u64::from(self.header.chunk_count());
-            st.done = index.done;
+            st.done = done;
+            st.early = early;
             st.root = index.root;
-            if how == Taken::ByFollower && complete {
+            if how == Taken::ByFollower && complete && !matches!(st.phase, Phase::Complete) {
+                debug_assert!(st.phase.allows(&Phase::Complete));
                 st.phase = Phase::Complete;
             }
             woken
@@ -375,12 +412,61 @@ impl ObjectShared {
         self.publish_progress();
     }
 
+    /// The supervisor's mailbox, starting the supervisor on the current
+    /// runtime when none runs (or the runtime it ran on is gone). `None`
+    /// outside a runtime.
+    pub(crate) fn supervisor(&self) -> Option<mpsc::UnboundedSender<Command>> {
+        let mut mailbox = self.mailbox.lock();
+        if let Some(tx) = mailbox.as_ref().filter(|tx| !tx.is_closed()) {
+            return Some(tx.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.host.spawn_supervisor(self.me.clone(), rx, &runtime);
+        *mailbox = Some(tx.clone());
+        Some(tx)
+    }
+
+    /// Sends `make(reply)` to the supervisor and waits for its answer.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let gone = || Error::Task {
+            what: "object supervisor",
+            reason: "ended without an answer".into(),
+        };
+        let tx = self.supervisor().ok_or_else(|| Error::Task {
+            what: "object supervisor",
+            reason: "needs a tokio runtime".into(),
+        })?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(make(reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// A reader waits: unless something fills the object (here or in
+    /// another process) or it is complete, asks the supervisor for a fill.
+    pub(crate) async fn want_fill(&self) -> Result<()> {
+        if !matches!(self.state.lock().phase, Phase::Idle | Phase::Failed(_)) {
+            return Ok(());
+        }
+        self.ask(|reply| Command::Wanted { reply }).await
+    }
+
     /// Ends the current phase with `phase`, waking every waiter so it
     /// re-checks (a failed fill fails its readers; a completed one serves
-    /// them).
+    /// them). The supervisor's to call (see [`lifecycle`]).
     pub(crate) fn set_phase(&self, phase: Phase) {
         let waiters = {
             let mut st = self.state.lock();
+            debug_assert!(
+                st.phase.allows(&phase),
+                "object {}: no move from {} to {}",
+                self.key,
+                st.phase.name(),
+                phase.name()
+            );
             if !matches!(phase, Phase::Filling) {
                 self.release_all_in_flight(&mut st);
             }
@@ -392,12 +478,12 @@ impl ObjectShared {
         self.publish_progress();
     }
 
+    /// Publishes the progress. Sent under the state lock, so snapshots
+    /// reach the watchers in the order they were taken: a commit's snapshot
+    /// (taken before a phase change) never lands after the phase change's.
     pub(crate) fn publish_progress(&self) {
-        let p = {
-            let st = self.state.lock();
-            progress_of(&self.header, &st)
-        };
-        self.progress.send_replace(p);
+        let st = self.state.lock();
+        self.progress.send_replace(progress_of(&self.header, &st));
     }
 
     /// Registers a waiter for chunk `c`, unless it is already done (None).
@@ -618,13 +704,10 @@ impl Object {
                             cause: e.clone(),
                         })
                     }
-                    Phase::Idle => {
-                        drop(st);
-                        self.shared.host.ensure_fill(&self.shared)?;
-                    }
-                    Phase::Filling | Phase::Following => {}
+                    Phase::Idle | Phase::Filling | Phase::Following => {}
                 }
             }
+            self.shared.want_fill().await?;
             if rx.changed().await.is_err() {
                 return Err(Error::NotFound(self.shared.key.clone()));
             }

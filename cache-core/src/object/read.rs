@@ -102,10 +102,13 @@ impl ObjectShared {
                         }
                     }
                     guard.chunks.push(c);
-                    self.host.ensure_fill(self)?;
                     self.filler_wake.notify_one();
                     self.publish_remote_demand();
                 }
+                // The demand is queued before the phase is looked at: a
+                // fill that pauses meanwhile sees it, or this sees the
+                // pause (and asks again after every wake-up).
+                self.want_fill().await?;
                 // A dropped sender (phase change) just means: look again.
                 let _ = rx.await;
             }
@@ -190,6 +193,24 @@ impl Object {
         })
     }
 
+    /// Where `piece`, bytes this object handed out ([`Object::read_at`],
+    /// [`Object::stream`], ...), lies in the object's data file: an open
+    /// handle of that file and the offset, so a server can `sendfile` the
+    /// same bytes from the file instead of copying them out of the map.
+    /// `None` when `piece` is not a slice of the current data file's map
+    /// (an empty object, bytes of a data file a repair has replaced since,
+    /// or other memory).
+    ///
+    /// The file's bytes at the returned offset are `piece`'s bytes for as
+    /// long as the [`FileSpan`] lives: they are bytes of done chunks, which
+    /// the store never writes again (the mapping contract in the data
+    /// module), and the span keeps that very file open.
+    pub fn file_span(&self, piece: &[u8]) -> Option<FileSpan> {
+        let data = self.shared.data();
+        let offset = data.offset_of(piece)?;
+        Some(FileSpan { data, offset })
+    }
+
     /// A reader implementing `AsyncRead + AsyncSeek`, starting at offset 0.
     pub fn reader(&self) -> ObjectReader {
         ObjectReader {
@@ -232,6 +253,35 @@ impl Object {
     /// ```
     pub fn blocking_reader(&self, runtime: tokio::runtime::Handle) -> BlockingObjectReader {
         tokio_util::io::SyncIoBridge::new_with_handle(self.reader(), runtime)
+    }
+}
+
+/// Where bytes of an object lie in its data file (see
+/// [`Object::file_span`]); keeps the file open.
+pub struct FileSpan {
+    data: Arc<super::DataFile>,
+    offset: u64,
+}
+
+impl FileSpan {
+    /// The offset in the file of the span's first byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for FileSpan {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.data.file().as_fd()
+    }
+}
+
+impl std::fmt::Debug for FileSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSpan")
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
     }
 }
 

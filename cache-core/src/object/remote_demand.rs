@@ -4,8 +4,9 @@
 //! its chunks onto that fill's queue directly. Instead, each such process
 //! keeps one small *demand file* per object in `<object>/demand/`, listing
 //! the chunks its readers wait for (decimal, one per line), and rewrites
-//! it when the list changes. The filler reads the directory on every tick
-//! of its loop and treats those chunks like local demands.
+//! it when the list changes, then rings the filler's doorbell (see
+//! `wake`). The filler reads the directory when rung, and on a slow tick
+//! as the fallback, and treats those chunks like local demands.
 //!
 //! Each demand file carries a shared `flock` held by its writer. The filler
 //! tries an exclusive lock on each file: success means the writer is gone
@@ -85,8 +86,12 @@ impl ObjectShared {
             }
         }
         if let Some(f) = slot.as_ref() {
-            if let Err(e) = f.write(if following { &chunks } else { &[] }) {
-                tracing::debug!(object = %self.key, "cannot publish demand: {e}");
+            match f.write(if following { &chunks } else { &[] }) {
+                Ok(()) if following && !chunks.is_empty() && self.host.options().wake_ups() => {
+                    super::wake::ring_filler(&self.dir);
+                }
+                Ok(()) => {}
+                Err(e) => tracing::debug!(object = %self.key, "cannot publish demand: {e}"),
             }
         }
     }

@@ -16,16 +16,17 @@ use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
 
 use crate::chain::SourceChain;
 use crate::data::DataFile;
 use crate::digest::{Algo, Digest, Expected};
 use crate::error::{Error, Result};
-use crate::fill::{self, FillOptions, FillPlan};
+use crate::fill::{FillOptions, FillPlan};
 use crate::index::{
-    IndexHeader, IndexReader, IndexState, IndexWriter, Record, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
+    IndexHeader, IndexReader, IndexState, IndexWriter, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE,
 };
-use crate::object::{Object, ObjectHost, ObjectInfo, ObjectShared};
+use crate::object::{Command, Object, ObjectHost, ObjectInfo, ObjectShared};
 use crate::source::Source;
 
 pub use crate::layout::object_key;
@@ -235,14 +236,26 @@ impl Store {
         // Creating the object (fsyncs), replaying its index and taking the
         // writer's lease are file work: on the blocking pool.
         let shared = self.shared.clone();
-        let (object, launch) = crate::task::blocking("open object", move || {
-            shared.open_and_start(url, info, chain, options)
+        let (object, fill) = crate::task::blocking("open object", move || {
+            shared.open_for_fill(url, info, chain, options)
         })
         .await?;
-        // Spawned from this task, the fill starts once the caller yields:
-        // a reader that asks for a chunk right away is served first.
-        if let Some(launch) = launch {
-            launch.spawn();
+        if let Some((plan, restart)) = fill {
+            // The object's supervisor takes the lease (or finds the fill
+            // that runs); a new fill is started from this task, so it runs
+            // once the caller yields: a reader that asks for a chunk right
+            // away is served first.
+            let launcher = object
+                .shared
+                .ask(|reply| Command::Fill {
+                    plan,
+                    restart,
+                    reply,
+                })
+                .await?;
+            if let Some(launcher) = launcher {
+                launcher.start();
+            }
         }
         Ok(object)
     }
@@ -283,14 +296,16 @@ impl Store {
 
 impl StoreShared {
     /// The blocking half of [`Store::fetch_chain`], after the probe: open
-    /// or create the object of this version and start (or join) its fill.
-    fn open_and_start(
+    /// or create the object of this version, and say how to fill it (and
+    /// whether its stored chunks must be forgotten first) unless it is
+    /// complete.
+    fn open_for_fill(
         self: &Arc<Self>,
         url: String,
         info: crate::source::SourceInfo,
         chain: SourceChain,
         options: FetchOptions,
-    ) -> Result<(Object, Option<fill::Launch>)> {
+    ) -> Result<(Object, Option<(FillPlan, bool)>)> {
         let SourceChain {
             origin: source,
             alternates,
@@ -313,11 +328,9 @@ impl StoreShared {
             object.check_blake3(&options.expected, &root)?;
             return Ok((object, None));
         }
-        if opened_from_disk && info.validator.is_empty() {
-            // Without a validator nothing proves the upstream bytes are the
-            // version we stored: start over rather than mix versions.
-            self.forget_chunks(&obj)?;
-        }
+        // Without a validator nothing proves the upstream bytes are the
+        // version we stored: start over rather than mix versions.
+        let restart = opened_from_disk && info.validator.is_empty();
         let mut digests = vec![Algo::Sha256];
         digests.extend(
             options
@@ -335,8 +348,7 @@ impl StoreShared {
             digests,
             expected_root: Digest::find_blake3(&options.expected),
         };
-        let launch = fill::prepare_fill(&obj, plan)?;
-        Ok((object, launch))
+        Ok((object, Some((plan, restart))))
     }
 
     pub(crate) fn live(&self, key: &str) -> Option<Arc<ObjectShared>> {
@@ -460,31 +472,11 @@ impl StoreShared {
             self.clone(),
         );
         if root.is_none() {
-            obj.ensure_watching();
+            // Its supervisor follows whoever fills it (when there is a
+            // runtime; else it starts with the first request).
+            obj.supervisor();
         }
         Ok(obj)
-    }
-
-    /// Appends a Clear record for every done chunk (the object restarts
-    /// from nothing). Skipped when another process is filling it.
-    fn forget_chunks(&self, obj: &Arc<ObjectShared>) -> Result<()> {
-        let Some(mut lease) = fill::try_lease(obj)? else {
-            return Ok(());
-        };
-        let records: Vec<Record> = obj
-            .state
-            .lock()
-            .done
-            .iter()
-            .map(|index| Record::Clear { index })
-            .collect();
-        if records.is_empty() {
-            return Ok(());
-        }
-        lease.writer.append(&records)?;
-        obj.state.lock().done.clear();
-        obj.publish_progress();
-        Ok(())
     }
 
     /// Opens object `key` for removal: its index and data file locked
@@ -603,12 +595,13 @@ impl ObjectHost for StoreShared {
         &self.options
     }
 
-    fn ensure_fill(&self, obj: &ObjectShared) -> Result<()> {
-        fill::ensure_fill(obj)
-    }
-
-    fn take_over(&self, obj: &Arc<ObjectShared>) -> Result<()> {
-        fill::try_take_over(obj)
+    fn spawn_supervisor(
+        &self,
+        obj: Weak<ObjectShared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        crate::supervisor::spawn(obj, commands, runtime)
     }
 
     fn name_object(&self, digest: &Digest, key: &str) -> Result<()> {

@@ -210,17 +210,25 @@ pub mod child {
         });
     }
 
-    /// Waits (bounded) until a child has registered its object in the store.
-    pub async fn wait_for_registration(store_dir: &Path) {
+    /// Waits (bounded) until a child has registered its object in the store
+    /// and holds its fill lock.
+    pub async fn wait_for_fill_lock(store_dir: &Path) {
+        // The object's directory, then the pid file its filler writes once
+        // it holds the fill lock: from then on the child surely fills it.
+        let leased = || -> bool {
+            let Ok(mut objects) = store_dir.join("objects").read_dir() else {
+                return false;
+            };
+            objects
+                .next()
+                .and_then(|e| e.ok())
+                .is_some_and(|e| e.path().join("filler.pid").exists())
+        };
         let started = std::time::Instant::now();
-        while !store_dir
-            .join("objects")
-            .read_dir()
-            .is_ok_and(|mut d| d.next().is_some())
-        {
+        while !leased() {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(30),
-                "the child never registered its object"
+                "the child never registered its object and took its fill lock"
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

@@ -1,6 +1,6 @@
 //! The state every request handler of an endpoint shares: the store, the
 //! mirrors (replaced on reload), metrics, the live-status hub, the fill
-//! tracker and the per-URL probe state. Handlers (`routes`, `mirror`,
+//! tracker, the per-URL probe state and the recently resolved objects. Handlers (`routes`, `mirror`,
 //! `serve_object`, `manifest`, `access`, `housekeeping`) depend on this
 //! module; it depends on none of them, only on the endpoint's leaf types
 //! (config, metrics, live status, tracker).
@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::{FetchOptions, Object, Store};
+use cache_core::{Digest, FetchOptions, Object, Store};
 use parking_lot::{Mutex, RwLock};
 
 use super::config::{AccessLogFormat, EndpointConfig, MirrorConfig, MirrorSourceFactory};
+use super::hot::HotMap;
 use super::live::Live;
 use super::metrics::Metrics;
 use super::status::Tracker;
@@ -53,6 +54,10 @@ pub(crate) struct App {
     /// Per mirrored URL, serialised by its own async mutex so that two
     /// first requests for one URL probe the origin once.
     pub(crate) entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<MirrorEntry>>>>,
+    /// `/blobs/` names resolved in the last seconds (see [`super::hot`]).
+    pub(crate) hot_blobs: HotMap<Digest>,
+    /// Objects `/m/` served in the last seconds, by object key.
+    pub(crate) hot_keys: HotMap<String>,
 }
 
 impl App {
@@ -80,6 +85,8 @@ impl App {
             parents: config.parents.clone(),
             shared: config.shared.clone(),
             entries: Mutex::default(),
+            hot_blobs: HotMap::default(),
+            hot_keys: HotMap::default(),
         };
         app.set_mirrors(config.mirrors.clone());
         app

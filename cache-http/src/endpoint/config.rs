@@ -89,9 +89,17 @@ pub struct EndpointConfig {
     /// the window the known object is served without asking the origin.
     pub revalidate: Duration,
     /// A connection must deliver a request's complete header within this
-    /// time, or it is closed (slowloris defence).
+    /// time, or it is closed (slowloris defence). hyper starts the clock
+    /// when it has *written* the previous response on a keep-alive
+    /// connection, and a slow reader may still be draining socket buffers
+    /// (MBs on a fast link) then: 1000 clients reading 4 MiB ranges at
+    /// ~1 MB/s lost 3 % of their connections to a 10 s limit
+    /// (BENCHMARKS.md, "Many readers"). Default 60 s, nginx's
+    /// `client_header_timeout`.
     pub header_read_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more wait in the listen backlog. Each
+    /// takes a file descriptor (mind `RLIMIT_NOFILE`). Default 1024: a
+    /// thousand readers of one image are served together.
     pub max_connections: usize,
     /// Upper bound of a request head in bytes (at least 8 KiB, hyper's
     /// minimum buffer).
@@ -129,8 +137,8 @@ impl Default for EndpointConfig {
             mirrors: Vec::new(),
             source_factory: None,
             revalidate: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            header_read_timeout: Duration::from_secs(60),
+            max_connections: 1024,
             max_header_bytes: 64 << 10,
             max_ranges: super::range::DEFAULT_MAX_RANGES,
             fetch: FetchOptions::default(),

@@ -21,6 +21,8 @@ pub(crate) async fn run(app: Arc<App>, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        app.hot_blobs.prune();
+        app.hot_keys.prune();
         let a = app.clone();
         let pass = tokio::task::spawn_blocking(move || {
             if let Some(max) = a.max_size {
@@ -63,6 +65,8 @@ fn refresh(store: &Store, app: &App) -> cache_core::Result<()> {
 pub(crate) fn make_room(app: &App, budget: u64) -> cache_core::Result<bool> {
     app.tracker.prune();
     app.live.release_idle();
+    app.hot_blobs.release_idle();
+    app.hot_keys.release_idle();
     let plan = app.store.gc_dry_run(budget)?;
     if plan.bytes_after > budget {
         return Ok(false);

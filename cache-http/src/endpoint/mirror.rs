@@ -39,6 +39,7 @@ use url::Url;
 use super::access::{tag, CacheResult as Found};
 use super::app::{App, MirrorEntry};
 use super::config::MirrorConfig;
+use super::hot::HotObject;
 use super::mirror_path::{join_mirror_path, split_mirror_name};
 use super::response::{text, Body};
 use super::serve_object::{self, ServeMeta};
@@ -163,13 +164,34 @@ impl App {
         };
         self.tracker.track(&object);
         self.live.track(&object);
-        let info = object.info();
-        let meta = mirror_meta(
-            &info.source,
-            &info.validator,
-            info.len,
-            object.blake3().map(|h| super::etag::strong_etag(&h)),
-        );
+        // Its header values, computed once per few seconds (see `hot`).
+        let hot = match self.hot_keys.get(object.key()) {
+            Some(hot) => hot,
+            None => {
+                let o = object.clone();
+                let made = tokio::task::spawn_blocking(move || {
+                    let info = o.info();
+                    let etag = super::etag::derived_etag(&info.source, &info.validator, info.len);
+                    let alt = o.blake3().map(|h| super::etag::strong_etag(&h));
+                    HotObject::new(o, etag, alt, last_modified(&info.validator))
+                })
+                .await;
+                match made {
+                    Ok(hot) => self.hot_keys.put(object.key().to_owned(), hot),
+                    Err(e) => {
+                        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+                    }
+                }
+            }
+        };
+        let meta = ServeMeta {
+            etag: hot.etag.clone(),
+            alt_etag: hot.alt_etag.clone(),
+            last_modified: hot.last_modified,
+            content_type: "application/octet-stream",
+            immutable: false,
+            repr_digest: hot.repr_digest.clone(),
+        };
         let resp = serve_object::serve(self, parts, object, &meta);
         tag(resp, None, Some(found))
     }
@@ -203,7 +225,11 @@ impl App {
             e.key = complete.map(|o| o.key().to_owned());
         }
         let known = match e.key.as_deref() {
-            Some(k) => self.open_ref(k).await.ok(),
+            // Served in the last seconds: no store look-up (see `hot`).
+            Some(k) => match self.hot_keys.get(k) {
+                Some(hot) => Some(hot.object.clone()),
+                None => self.open_ref(k).await.ok(),
+            },
             None => None,
         };
         let known_state = known.as_ref().map(|o| o.progress().state);
@@ -515,10 +541,16 @@ fn mirror_meta(source: &str, validator: &str, len: u64, alt_etag: Option<String>
     ServeMeta {
         etag: super::etag::derived_etag(source, validator, len),
         alt_etag,
-        last_modified: validator
-            .strip_prefix("lm:")
-            .and_then(|d| httpdate::parse_http_date(d).ok()),
+        last_modified: last_modified(validator),
         content_type: "application/octet-stream",
         immutable: false,
+        repr_digest: None,
     }
+}
+
+/// The origin's `Last-Modified`, when it is the validator (`lm:DATE`).
+fn last_modified(validator: &str) -> Option<std::time::SystemTime> {
+    validator
+        .strip_prefix("lm:")
+        .and_then(|d| httpdate::parse_http_date(d).ok())
 }

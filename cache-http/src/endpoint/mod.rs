@@ -35,7 +35,7 @@
 //! server → routes → mirror → serve_object → app → config, metrics, live, status
 //!            │         └──→ housekeeping ──↗         (leaves: range, multipart,
 //!            └──→ manifest, access ─────────↗          etag, mirror_path, response,
-//!                                                       shared_tier)
+//!                                                       shared_tier, hot)
 //! ```
 
 pub mod access;
@@ -50,12 +50,14 @@ pub mod server;
 pub mod shared_tier;
 
 mod app;
+mod hot;
 mod housekeeping;
 pub mod live;
 mod metered;
 mod mirror;
 mod response;
 mod routes;
+mod sendfile;
 mod serve_object;
 mod status;
 

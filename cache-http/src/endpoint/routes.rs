@@ -23,6 +23,7 @@ use http::{header, Method, Request, Response, StatusCode};
 
 use super::access::{tag, CacheResult as Found};
 use super::app::App;
+use super::hot::HotObject;
 use super::response::{method_not_allowed, store_error, text, Body};
 use super::serve_object::{self, ServeMeta};
 
@@ -128,26 +129,38 @@ impl App {
                 "expected /blobs/<BLAKE3 hex> or /blobs/sha256/<hex> (or sha512)\n".to_owned(),
             );
         };
-        let wanted = digest.clone();
-        let found = self
-            .blocking("look up object", move |s| s.get_digest(&wanted))
-            .await;
-        let object = match found {
-            Ok(Some(o)) => o,
-            Ok(None) => {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    format!("no complete object with {digest}\n"),
-                )
+        // A name resolved in the last seconds is served from memory (see
+        // `hot`); else the store resolves it on a blocking thread (an alias
+        // file, the object's digests for `Repr-Digest`).
+        let hot = match self.hot_blobs.get(&digest) {
+            Some(hot) => hot,
+            None => {
+                let wanted = digest.clone();
+                let found = self
+                    .blocking("look up object", move |s| {
+                        let Some(object) = s.get_digest(&wanted)? else {
+                            return Ok(None);
+                        };
+                        let Some(hash) = object.blake3() else {
+                            return Ok(None);
+                        };
+                        let etag = super::etag::strong_etag(&hash);
+                        Ok(Some(HotObject::new(object, etag, None, None)))
+                    })
+                    .await;
+                match found {
+                    Ok(Some(hot)) => self.hot_blobs.put(digest, hot),
+                    Ok(None) => {
+                        return text(
+                            StatusCode::NOT_FOUND,
+                            format!("no complete object with {digest}\n"),
+                        )
+                    }
+                    Err(e) => return store_error(&e),
+                }
             }
-            Err(e) => return store_error(&e),
         };
-        let Some(hash) = object.blake3() else {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("no complete object with {digest}\n"),
-            );
-        };
+        let object = hot.object.clone();
         let found = match object.progress().state {
             FillState::Complete => Found::Hit,
             FillState::Filling | FillState::Following => Found::Partial,
@@ -156,11 +169,12 @@ impl App {
         self.tracker.track(&object);
         self.live.track(&object);
         let meta = ServeMeta {
-            etag: super::etag::strong_etag(&hash),
+            etag: hot.etag.clone(),
             alt_etag: None,
             last_modified: None,
             content_type: "application/octet-stream",
             immutable: true,
+            repr_digest: hot.repr_digest.clone(),
         };
         tag(
             serve_object::serve(self, parts, object, &meta),

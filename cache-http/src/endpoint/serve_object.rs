@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use cache_core::{Algo, Object};
+use cache_core::Object;
 use futures::{Stream, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -26,6 +26,7 @@ use super::range::{
     content_range, if_range_matches, parse_range_header, unsatisfied_content_range, RangeOutcome,
 };
 pub(crate) use super::response::{empty, text, Body, BodyError};
+use super::sendfile::{ConnSpans, Spans, MIN_SENDFILE};
 
 /// How an object is presented.
 pub(crate) struct ServeMeta {
@@ -38,6 +39,8 @@ pub(crate) struct ServeMeta {
     pub(crate) content_type: &'static str,
     /// Content-addressed: cache forever.
     pub(crate) immutable: bool,
+    /// `Repr-Digest` (see [`super::hot::repr_digest`]).
+    pub(crate) repr_digest: Option<HeaderValue>,
 }
 
 impl ServeMeta {
@@ -58,28 +61,6 @@ impl ServeMeta {
     }
 }
 
-/// The `Repr-Digest` field (RFC 9530) of a complete object: its known
-/// SHA-256 and SHA-512 as `sha-256=:BASE64:, sha-512=:BASE64:` (BLAKE3 has
-/// no registered algorithm name; it is the ETag of `/blobs/`). `None`
-/// while incomplete or when no such digest is known.
-pub(crate) fn repr_digest(object: &Object) -> Option<String> {
-    use base64::Engine as _;
-    let parts: Vec<String> = object
-        .digests()
-        .iter()
-        .filter_map(|d| {
-            let name = match d.algo {
-                Algo::Sha256 => "sha-256",
-                Algo::Sha512 => "sha-512",
-                Algo::Blake3 => return None,
-            };
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&d.bytes);
-            Some(format!("{name}=:{b64}:"))
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
-}
-
 fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
@@ -89,9 +70,19 @@ fn hv(s: &str) -> HeaderValue {
 fn object_stream(
     object: &Object,
     range: Range<u64>,
+    spans: Option<Arc<Spans>>,
 ) -> impl Stream<Item = Result<Frame<Bytes>, BodyError>> + Send + 'static {
+    let of = object.clone();
     object.stream(range).map(move |piece| match piece {
-        Ok(b) => Ok(Frame::data(b)),
+        Ok(b) => {
+            // Sent from the data file (see `sendfile`) on TCP connections.
+            if let Some(spans) = &spans {
+                if let Some(file) = of.file_span(&b) {
+                    spans.register(&b, file);
+                }
+            }
+            Ok(Frame::data(b))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "aborting a response: the object's fill failed");
             Err(Box::new(e) as BodyError)
@@ -146,12 +137,15 @@ pub(crate) fn serve(
 ) -> Response<Body> {
     let len = object.len();
     let head = parts.method == Method::HEAD;
+    let conn_spans = parts.extensions.get::<ConnSpans>().map(|c| c.0.clone());
+    // Large responses go out with sendfile (see `sendfile`).
+    let spans_for = |bytes: u64| conn_spans.clone().filter(|_| bytes >= MIN_SENDFILE);
     let req = &parts.headers;
     let get = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
 
     let mut builder = base_headers(meta);
-    if let Some(v) = repr_digest(&object) {
-        builder = builder.header("repr-digest", hv(&v));
+    if let Some(v) = &meta.repr_digest {
+        builder = builder.header("repr-digest", v.clone());
     }
 
     // RFC 9110 §13.2.2: If-None-Match before Range.
@@ -181,7 +175,7 @@ pub(crate) fn serve(
             let body = if head {
                 empty()
             } else {
-                StreamBody::new(object_stream(&object, 0..len)).boxed_unsync()
+                StreamBody::new(object_stream(&object, 0..len, spans_for(len))).boxed_unsync()
             };
             finish(b, body)
         }
@@ -199,7 +193,12 @@ pub(crate) fn serve(
                 .header(header::CONTENT_TYPE, meta.content_type)
                 .header(header::CONTENT_RANGE, content_range(&r, len))
                 .header(header::CONTENT_LENGTH, r.end - r.start);
-            let body = StreamBody::new(object_stream(&object, r)).boxed_unsync();
+            let body = StreamBody::new(object_stream(
+                &object,
+                r.clone(),
+                spans_for(r.end - r.start),
+            ))
+            .boxed_unsync();
             finish(b, body)
         }
         RangeOutcome::Ranges(ranges) => {
@@ -213,14 +212,15 @@ pub(crate) fn serve(
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_TYPE, plan.content_type())
                 .header(header::CONTENT_LENGTH, plan.content_length());
-            finish(b, multipart_body(object, plan))
+            let spans = spans_for(plan.content_length());
+            finish(b, multipart_body(object, plan, spans))
         }
     }
 }
 
 /// The multipart body: each part header then its bytes, streamed lazily
 /// (one object reader at a time), then the closing delimiter.
-fn multipart_body(object: Object, plan: MultipartPlan) -> Body {
+fn multipart_body(object: Object, plan: MultipartPlan, spans: Option<Arc<Spans>>) -> Body {
     let plan = Arc::new(plan);
     let n = plan.len();
     let parts = futures::stream::iter(0..=n).flat_map(move |i| {
@@ -231,7 +231,7 @@ fn multipart_body(object: Object, plan: MultipartPlan) -> Body {
         let header = plan.part_header(i);
         let r = plan.ranges()[i].clone();
         futures::stream::once(async move { Ok(Frame::data(header)) })
-            .chain(object_stream(&object, r))
+            .chain(object_stream(&object, r, spans.clone()))
             .boxed()
     });
     StreamBody::new(parts).boxed_unsync()

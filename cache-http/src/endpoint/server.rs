@@ -44,6 +44,9 @@ use super::access;
 use super::app::App;
 pub use super::config::{EndpointConfig, MirrorConfig, MirrorSourceFactory, DEFAULT_PORT};
 use super::mirror_path::{join_mirror_path, split_mirror_name, PathError};
+#[cfg(target_os = "linux")]
+use super::sendfile::SendfileTcp;
+use super::sendfile::{ConnSpans, Spans};
 
 /// Why an endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +296,7 @@ impl BoundEndpoint {
             .max_buf_size(config.max_header_bytes.max(8192))
             .keep_alive(true);
         // One accept task per listener; aborting them closes the sockets.
-        let (tx, mut accepted) = mpsc::channel::<(Box<dyn Io>, String)>(1);
+        let (tx, mut accepted) = mpsc::channel::<Accepted>(1);
         let mut acceptors = JoinSet::new();
         for l in listeners {
             acceptors.spawn(accept_loop(l, tx.clone()));
@@ -314,7 +317,7 @@ impl BoundEndpoint {
                     Err(_) => break,
                 },
             };
-            let (stream, peer) = tokio::select! {
+            let (stream, peer, spans) = tokio::select! {
                 _ = &mut shutdown => break,
                 c = accepted.recv() => match c {
                     Some(c) => c,
@@ -323,9 +326,12 @@ impl BoundEndpoint {
             };
             let app = app.clone();
             let client: Arc<str> = peer.into();
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let app = app.clone();
                 let client = client.clone();
+                if let Some(spans) = &spans {
+                    req.extensions_mut().insert(ConnSpans(spans.clone()));
+                }
                 async move {
                     let started = Instant::now();
                     let request = access::RequestLine::of(&req, &client);
@@ -364,19 +370,33 @@ impl BoundEndpoint {
     }
 }
 
+/// An accepted connection: its stream, the client's address and, on TCP,
+/// where its body frames register for `sendfile`.
+type Accepted = (Box<dyn Io>, String, Option<Arc<Spans>>);
+
 /// Accepts connections on `l` and hands them to the serve loop with the
 /// client's address.
-async fn accept_loop(l: Bound, tx: mpsc::Sender<(Box<dyn Io>, String)>) {
+async fn accept_loop(l: Bound, tx: mpsc::Sender<Accepted>) {
     loop {
-        let accepted: std::io::Result<(Box<dyn Io>, String)> = match &l {
+        let accepted: std::io::Result<Accepted> = match &l {
             Bound::Tcp(l) => l.accept().await.map(|(s, peer)| {
                 let _ = s.set_nodelay(true);
-                (Box::new(s) as Box<dyn Io>, peer.ip().to_string())
+                #[cfg(target_os = "linux")]
+                {
+                    let (s, spans) = SendfileTcp::new(s);
+                    (
+                        Box::new(s) as Box<dyn Io>,
+                        peer.ip().to_string(),
+                        Some(spans),
+                    )
+                }
+                #[cfg(not(target_os = "linux"))]
+                (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), None)
             }),
             Bound::Unix(l) => l
                 .accept()
                 .await
-                .map(|(s, _)| (Box::new(s) as Box<dyn Io>, "unix".to_owned())),
+                .map(|(s, _)| (Box::new(s) as Box<dyn Io>, "unix".to_owned(), None)),
         };
         match accepted {
             Ok(c) => {

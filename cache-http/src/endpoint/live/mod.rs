@@ -679,7 +679,10 @@ impl Live {
 /// Marks the chunks a change touches.
 fn mark_changed(changed: &mut RoaringBitmap, change: &ChunkChange) {
     match change {
-        ChunkChange::Done(r) | ChunkChange::InFlight(r) | ChunkChange::Released(r) => {
+        ChunkChange::Done(r)
+        | ChunkChange::InFlight(r)
+        | ChunkChange::Released(r)
+        | ChunkChange::Withdrawn(r) => {
             changed.insert_range(r.clone());
         }
         ChunkChange::Demanded(c) | ChunkChange::Undemanded(c) | ChunkChange::Damaged(c) => {
