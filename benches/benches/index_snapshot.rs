@@ -5,12 +5,16 @@
 //!   and directory fsync.
 //! * `index_1m/open_snapshot`: `IndexReader::open` of that index with its
 //!   snapshot (snapshot decode; nothing after it to replay).
+//! * `index_1m/open_replayed_{digest,checked}`: `IndexWriter::open_replayed`
+//!   of that index (what a filler does when it takes the lease: state and
+//!   every chunk's CV) with a snapshot that carries the records digest (the
+//!   records under it read in bulk, hashed once) vs. one without it (as
+//!   before snapshot version 2: every record's checksum checked).
 //! * `index_45g/{open_snapshot,open_replay,read_cvs}`: a 45 GiB object at
 //!   64 KiB chunks (737,280 records, 34 MiB log): `IndexReader::open` with
 //!   a snapshot vs. without one (full replay: every record's checksum is
-//!   verified), and `index::read_cvs` (always a full replay: the cost of
-//!   `IndexWriter::open_replayed`, the one replay a filler does when it
-//!   takes the lease).
+//!   verified), and `index::read_cvs` without a snapshot (every record
+//!   checked).
 //!
 //! Logs are written in batches of 4096 records (as the filler does); the
 //! files are page-cache hot.
@@ -80,6 +84,22 @@ fn index_1m(c: &mut Criterion) {
             assert_eq!(st.done.len(), state.done.len());
         })
     });
+    drop(w);
+    let replayed = |b: &mut criterion::Bencher, digest: bool| {
+        b.iter(|| {
+            let (_, _, r, rec) = IndexWriter::open_replayed(&path).unwrap();
+            assert_eq!(rec.snapshot_used, digest);
+            assert_eq!(r.cvs.len() as u64, state.done.len());
+        })
+    };
+    // The writer made by `build` wrote or read every record: its snapshot
+    // carries the records digest.
+    g.bench_function("open_replayed_digest", |b| replayed(b, true));
+    // One opened on a snapshot did not: its snapshot has no digest.
+    let (mut w, ..) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&state).unwrap();
+    drop(w);
+    g.bench_function("open_replayed_checked", |b| replayed(b, false));
     g.finish();
 }
 

@@ -26,6 +26,8 @@ enum Op {
     /// Flip a byte of a record the snapshot does not cover.
     Flip(u16, u8),
     Reopen,
+    /// Reopen as the filler does (`open_replayed`: state and every CV).
+    ReopenReplayed,
     Poll,
 }
 
@@ -38,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u16>().prop_map(Op::Crash),
         1 => (any::<u16>(), 1u8..=255).prop_map(|(p, m)| Op::Flip(p, m)),
         1 => Just(Op::Reopen),
+        1 => Just(Op::ReopenReplayed),
         2 => Just(Op::Poll),
     ]
 }
@@ -66,14 +69,30 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().len()
 }
 
+fn cvs_of(records: &[Record], cc: u32) -> Vec<Option<[u8; 32]>> {
+    let mut cvs = vec![None; cc as usize];
+    for r in records {
+        match *r {
+            Record::Chunk { index, cv } => cvs[index as usize] = Some(cv),
+            Record::Clear { index } => cvs[index as usize] = None,
+            Record::Root { .. } => {}
+        }
+    }
+    cvs
+}
+
 fn run(chunks: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.idx");
     let mut writer = Some(IndexWriter::create(&path, &header(chunks)).unwrap());
     let header_len = writer.as_ref().unwrap().log_len();
-    // The model: the durable log, and how many records a trusted snapshot covers.
+    // The model: the durable log, and how many records a trusted snapshot
+    // covers. A writer knows its records digest unless it was opened on a
+    // snapshot (`IndexWriter::open`); its snapshots carry it.
     let mut log: Vec<Record> = Vec::new();
     let mut snap: Option<usize> = None;
+    let mut writer_digest = true;
+    let mut snap_digest = false;
     let mut reader: Option<(IndexReader, IndexState)> = Some({
         let (r, _, s) = IndexReader::open(&path).unwrap();
         (r, s)
@@ -109,6 +128,7 @@ fn run(chunks: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .snapshot(&state_of(&log, chunks))
                     .unwrap();
                 snap = Some(log.len());
+                snap_digest = writer_digest;
             }
             Op::Reopen => {
                 drop(writer.take());
@@ -117,6 +137,20 @@ fn run(chunks: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(rec.records, log.len() as u64);
                 prop_assert_eq!(rec.dropped_bytes, 0);
                 prop_assert_eq!(rec.snapshot_used, snap.is_some());
+                writer_digest = !rec.snapshot_used;
+                writer = Some(w);
+            }
+            Op::ReopenReplayed => {
+                drop(writer.take());
+                let (w, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+                prop_assert_eq!(&replayed.state, &state_of(&log, chunks));
+                prop_assert_eq!(&replayed.cvs, &cvs_of(&log, chunks));
+                prop_assert_eq!(rec.records, log.len() as u64);
+                prop_assert_eq!(rec.dropped_bytes, 0);
+                // The records under a snapshot are read in bulk exactly
+                // when it carries their digest.
+                prop_assert_eq!(rec.snapshot_used, snap.is_some() && snap_digest);
+                writer_digest = true;
                 writer = Some(w);
             }
             Op::Poll => {}
@@ -129,7 +163,9 @@ fn run(chunks: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     // are trusted by design (they were valid when snapshotted).
                     let first = snap.unwrap_or(0);
                     if first >= log.len() {
-                        writer = Some(IndexWriter::open(&path).unwrap().0);
+                        let (w, _, _, rec) = IndexWriter::open(&path).unwrap();
+                        writer_digest = !rec.snapshot_used;
+                        writer = Some(w);
                         reader = Some({
                             let (r, _, s) = IndexReader::open(&path).unwrap();
                             (r, s)
@@ -183,6 +219,7 @@ fn run(chunks: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     file_len(&path),
                     header_len + (log.len() * RECORD_LEN) as u64
                 );
+                writer_digest = !rec.snapshot_used;
                 writer = Some(w);
                 reader = Some((r, rst));
             }
@@ -195,18 +232,10 @@ fn run(chunks: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert_eq!(&*rst, &state_of(&log, chunks));
         }
     }
-    // Final full replay agrees with the model, including the CVs.
+    // The CVs read at the end agree with the model.
     drop(writer);
     let cvs = cache_core::index::read_cvs(&path).unwrap();
-    let mut model_cvs = vec![None; chunks as usize];
-    for r in &log {
-        match *r {
-            Record::Chunk { index, cv } => model_cvs[index as usize] = Some(cv),
-            Record::Clear { index } => model_cvs[index as usize] = None,
-            Record::Root { .. } => {}
-        }
-    }
-    prop_assert_eq!(cvs, model_cvs);
+    prop_assert_eq!(cvs, cvs_of(&log, chunks));
     Ok(())
 }
 

@@ -1,6 +1,9 @@
 //! Arbitrary bytes as an index file (and snapshot): opening must never
-//! panic, reader and writer must agree, accepted chunks are in range, and
-//! decode → snapshot → reopen gives the same state.
+//! panic, reader and writer must agree, accepted chunks are in range,
+//! decode → snapshot → reopen gives the same state, and the filler's open
+//! (`open_replayed`) marks a chunk done exactly when it has its CV, reading
+//! the records under a snapshot in bulk exactly when the snapshot carries
+//! their digest.
 //!
 //! Random bytes almost never carry a valid header or record checksum, so
 //! besides raw files the input can describe a real index (built with the
@@ -31,6 +34,9 @@ enum Damage {
     SnapFlip(u32, u8),
     /// Append raw bytes to the index file.
     Append(Vec<u8>),
+    /// Rewrite a version 2 snapshot in the version 1 layout (older builds:
+    /// no records digest), validly.
+    Downgrade,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -87,6 +93,28 @@ fn snap_path(path: &std::path::Path) -> std::path::PathBuf {
     s.into()
 }
 
+/// A version 2 snapshot (flags at 10, records digest at 112..144, bitmap
+/// length at 144) as version 1 (no digest, bitmap length at 112), with its
+/// checksum redone. Anything else is left alone.
+fn downgrade(path: &std::path::Path) {
+    let snap = snap_path(path);
+    let Ok(b) = std::fs::read(&snap) else { return };
+    if b.len() < 152 + 32 || b[8..10] != 2u16.to_le_bytes() {
+        return;
+    }
+    let body = &b[..b.len() - 32];
+    let mut v = Vec::with_capacity(body.len());
+    v.extend_from_slice(&body[..8]);
+    v.extend_from_slice(&1u16.to_le_bytes());
+    let flags = u16::from_le_bytes([body[10], body[11]]) & 1;
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(&body[12..112]);
+    v.extend_from_slice(&body[144..]);
+    let sum = blake3::hash(&v);
+    v.extend_from_slice(sum.as_bytes());
+    std::fs::write(&snap, &v).expect("write");
+}
+
 fuzz_target!(|input: Input| {
     let path = common::fresh_path("decode.idx");
     match &input {
@@ -105,6 +133,7 @@ fuzz_target!(|input: Input| {
                 match d {
                     Damage::Flip(p, m) => flip(&path, *p, *m),
                     Damage::SnapFlip(p, m) => flip(&snap_path(&path), *p, *m),
+                    Damage::Downgrade => downgrade(&path),
                     Damage::Cut(p) => {
                         let len = std::fs::metadata(&path).expect("stat").len();
                         let f = std::fs::OpenOptions::new()
@@ -166,10 +195,36 @@ fuzz_target!(|input: Input| {
     // decode → snapshot → reopen gives the same state.
     w.snapshot(&st).expect("snapshot");
     drop(w);
-    let (_w, h2, st2, rec2) = IndexWriter::open(&path).expect("reopen");
+    let (w, h2, st2, rec2) = IndexWriter::open(&path).expect("reopen");
     assert_eq!(h2, h);
     assert_eq!(st2, st);
     assert!(rec2.snapshot_used, "fresh snapshot not used");
     assert_eq!(rec2.dropped_bytes, 0);
     assert_eq!(rec2.records, rec.records);
+    drop(w);
+
+    // The filler's open. The snapshot just written carries the records
+    // digest unless its writer was opened on a snapshot (and so never
+    // read the records under it).
+    let (_w, h3, replayed, rec3) = IndexWriter::open_replayed(&path).expect("open_replayed");
+    assert_eq!(h3, h);
+    assert_eq!(replayed.cvs.len(), cc as usize);
+    for (i, cv) in replayed.cvs.iter().enumerate() {
+        assert_eq!(
+            cv.is_some(),
+            replayed.state.done.contains(i as u32),
+            "chunk {i}"
+        );
+    }
+    common::check_state_sane(&replayed.state, cc);
+    assert_eq!(rec3.snapshot_used, !rec.snapshot_used);
+    if !rec.snapshot_used {
+        // Nothing was taken on trust: the same records, the same answer.
+        assert_eq!(replayed.state, st);
+        assert_eq!(replayed.cvs, cvs);
+        assert_eq!(rec3.records, rec.records);
+    }
+    // Whatever it found is durable: a later open agrees.
+    let (_r, _, rst2) = IndexReader::open(&path).expect("reader after open_replayed");
+    assert_eq!(rst2, replayed.state);
 });

@@ -1,7 +1,8 @@
 //! Arbitrary sequences of commit / clear / root / snapshot / crash (cut the
-//! file at any byte) / reopen, checked against an in-memory model: after
-//! every reopen the state is exactly the model's state after the records
-//! that survived, and a follower polling along sees the same.
+//! file at any byte) / reopen (as a reader-writer, or as the filler with
+//! every CV), checked against an in-memory model: after every reopen the
+//! state (and the CVs) are exactly the model's after the records that
+//! survived, and a follower polling along sees the same.
 #![no_main]
 
 mod common;
@@ -20,6 +21,7 @@ enum Op {
     Snapshot,
     Crash(u32),
     Reopen,
+    ReopenReplayed,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -38,6 +40,10 @@ fuzz_target!(|input: Input| {
     let header_len = w.as_ref().map(|w| w.log_len()).unwrap_or(0);
     let mut log: Vec<Record> = Vec::new();
     let mut snap: Option<usize> = None;
+    // Whether the writer knows the records digest (not when opened on a
+    // snapshot), and whether the snapshot carries it.
+    let mut writer_digest = true;
+    let mut snap_digest = false;
     let (r, _, s) = IndexReader::open(&path).expect("reader");
     let mut follower: (IndexReader, IndexState) = (r, s);
 
@@ -75,6 +81,19 @@ fuzz_target!(|input: Input| {
                     .snapshot(&common::state_of(&log, cc))
                     .expect("snapshot");
                 snap = Some(log.len());
+                snap_digest = writer_digest;
+            }
+            Op::ReopenReplayed => {
+                drop(w.take());
+                let (nw, _, replayed, rec) =
+                    IndexWriter::open_replayed(&path).expect("open_replayed");
+                assert_eq!(replayed.state, common::state_of(&log, cc));
+                assert_eq!(replayed.cvs, cvs_of(&log, cc));
+                assert_eq!(rec.records, log.len() as u64);
+                assert_eq!(rec.dropped_bytes, 0);
+                assert_eq!(rec.snapshot_used, snap.is_some() && snap_digest);
+                writer_digest = true;
+                w = Some(nw);
             }
             Op::Reopen | Op::Crash(_) => {
                 drop(w.take());
@@ -108,6 +127,7 @@ fuzz_target!(|input: Input| {
                 common::check_state_sane(&st, cc);
                 assert_eq!(rec.records, log.len() as u64);
                 assert_eq!(rec.snapshot_used, snap.is_some());
+                writer_digest = !rec.snapshot_used;
                 w = Some(nw);
                 follower = (r, rst);
             }
@@ -123,13 +143,17 @@ fuzz_target!(|input: Input| {
     }
     drop(w);
     let cvs = read_cvs(&path).expect("read_cvs");
+    assert_eq!(cvs, cvs_of(&log, cc));
+});
+
+fn cvs_of(log: &[Record], cc: u32) -> Vec<Option<[u8; 32]>> {
     let mut model = vec![None; cc as usize];
-    for r in &log {
+    for r in log {
         match *r {
             Record::Chunk { index, cv } => model[index as usize] = Some(cv),
             Record::Clear { index } => model[index as usize] = None,
             Record::Root { .. } => {}
         }
     }
-    assert_eq!(cvs, model);
-});
+    model
+}

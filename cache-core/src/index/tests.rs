@@ -624,3 +624,195 @@ fn open_replayed_never_marks_a_chunk_done_without_its_cv() {
     // Durably: every later open agrees.
     assert_eq!(IndexReader::open(&path).unwrap().2, replayed.state);
 }
+
+fn binding_of(path: &Path) -> snapshot::Binding {
+    let file = File::open(path).unwrap();
+    read_head(&file, path).unwrap().binding()
+}
+
+/// Rewrites `<path>.snap` with its body changed by `edit` and a valid
+/// checksum again (what a writer with other ideas would have written).
+fn rewrite_snapshot(path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let snap = snapshot::snap_path(path);
+    let mut b = std::fs::read(&snap).unwrap();
+    b.truncate(b.len() - 32);
+    edit(&mut b);
+    let sum = blake3::hash(&b);
+    b.extend_from_slice(sum.as_bytes());
+    std::fs::write(&snap, &b).unwrap();
+}
+
+#[test]
+fn open_replayed_reads_the_records_under_a_digest_snapshot_in_bulk() {
+    let n = 20;
+    let (_d, path, _) = setup(u64::from(n) * u64::from(CS), &chunks(0..10));
+    let mut log = chunks(0..10);
+    // A writer that replayed the whole log knows the records digest.
+    let (mut w, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used, "no snapshot yet");
+    w.snapshot(&replayed.state).unwrap();
+    let more = [
+        Record::Clear { index: 2 },
+        Record::Chunk {
+            index: 15,
+            cv: [3; 32],
+        },
+    ];
+    w.append(&more).unwrap();
+    log.extend(more);
+    drop(w);
+    let (mut w, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(rec.snapshot_used);
+    assert_eq!(rec.records, 12);
+    assert_eq!(replayed.state, state_of(&log, n));
+    let mut expect: Vec<_> = (0..n).map(|i| (i < 10 && i != 2).then(|| cv(i))).collect();
+    expect[15] = Some([3; 32]);
+    assert_eq!(replayed.cvs, expect);
+    assert_eq!(read_cvs(&path).unwrap(), expect);
+    // And it keeps the digest going: its own snapshot is used the same way.
+    w.snapshot(&replayed.state).unwrap();
+    w.append(&[Record::Clear { index: 15 }]).unwrap();
+    drop(w);
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(rec.snapshot_used);
+    expect[15] = None;
+    assert_eq!(replayed.cvs, expect);
+}
+
+#[test]
+fn a_snapshot_of_an_empty_log_carries_a_digest_too() {
+    let (_d, path, _) = setup(4 * u64::from(CS), &[]);
+    let (mut w, _, replayed, _) = IndexWriter::open_replayed(&path).unwrap();
+    w.snapshot(&replayed.state).unwrap();
+    w.append(&chunks(0..2)).unwrap();
+    drop(w);
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(rec.snapshot_used);
+    assert_eq!(replayed.cvs, vec![Some(cv(0)), Some(cv(1)), None, None]);
+}
+
+#[test]
+fn a_writer_opened_on_a_snapshot_writes_snapshots_without_a_digest() {
+    let (_d, path, _) = setup(8 * u64::from(CS), &chunks(0..4));
+    let (mut w, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    w.snapshot(&st).unwrap();
+    drop(w);
+    // This one did not read the records under the snapshot: it cannot
+    // vouch for them.
+    let (mut w, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert!(rec.snapshot_used);
+    w.append(&chunks(4..5)).unwrap();
+    let mut st = st;
+    st.apply(&chunks(4..5)[0], 8);
+    w.snapshot(&st).unwrap();
+    drop(w);
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used, "no digest: every record checked");
+    assert_eq!(replayed.state, st);
+    assert!(
+        snapshot::snap_path(&path).exists(),
+        "a snapshot without a digest is still good for readers"
+    );
+}
+
+#[test]
+fn version_1_snapshots_are_still_read() {
+    let n = 8;
+    let (_d, path, header_len) = setup(u64::from(n) * u64::from(CS), &chunks(0..6));
+    let st = state_of(&chunks(0..6), n);
+    let last = {
+        let mut raw = [0u8; RECORD_LEN];
+        let file = File::open(&path).unwrap();
+        read_full_at(&file, &mut raw, header_len + 5 * RECORD_LEN as u64).unwrap();
+        format::record_checksum(&raw)
+    };
+    let covered = header_len + 6 * RECORD_LEN as u64;
+    let v1 = snapshot::encode_v1(&binding_of(&path), covered, last, &st);
+    assert_eq!(u16::from_le_bytes([v1[8], v1[9]]), 1);
+    std::fs::write(snapshot::snap_path(&path), &v1).unwrap();
+    {
+        let mut w = IndexWriter::open(&path).unwrap().0;
+        w.append(&[Record::Clear { index: 1 }]).unwrap();
+    }
+    let mut expect = st.clone();
+    expect.apply(&Record::Clear { index: 1 }, n);
+    // Readers and plain writers use it as before.
+    assert_eq!(IndexReader::open(&path).unwrap().2, expect);
+    let (_, _, wst, rec) = IndexWriter::open(&path).unwrap();
+    assert!(rec.snapshot_used);
+    assert_eq!(wst, expect);
+    // The filler's open checks every record (no digest) and keeps it.
+    let (mut w, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(replayed.state, expect);
+    assert_eq!(
+        replayed.cvs,
+        (0..n)
+            .map(|i| (i < 6 && i != 1).then(|| cv(i)))
+            .collect::<Vec<_>>()
+    );
+    assert!(snapshot::snap_path(&path).exists());
+    // Its next snapshot is version 2, with the digest.
+    w.snapshot(&replayed.state).unwrap();
+    let v2 = std::fs::read(snapshot::snap_path(&path)).unwrap();
+    assert_eq!(u16::from_le_bytes([v2[8], v2[9]]), 2);
+    drop(w);
+    assert!(IndexWriter::open_replayed(&path).unwrap().3.snapshot_used);
+}
+
+#[test]
+fn a_rewritten_record_under_a_digest_snapshot_is_caught() {
+    // Record 3 replaced by another *valid* record (its own checksum is
+    // right): only the records digest can tell.
+    let (_d, path, header_len) = setup(8 * u64::from(CS), &chunks(0..6));
+    let (mut w, _, replayed, _) = IndexWriter::open_replayed(&path).unwrap();
+    w.snapshot(&replayed.state).unwrap();
+    drop(w);
+    let other = Record::Chunk {
+        index: 3,
+        cv: [0xEE; 32],
+    };
+    let raw = format::encode_record(&other, &header(0).data_id);
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    crate::platform::pwrite_all(&f, &raw, header_len + 3 * RECORD_LEN as u64).unwrap();
+    drop(f);
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used, "the digest does not match: full replay");
+    assert_eq!(rec.records, 6);
+    assert_eq!(replayed.cvs[3], Some([0xEE; 32]), "what the log says now");
+    assert!(
+        !snapshot::snap_path(&path).exists(),
+        "a snapshot that disagrees with its records is removed"
+    );
+}
+
+#[test]
+fn a_digest_snapshot_with_another_state_is_not_used_for_cvs() {
+    // The digest matches but the bitmap does not (a caller bug): the log
+    // wins and the snapshot goes.
+    let (_d, path, _) = setup(8 * u64::from(CS), &chunks(0..4));
+    let (mut w, _, replayed, _) = IndexWriter::open_replayed(&path).unwrap();
+    let mut wrong = replayed.state.clone();
+    wrong.done.remove(1);
+    w.snapshot(&wrong).unwrap();
+    drop(w);
+    let (_, _, got, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(got.state, replayed.state);
+    assert_eq!(got.cvs[1], Some(cv(1)));
+    assert!(!snapshot::snap_path(&path).exists());
+}
+
+#[test]
+fn a_digest_without_its_flag_is_refused() {
+    let (_d, path, _) = setup(4 * u64::from(CS), &chunks(0..2));
+    let (mut w, _, replayed, _) = IndexWriter::open_replayed(&path).unwrap();
+    w.snapshot(&replayed.state).unwrap();
+    drop(w);
+    rewrite_snapshot(&path, |b| b[10] &= !2);
+    let (_, _, st, rec) = IndexWriter::open(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(st, replayed.state);
+    assert!(!snapshot::snap_path(&path).exists());
+}

@@ -17,6 +17,11 @@ pub struct IndexWriter {
     log_len: u64,
     /// Checksum bytes of the last record (binds snapshots to the log).
     last_sum: [u8; 8],
+    /// BLAKE3 of every record in the log, all written or verified by this
+    /// writer; the records digest of its snapshots. `None` when opened on
+    /// a snapshot (the records under it were not read): its snapshots then
+    /// carry no digest, and the next `open_replayed` checks every record.
+    digest: Option<blake3::Hasher>,
     /// Set after a failed write or sync. After an fsync error the kernel may
     /// have dropped the dirty pages and a retry could falsely succeed, so the
     /// only safe continuation is to reopen (which re-validates the log).
@@ -58,6 +63,7 @@ impl IndexWriter {
             chunk_count: header.chunk_count(),
             log_len: bytes.len() as u64,
             last_sum: [0; 8],
+            digest: Some(blake3::Hasher::new()),
             poisoned: false,
         })
     }
@@ -70,51 +76,62 @@ impl IndexWriter {
     ) -> Result<(IndexWriter, IndexHeader, IndexState, Recovery), IndexError> {
         let file = open_rw(path)?;
         let head = read_head(&file, path)?;
-        let (state, end, snapshot_used, snap_exists) = load_state(&file, path, &head)?;
+        let loaded = load_state(&file, path, &head, true)?;
+        let end = loaded.end;
         let dropped_bytes = cut_tail(&file, path, &end)?;
-        if snap_exists && !snapshot_used {
+        if loaded.snapshot_exists && !loaded.snapshot_used {
             remove_snapshot(path)?;
         }
         let recovery = Recovery {
             records: (end.valid_end - head.header_len) / RECORD_LEN as u64,
             dropped_bytes,
-            snapshot_used,
+            snapshot_used: loaded.snapshot_used,
         };
         Ok((
-            Self::at_end(file, path, &head, &end),
+            Self::at_end(file, path, &head, &end, loaded.digest),
             head.header,
-            state,
+            loaded.state,
             recovery,
         ))
     }
 
-    /// Opens an existing index for writing with one full replay of the log
+    /// Opens an existing index for writing with one read of the whole log
     /// that yields the state *and* every chunk's chaining value, so the two
     /// cannot disagree: a chunk whose record is lost (in a region a
-    /// snapshot covers, say) is not done. The log is cut after its valid
-    /// prefix (as [`IndexWriter::open`] does), durably; a snapshot that no
-    /// longer matches the cut log is removed. For the filler, which needs
-    /// the CVs to compute the root.
+    /// snapshot covers, say) is not done. The records a snapshot with a
+    /// records digest covers are checked by that digest (one bulk hash),
+    /// the others one by one. The log is cut after its valid prefix (as
+    /// [`IndexWriter::open`] does), durably; a snapshot that no longer
+    /// matches the cut log, or disagrees with the records under it, is
+    /// removed. For the filler, which needs the CVs to compute the root.
     pub fn open_replayed(
         path: &Path,
     ) -> Result<(IndexWriter, IndexHeader, Replayed, Recovery), IndexError> {
         let file = open_rw(path)?;
         let head = read_head(&file, path)?;
-        let (replayed, end) = reader::replay_all(&file, path, &head)?;
+        let (replayed, end, from) = reader::load_replayed(&file, path, &head)?;
         let dropped_bytes = cut_tail(&file, path, &end)?;
-        if let (None, true) = try_snapshot(&file, path, &head) {
+        if from.snapshot_bad
+            || (!from.snapshot_used && matches!(try_snapshot(&file, path, &head), (None, true)))
+        {
             remove_snapshot(path)?;
         }
         let recovery = Recovery {
             records: (end.valid_end - head.header_len) / RECORD_LEN as u64,
             dropped_bytes,
-            snapshot_used: false,
+            snapshot_used: from.snapshot_used,
         };
-        let writer = Self::at_end(file, path, &head, &end);
+        let writer = Self::at_end(file, path, &head, &end, Some(from.digest));
         Ok((writer, head.header, replayed, recovery))
     }
 
-    fn at_end(file: File, path: &Path, head: &Head, end: &ReplayEnd) -> IndexWriter {
+    fn at_end(
+        file: File,
+        path: &Path,
+        head: &Head,
+        end: &ReplayEnd,
+        digest: Option<blake3::Hasher>,
+    ) -> IndexWriter {
         IndexWriter {
             file,
             path: path.to_path_buf(),
@@ -124,6 +141,7 @@ impl IndexWriter {
             chunk_count: head.chunk_count,
             log_len: end.valid_end,
             last_sum: end.last_sum,
+            digest,
             poisoned: false,
         }
     }
@@ -180,6 +198,9 @@ impl IndexWriter {
         }
         self.log_len += buf.len() as u64;
         self.last_sum = format::record_checksum(&buf[buf.len() - RECORD_LEN..]);
+        if let Some(d) = &mut self.digest {
+            d.update(&buf);
+        }
         Ok(())
     }
 
@@ -204,7 +225,8 @@ impl IndexWriter {
             header_len: self.header_len,
             chunk_count: self.chunk_count,
         };
-        let bytes = snapshot::encode(&binding, self.log_len, self.last_sum, state);
+        let digest = self.digest.as_ref().map(|d| *d.finalize().as_bytes());
+        let bytes = snapshot::encode(&binding, self.log_len, self.last_sum, state, digest);
         snapshot::store(&self.path, &bytes).map_err(|(op, path, source)| IndexError::Io {
             path,
             op,
