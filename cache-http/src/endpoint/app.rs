@@ -1,7 +1,8 @@
 //! The state every request handler of an endpoint shares: the store, the
 //! mirrors (replaced on reload), metrics, the live-status hub, the fill
-//! tracker, the per-URL probe state and the recently resolved objects. Handlers (`routes`, `mirror`,
-//! `serve_object`, `manifest`, `access`, `housekeeping`) depend on this
+//! tracker, the per-URL probe state and the recently resolved objects.
+//! Handlers (`routes`, `mirror`, `serve_object`, `manifest`, `access`,
+//! `housekeeping`) depend on this
 //! module; it depends on none of them, only on the endpoint's leaf types
 //! (config, metrics, live status, tracker).
 
