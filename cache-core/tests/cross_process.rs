@@ -87,6 +87,24 @@ fn durable_bytes(store: &Store, key: &str) -> u64 {
         .sum()
 }
 
+/// A store on `store_dir` whose source factory makes `src` (for `URL`):
+/// a process that can resume or take over objects it opens by reference.
+fn store_with_factory(store_dir: &std::path::Path, src: &MemorySource) -> Store {
+    let src = src.clone();
+    let factory: cache_core::SourceFactory = Arc::new(move |url: &str| {
+        assert_eq!(url, URL);
+        Ok(Arc::new(src.clone()) as Arc<dyn cache_core::Source>)
+    });
+    Store::open_with(
+        store_dir,
+        StoreOptions {
+            source_factory: Some(factory),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Reads the first 4 KiB, then the last 1000 bytes, of an object another
 /// process fills: the far read is demanded across processes, so the
 /// leader fetches it out of order, long before its in-order fill gets
@@ -168,19 +186,7 @@ async fn a_reader_takes_over_through_the_source_factory() {
     let (_dir, store_dir, mut leader) = start_leader().await;
     let bytes = pattern(LEN, SEED);
     let src = MemorySource::new(URL, bytes.clone());
-    let factory_src = src.clone();
-    let factory: cache_core::SourceFactory = Arc::new(move |url: &str| {
-        assert_eq!(url, URL);
-        Ok(Arc::new(factory_src.clone()) as Arc<dyn cache_core::Source>)
-    });
-    let store = Store::open_with(
-        &store_dir,
-        StoreOptions {
-            source_factory: Some(factory),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = store_with_factory(&store_dir, &src);
     let object = store.open_ref(URL).unwrap();
     // Wait for the leader's first chunk, then kill it while the reader waits
     // for the whole object.
@@ -212,17 +218,7 @@ async fn a_first_read_far_ahead_is_demanded_from_the_filling_process() {
     let (_dir, store_dir, mut leader) = start_leader().await;
     let bytes = pattern(LEN, SEED);
     let src = MemorySource::new(URL, bytes.clone());
-    let factory_src = src.clone();
-    let factory: cache_core::SourceFactory =
-        Arc::new(move |_: &str| Ok(Arc::new(factory_src.clone()) as Arc<dyn cache_core::Source>));
-    let store = Store::open_with(
-        &store_dir,
-        StoreOptions {
-            source_factory: Some(factory),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = store_with_factory(&store_dir, &src);
     let object = store.open_ref(URL).unwrap();
     let far = (LEN - 1000) as u64;
     let tail = bounded("far read", object.read_at(far, 1000))
@@ -303,17 +299,7 @@ async fn a_follower_reads_chunks_before_they_are_durable_and_a_take_over_refetch
         start_leader_named("cross_process_child_fill_unflushed").await;
     let bytes = pattern(LEN, SEED);
     let src = MemorySource::new(URL, bytes.clone());
-    let factory_src = src.clone();
-    let factory: cache_core::SourceFactory =
-        Arc::new(move |_: &str| Ok(Arc::new(factory_src.clone()) as Arc<dyn cache_core::Source>));
-    let store = Store::open_with(
-        &store_dir,
-        StoreOptions {
-            source_factory: Some(factory),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let store = store_with_factory(&store_dir, &src);
     let object = store.open_ref(URL).unwrap();
     let (_, mut feed) = object.chunk_feed();
 
