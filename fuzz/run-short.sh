@@ -20,7 +20,11 @@ for t in "${targets[@]}"; do
   if ! BLOCKCACHE_FUZZ_DIR="$scratch" cargo +nightly fuzz run "$t" "$work" -- -max_total_time="$secs" -print_final_stats=1 2>"$work.log"; then
     status=1
     echo "!! $t: crash; see fuzz/artifacts/$t/ and the log below"
-    tail -n 40 "$work.log"
+    # The panic and the input that caused it: the tail alone is mostly the
+    # input's Debug dump and the backtrace of cargo-fuzz itself.
+    grep -m1 -A6 "panicked at" "$work.log" || true
+    grep -A3 "^Failing input" "$work.log" || true
+    tail -n 20 "$work.log"
   fi
   grep -E "stat::number_of_executed_units|stat::peak_rss_mb|Done [0-9]+ runs" "$work.log" || true
   rm -rf "$work" "$work.log" "$scratch"

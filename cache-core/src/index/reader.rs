@@ -122,11 +122,12 @@ pub(super) fn load_replayed(
     cvs.resize(n, None);
     let cc = head.chunk_count;
     let mut snapshot_bad = false;
-    if let (Some(snap), _) = try_snapshot(file, path, head) {
+    let snap = try_snapshot(file, path, head).0;
+    if let Some(snap) = &snap {
         if let Some(want) = snap.records_digest {
             let mut digest = blake3::Hasher::new();
-            if replay_under_snapshot(file, path, head, &snap, want, &mut cvs, &mut digest)? {
-                let mut state = snap.state;
+            if replay_under_snapshot(file, path, head, snap, want, &mut cvs, &mut digest)? {
+                let mut state = snap.state.clone();
                 let end = replay(
                     file,
                     path,
@@ -163,7 +164,21 @@ pub(super) fn load_replayed(
             cvs.fill(None);
         }
     }
+    // Every record checked one by one. A snapshot that fits the log (one
+    // without a digest, or a digest one already found wrong) is checked on
+    // the way: the state after the records it covers must be its state.
+    // One that says otherwise goes, or plain opens would go on trusting
+    // what this replay has just shown false.
+    let mut under = snap.as_ref().map(|s| {
+        let records = s.covered.saturating_sub(head.header_len) / RECORD_LEN as u64;
+        (records, &s.state)
+    });
     let mut state = IndexState::default();
+    if let Some((0, want)) = under {
+        snapshot_bad |= *want != state;
+        under = None;
+    }
+    let mut seen = 0u64;
     let mut digest = blake3::Hasher::new();
     let end = replay(
         file,
@@ -175,8 +190,17 @@ pub(super) fn load_replayed(
         |r| {
             state.apply(r, cc);
             apply_cv(&mut cvs, r);
+            seen += 1;
+            if let Some((records, want)) = under {
+                if seen == records {
+                    snapshot_bad |= *want != state;
+                    under = None;
+                }
+            }
         },
     )?;
+    // The log ended (or went bad) before the snapshot's records did.
+    snapshot_bad |= under.is_some();
     let from = ReplayedFrom {
         snapshot_used: false,
         snapshot_bad,

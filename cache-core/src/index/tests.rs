@@ -816,3 +816,62 @@ fn a_digest_without_its_flag_is_refused() {
     assert_eq!(st, replayed.state);
     assert!(!snapshot::snap_path(&path).exists());
 }
+
+#[test]
+fn open_replayed_removes_a_snapshot_without_a_digest_that_the_records_contradict() {
+    // A well-formed, checksummed snapshot that fits the log's end but says
+    // chunk 7 is done where the records say chunks 0..6 (what a writer
+    // with other ideas, or a damaged snapshot rewritten in full, leaves).
+    // Plain opens cannot tell; the filler's full replay can, and what it
+    // finds must hold for every later open.
+    let n = 8;
+    let (_d, path, header_len) = setup(u64::from(n) * u64::from(CS), &chunks(0..6));
+    let last = {
+        let mut raw = [0u8; RECORD_LEN];
+        let file = File::open(&path).unwrap();
+        read_full_at(&file, &mut raw, header_len + 5 * RECORD_LEN as u64).unwrap();
+        format::record_checksum(&raw)
+    };
+    let covered = header_len + 6 * RECORD_LEN as u64;
+    let mut lie = state_of(&chunks(0..6), n);
+    lie.apply(
+        &Record::Chunk {
+            index: 7,
+            cv: cv(7),
+        },
+        n,
+    );
+    let v1 = snapshot::encode_v1(&binding_of(&path), covered, last, &lie);
+    std::fs::write(snapshot::snap_path(&path), &v1).unwrap();
+    assert_eq!(
+        IndexReader::open(&path).unwrap().2,
+        lie,
+        "trusted as it fits"
+    );
+
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(replayed.state, state_of(&chunks(0..6), n));
+    assert!(
+        !snapshot::snap_path(&path).exists(),
+        "the contradicted snapshot is gone"
+    );
+    assert_eq!(IndexReader::open(&path).unwrap().2, replayed.state);
+}
+
+#[test]
+fn open_replayed_keeps_a_snapshot_without_a_digest_that_the_records_confirm() {
+    let n: u32 = 8;
+    let (_d, path, _) = setup(u64::from(n) * u64::from(CS), &chunks(0..4));
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    drop(w);
+    // Opened on the snapshot: its own snapshot carries no digest.
+    let (mut w, _, st, _) = IndexWriter::open(&path).unwrap();
+    w.snapshot(&st).unwrap();
+    drop(w);
+    let (_, _, replayed, rec) = IndexWriter::open_replayed(&path).unwrap();
+    assert!(!rec.snapshot_used);
+    assert_eq!(replayed.state, st);
+    assert!(snapshot::snap_path(&path).exists());
+}
