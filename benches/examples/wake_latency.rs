@@ -10,11 +10,15 @@
 //! feed, received on a dedicated thread in each process, as wall-clock
 //! time of the one machine.
 //!
-//! Two modes, interleaved per round: `poll` — the follower binds no
+//! Three modes, interleaved per round: `poll` — the follower binds no
 //! wake-up socket and polls the index every 20 ms (the behaviour before
 //! wake-ups: a chunk is seen once durable); `wake` — the follower is woken
-//! by the leader's datagram at each commit. Printed: p50/p90/p99/max per
-//! mode and the p99 against the 10 ms target.
+//! by the leader's datagram at each commit, and one reader in it waits for
+//! the whole object (`read_at(0, len)`: always waiting for the next
+//! missing chunk), so it takes every announcement at once; `wake, idle` —
+//! the same with no reader, where the follower takes announcements at most
+//! every 50 ms (progress only). Printed: p50/p90/p99/max per mode and the
+//! p99 against the 10 ms target.
 //!
 //! ```text
 //! cargo run --release -p benches --example wake_latency [-- CHUNKS [ROUNDS]]
@@ -133,7 +137,7 @@ fn leader(store_dir: &Path, chunks: usize) {
 /// One round: a leader child, this process following. Returns the
 /// per-chunk latencies and how many chunks the follower saw before the
 /// leader's index had them.
-fn round(chunks: usize, wake: bool) -> Vec<Duration> {
+fn round(chunks: usize, wake: bool, reader: bool) -> Vec<Duration> {
     let tmp = tempfile::tempdir().unwrap();
     let store_dir = tmp.path().join("store");
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -180,10 +184,17 @@ fn round(chunks: usize, wake: bool) -> Vec<Duration> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let read = reader.then(|| {
+            let o = object.clone();
+            tokio::spawn(async move { o.read_at(0, o.len()).await.map(|b| b.len()) })
+        });
         std::fs::write(store_dir.with_extension("go"), b"").unwrap();
         let seen = tokio::task::spawn_blocking(move || seen.join().unwrap())
             .await
             .unwrap();
+        if let Some(read) = read {
+            assert_eq!(read.await.unwrap().unwrap(), chunks * CS);
+        }
         drop(object);
         seen
     });
@@ -216,21 +227,21 @@ fn main() {
         return;
     }
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2);
-    let mut poll = Vec::new();
-    let mut wake = Vec::new();
+    let modes = [
+        ("poll (before)", false, false),
+        ("wake, a reader waits (after)", true, true),
+        ("wake, idle follower (after)", true, false),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
     for r in 0..rounds {
-        for mode in [false, true] {
-            let l = round(chunks, mode);
-            eprintln!(
-                "round {r} {}: {} chunks measured",
-                if mode { "wake" } else { "poll" },
-                l.len()
-            );
-            if mode { &mut wake } else { &mut poll }.extend(l);
+        for (i, (name, wake, reader)) in modes.iter().enumerate() {
+            let l = round(chunks, *wake, *reader);
+            eprintln!("round {r} {name}: {} chunks measured", l.len());
+            samples[i].extend(l);
         }
     }
     let target = Duration::from_millis(10);
-    for (name, samples) in [("poll (before)", &mut poll), ("wake (after)", &mut wake)] {
+    for ((name, _, _), samples) in modes.iter().zip(samples.iter_mut()) {
         let n = samples.len();
         if let Some([p50, p90, p99, max]) = percentiles(samples) {
             println!(

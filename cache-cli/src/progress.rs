@@ -171,6 +171,10 @@ impl Reporter {
             let mut last_line = Instant::now() - Duration::from_secs(10);
             let mut last_pct: i64 = -100;
             let mut was_following = false;
+            // Whose fill this follows: a file read, so not at every change
+            // (a follower's progress changes at each of the filler's commits).
+            let mut follower: (Option<u32>, Option<FillState>, Instant) =
+                (None, None, Instant::now());
             let mut ticker = tokio::time::interval(Duration::from_millis(125));
             loop {
                 let p = rx.borrow_and_update().clone();
@@ -181,7 +185,12 @@ impl Reporter {
                     rate = if rate == 0.0 { r } else { 0.7 * rate + 0.3 * r };
                     sample = (Instant::now(), p.bytes_done);
                 }
-                let follower = object.filler_pid();
+                if follower.1.as_ref() != Some(&p.state)
+                    || follower.2.elapsed() >= Duration::from_millis(500)
+                {
+                    follower = (object.filler_pid(), Some(p.state.clone()), Instant::now());
+                }
+                let follower = follower.0;
                 was_following |= matches!(p.state, FillState::Following) || follower.is_some();
                 let words = state_words(&p, follower, was_following);
                 if mode == Mode::Bar {

@@ -13,8 +13,11 @@
 //! * **follow**: publish the chunks the other process commits — as it
 //!   announces them on this process's wake-up socket (`object::wake`:
 //!   early, served but never trusted by anything durable), and as its
-//!   index records them (read on every wake-up, and on a timer as the
-//!   fallback); when it
+//!   index records them (read when the filler says the index grew, and on
+//!   a timer as the fallback); while no reader here waits, announcements
+//!   are taken at most every [`IDLE_GAP`] (progress is all there is to
+//!   show: an idle follower wakes tens of times a second, not once per
+//!   chunk), and a reader that starts waiting ends the pause; when it
 //!   dies (its lock with it) while the fill is wanted here, take the fill
 //!   over; when it is gone and nothing here wants a fill, go idle;
 //! * **end**: the fill task reports how it ended; a pause with readers
@@ -43,6 +46,12 @@ use crate::object::{Command, FillEnd, Launcher, ObjectShared, Phase, VerifyRepor
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
 /// ... and with one (in case a wake-up was dropped; see `object::wake`).
 const FOLLOW_POLL_BOUND: Duration = Duration::from_millis(100);
+/// While no reader waits, a follower takes announcements at most this
+/// often. Taking each one at once made the 7 idle followers of
+/// `benches/followers.sh` cost 15 % of the leader's CPU (issue 13's
+/// target is 10 %); a reader that starts waiting cuts the pause short, so
+/// readers still see commits at once.
+const IDLE_GAP: Duration = Duration::from_millis(50);
 /// How often a follower that wants the object filled tries the lock.
 const TAKEOVER_EVERY: Duration = Duration::from_millis(100);
 
@@ -52,12 +61,16 @@ pub(crate) fn spawn(
     commands: mpsc::UnboundedReceiver<Command>,
     runtime: &tokio::runtime::Handle,
 ) {
-    let Some(header) = obj.upgrade().map(|o| o.header.clone()) else {
+    let Some((header, reader_waits)) = obj
+        .upgrade()
+        .map(|o| (o.header.clone(), o.follower_wake.clone()))
+    else {
         return;
     };
     let supervisor = Supervisor {
         obj,
         header,
+        reader_waits,
         commands,
         follower: None,
         wake: None,
@@ -71,6 +84,8 @@ struct Supervisor {
     obj: Weak<ObjectShared>,
     /// The object's header (its chunk geometry, for announcements).
     header: IndexHeader,
+    /// Rung when a reader starts waiting (the object's `follower_wake`).
+    reader_waits: Arc<tokio::sync::Notify>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Tails the index while another process (or nobody) fills.
     follower: Option<IndexReader>,
@@ -106,6 +121,8 @@ impl Drop for Supervisor {
 impl Supervisor {
     async fn run(mut self) {
         let mut next_poll = Instant::now();
+        // Announcements are not taken before this (an idle follower's pause).
+        let mut paused_until: Option<Instant> = None;
         loop {
             // No strong reference across the wait: the object may go.
             let following = match self.obj.upgrade() {
@@ -120,23 +137,44 @@ impl Supervisor {
                 }
                 None => return,
             };
-            let (wake, header) = (self.wake.as_mut().filter(|_| following), &self.header);
+            let listening = following && paused_until.is_none();
+            let (wake, header) = (self.wake.as_mut().filter(|_| listening), &self.header);
+            let reader_waits = &self.reader_waits;
             tokio::select! {
                 command = self.commands.recv() => {
                     let Some(command) = command else { return };
                     let Some(obj) = self.obj.upgrade() else { return };
                     self.handle(&obj, command).await;
                 }
-                chunks = async { Some(wake?.recv(header).await) }, if following => {
+                announced = async { Some(wake?.recv(header).await) }, if listening => {
                     let Some(obj) = self.obj.upgrade() else { return };
-                    if let Some(chunks) = chunks {
-                        obj.take_announced(&chunks);
+                    // A commit's announcement is all there is to take; the
+                    // index is read when it grew (a flush, the root) or on
+                    // the timer (a lost datagram).
+                    let read_index = match announced {
+                        Some(a) => {
+                            obj.take_announced(&a.chunks);
+                            a.index_grew
+                        }
+                        None => true,
+                    };
+                    if !obj.has_waiters() {
+                        paused_until = Some(Instant::now() + IDLE_GAP);
                     }
-                    self.follow(&obj).await;
+                    self.follow(&obj, read_index).await;
                 }
+                () = async {
+                    match paused_until {
+                        Some(t) => tokio::select! {
+                            () = tokio::time::sleep_until(t) => {}
+                            () = reader_waits.notified() => {}
+                        },
+                        None => std::future::pending().await,
+                    }
+                }, if following => paused_until = None,
                 () = tokio::time::sleep_until(next_poll), if following => {
                     let Some(obj) = self.obj.upgrade() else { return };
-                    self.follow(&obj).await;
+                    self.follow(&obj, true).await;
                     let bound = self.wake.as_ref().is_some_and(|w| w.is_bound());
                     next_poll = Instant::now() + if bound { FOLLOW_POLL_BOUND } else { FOLLOW_POLL };
                 }
@@ -296,10 +334,12 @@ impl Supervisor {
         }
     }
 
-    /// One poll of the index another process (or nobody) writes: its new
-    /// records published; every few polls, in `Following`, a take-over
-    /// when the fill is wanted here, or `Idle` when its holder is gone.
-    async fn follow(&mut self, obj: &Arc<ObjectShared>) {
+    /// One step of following the index another process (or nobody)
+    /// writes: its new records published (when `read_index`: a commit's
+    /// announcement alone does not need it); every few steps, in
+    /// `Following`, a take-over when the fill is wanted here, or `Idle`
+    /// when its holder is gone.
+    async fn follow(&mut self, obj: &Arc<ObjectShared>, read_index: bool) {
         if self.follower.is_none() {
             let path = obj.index_path();
             let opened =
@@ -315,7 +355,7 @@ impl Supervisor {
                 Err(e) => tracing::warn!(object = %obj.key, "cannot follow index: {e}"),
             }
         }
-        if let Some(reader) = self.follower.as_mut() {
+        if let Some(reader) = self.follower.as_mut().filter(|_| read_index) {
             match reader.poll() {
                 Ok(records) if !records.is_empty() => obj.apply_records(&records),
                 Ok(_) => {}

@@ -137,6 +137,11 @@ pub(crate) struct ObjectShared {
     pub(crate) feed: broadcast::Sender<ChunkChange>,
     /// Wakes the filler: a demand arrived or the last handle went away.
     pub(crate) filler_wake: Notify,
+    /// Wakes the supervisor while it follows another process's fill: a
+    /// reader started waiting for a chunk, so announcements are taken at
+    /// once from then on (see `supervisor`). Shared with the supervisor,
+    /// which holds the object only weakly across its waits.
+    pub(crate) follower_wake: Arc<Notify>,
     /// The store it lives in (options, names, fills), as the interface
     /// an object needs of it.
     pub(crate) host: Arc<dyn ObjectHost>,
@@ -226,6 +231,7 @@ impl ObjectShared {
             progress,
             feed: broadcast::channel(FEED_CAPACITY).0,
             filler_wake: Notify::new(),
+            follower_wake: Arc::new(Notify::new()),
             host,
             handles: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
@@ -501,7 +507,13 @@ impl ObjectShared {
         }
         let (tx, rx) = oneshot::channel();
         st.waiters.entry(c).or_default().push(tx);
+        self.follower_wake.notify_one();
         Ok(Some(rx))
+    }
+
+    /// Whether a reader waits for a chunk.
+    pub(crate) fn has_waiters(&self) -> bool {
+        !self.state.lock().waiters.is_empty()
     }
 
     pub(crate) fn is_done(&self, c: u32) -> bool {

@@ -102,8 +102,22 @@ const RESCAN_WHILE: Duration = Duration::from_secs(1);
 /// other name there is a follower's).
 const FILLER_PREFIX: &str = "filler-";
 
-/// Encodes an announcement of `chunks` (most recent last).
-fn encode(data_id: &[u8; 16], chunks: &[u32]) -> Vec<u8> {
+/// Flag of a datagram sent because the index grew (a flush, the root):
+/// the follower reads the index at once. Announcements of commits alone
+/// do not make it read the index.
+const INDEX_GREW: u8 = 1;
+
+/// What a follower took from the datagrams it was woken by.
+#[derive(Default)]
+pub(crate) struct Announced {
+    /// Chunks announced as committed.
+    pub(crate) chunks: RoaringBitmap,
+    /// The index grew: read it now.
+    pub(crate) index_grew: bool,
+}
+
+/// Encodes an announcement of `chunks` (most recent last) with `flags`.
+fn encode(data_id: &[u8; 16], chunks: &[u32], flags: u8) -> Vec<u8> {
     let mut recent: &[u32] = chunks;
     let ranges = loop {
         let bits: RoaringBitmap = recent.iter().copied().collect();
@@ -116,7 +130,7 @@ fn encode(data_id: &[u8; 16], chunks: &[u32]) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER_LEN + ranges.len() * 8);
     b.extend_from_slice(&MAGIC);
     b.push(VERSION);
-    b.push(0);
+    b.push(flags);
     b.extend_from_slice(&(ranges.len() as u16).to_le_bytes());
     b.extend_from_slice(&std::process::id().to_le_bytes());
     b.extend_from_slice(data_id);
@@ -130,7 +144,7 @@ fn encode(data_id: &[u8; 16], chunks: &[u32]) -> Vec<u8> {
 /// Decodes an announcement for the object of `header` into `out`.
 /// Anything else (another format, another object, chunks out of range)
 /// is ignored: `false`.
-fn decode(b: &[u8], header: &IndexHeader, out: &mut RoaringBitmap) -> bool {
+fn decode(b: &[u8], header: &IndexHeader, out: &mut Announced) -> bool {
     if b.len() < HEADER_LEN || b[..4] != MAGIC || b[4] != VERSION {
         return false;
     }
@@ -148,7 +162,8 @@ fn decode(b: &[u8], header: &IndexHeader, out: &mut RoaringBitmap) -> bool {
         }
         bits.insert_range(start..end);
     }
-    *out |= bits;
+    out.chunks |= bits;
+    out.index_grew |= b[5] & INDEX_GREW != 0;
     true
 }
 
@@ -192,29 +207,28 @@ impl WakeListener {
         self.sock.is_some()
     }
 
-    /// Waits for announcements for the object of `header` and returns the
-    /// chunks they name (every datagram queued is taken; empty for a
-    /// doorbell that only says the index grew).
-    pub(crate) async fn recv(&mut self, header: &IndexHeader) -> RoaringBitmap {
+    /// Waits for announcements for the object of `header` and returns
+    /// what they say (every datagram queued is taken).
+    pub(crate) async fn recv(&mut self, header: &IndexHeader) -> Announced {
         let Some(sock) = &self.sock else {
             return std::future::pending().await;
         };
-        let mut chunks = RoaringBitmap::new();
+        let mut out = Announced::default();
         match sock.recv(&mut self.buf).await {
             Ok(n) => {
-                decode(&self.buf[..n], header, &mut chunks);
+                decode(&self.buf[..n], header, &mut out);
             }
             Err(e) => {
                 tracing::debug!("wake-up socket: {e}");
                 // Not a busy loop on a broken socket: the poll takes over.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                return chunks;
+                return out;
             }
         }
         while let Ok(n) = sock.try_recv(&mut self.buf) {
-            decode(&self.buf[..n], header, &mut chunks);
+            decode(&self.buf[..n], header, &mut out);
         }
-        chunks
+        out
     }
 }
 
@@ -275,7 +289,7 @@ impl Announcer {
             p.recent.pop_front();
         }
         p.recent.push_back(c);
-        p.announce();
+        p.announce(0);
         self.followers.store(!p.names.is_empty(), Ordering::Relaxed);
     }
 
@@ -283,7 +297,7 @@ impl Announcer {
     pub(crate) fn index_grew(&self) {
         let Some(inner) = &self.inner else { return };
         let mut p = inner.lock();
-        p.announce();
+        p.announce(INDEX_GREW);
         self.followers.store(!p.names.is_empty(), Ordering::Relaxed);
     }
 
@@ -309,17 +323,17 @@ impl Drop for Announcer {
 }
 
 impl Peers {
-    fn announce(&mut self) {
+    fn announce(&mut self, flags: u8) {
         self.list();
         if self.names.is_empty() {
             return;
         }
         let (recent, _) = self.recent.as_slices();
         let msg = if recent.len() == self.recent.len() {
-            encode(&self.data_id, recent)
+            encode(&self.data_id, recent, flags)
         } else {
             let all: Vec<u32> = self.recent.iter().copied().collect();
-            encode(&self.data_id, &all)
+            encode(&self.data_id, &all, flags)
         };
         let Some(dir_fd) = &self.dir_fd else { return };
         let mut gone = Vec::new();
@@ -460,15 +474,11 @@ impl ObjectShared {
     /// records them. Ignored once this process fills the object itself or
     /// it is complete.
     pub(crate) fn take_announced(&self, chunks: &RoaringBitmap) {
-        if chunks.is_empty() {
-            return;
-        }
-        // A repair renames a new data file into place before it writes any
-        // chunk there: read the announced bytes from that one.
-        if let Err(e) = self.refresh_data_file() {
-            tracing::warn!(object = %self.key, "cannot follow the repaired data file: {e}");
-            return;
-        }
+        // No check of the data file here: a repair renames a new one into
+        // place and records its clears before it commits anything there,
+        // and a follower reopens the file when it applies the clears. An
+        // announced chunk it has not applied the clears of is one it has
+        // (from before the damage): not new, nothing to read.
         let woken = {
             let mut st = self.state.lock();
             if matches!(st.phase, Phase::Filling | Phase::Complete) {
@@ -518,26 +528,28 @@ mod tests {
     #[test]
     fn round_trip_keeps_the_newest_commits() {
         let h = header(100_000);
-        let mut out = RoaringBitmap::new();
-        let m = encode(&h.data_id, &[5, 3, 4, 9]);
+        let mut out = Announced::default();
+        let m = encode(&h.data_id, &[5, 3, 4, 9], 0);
         assert!(decode(&m, &h, &mut out));
-        assert_eq!(ranges(&out), vec![3..6, 9..10]);
+        assert_eq!(ranges(&out.chunks), vec![3..6, 9..10]);
+        assert!(!out.index_grew);
         // More scattered commits than ranges fit: the newest half stays.
         let scattered: Vec<u32> = (0..RECENT as u32).map(|i| i * 2).collect();
-        let m = encode(&h.data_id, &scattered);
+        let m = encode(&h.data_id, &scattered, INDEX_GREW);
         assert!(m.len() <= MAX_LEN);
-        let mut out = RoaringBitmap::new();
+        let mut out = Announced::default();
         assert!(decode(&m, &h, &mut out));
-        assert!(out.contains(*scattered.last().unwrap()));
-        assert!(!out.contains(0));
-        assert_eq!(out.len(), MAX_RANGES as u64);
+        assert!(out.index_grew);
+        assert!(out.chunks.contains(*scattered.last().unwrap()));
+        assert!(!out.chunks.contains(0));
+        assert_eq!(out.chunks.len(), MAX_RANGES as u64);
     }
 
     #[test]
     fn foreign_or_damaged_datagrams_are_ignored() {
         let h = header(10);
-        let m = encode(&h.data_id, &[1, 2]);
-        let mut out = RoaringBitmap::new();
+        let m = encode(&h.data_id, &[1, 2], 0);
+        let mut out = Announced::default();
         assert!(!decode(&m, &header(2), &mut out), "chunk out of range");
         let mut other = header(10);
         other.data_id = [8; 16];
@@ -546,7 +558,7 @@ mod tests {
         let mut bad = m.clone();
         bad[0] ^= 1;
         assert!(!decode(&bad, &h, &mut out), "magic");
-        assert!(out.is_empty());
+        assert!(out.chunks.is_empty());
     }
 
     fn peers(dir: &Path) -> Peers {
@@ -590,7 +602,7 @@ mod tests {
         let mut p = peers(dir);
         for c in [3, 4, 10] {
             p.recent.push_back(c);
-            p.announce();
+            p.announce(0);
         }
         assert!(
             !dir.join("2-b").exists(),
@@ -600,7 +612,7 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_secs(5), l.recv(&h))
             .await
             .unwrap();
-        assert_eq!(ranges(&got), vec![3..5, 10..11]);
+        assert_eq!(ranges(&got.chunks), vec![3..5, 10..11]);
         drop(l);
         assert!(!dir.join("1-a").exists(), "a listener removes its socket");
     }
@@ -632,7 +644,7 @@ mod tests {
         };
         dead_socket(&dir, "filler-2-b");
         let mut p = peers(&dir);
-        p.announce();
+        p.announce(0);
         assert!(p.names.is_empty(), "a doorbell is no follower");
         ring_filler(tmp.path());
         tokio::time::timeout(Duration::from_secs(5), bell.rung())
@@ -657,7 +669,7 @@ mod tests {
             if p.recent.len() > RECENT {
                 p.recent.pop_front();
             }
-            p.announce();
+            p.announce(0);
         }
         assert!(p.dropped > 0, "nobody read: the queue filled up");
         assert!(t0.elapsed() < Duration::from_secs(5));
