@@ -339,7 +339,10 @@ async fn drive(
             },
             _ = ctx.obj.filler_wake.notified() => {}
             _ = remote_tick.tick() => read_remote(ctx, &sched, &mut remote),
-            () = bell.rung() => read_remote(ctx, &sched, &mut remote),
+            () = bell.rung() => {
+                read_remote(ctx, &sched, &mut remote);
+                ctx.wake.repeat();
+            }
         }
     };
     if result.is_err() {

@@ -301,6 +301,14 @@ impl Announcer {
         self.followers.store(!p.names.is_empty(), Ordering::Relaxed);
     }
 
+    /// A follower's readers demand chunks (it rang the doorbell): announce
+    /// the latest commits again, in case the one they wait for was in a
+    /// datagram dropped while that follower was not listening.
+    pub(crate) fn repeat(&self) {
+        let Some(inner) = &self.inner else { return };
+        inner.lock().announce(0);
+    }
+
     /// Whether followers with a socket were found at the last announcement
     /// (they see commits without waiting for a flush).
     pub(crate) fn has_followers(&self) -> bool {
