@@ -8,6 +8,8 @@
 //!     index.snap            bitmap snapshot of the index
 //!     data-<data id>        the object's bytes at their own offsets
 //!     digests               SHA-256/SHA-512 of a complete object (below)
+//!     prefix                SHA-2 state over the completed prefix of an
+//!                           incomplete one (`fill::prefix`)
 //!     used                  mtime = last use, for LRU eviction
 //!     demand/<pid>-<rand>   chunks a following process's readers wait for
 //!     wake/<pid>-<rand>     a following process's wake-up socket (the

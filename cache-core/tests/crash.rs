@@ -133,3 +133,111 @@ fn sigkill_at_random_points_then_resume_refetches_only_what_was_lost() {
         }
     });
 }
+
+const CP_URL: &str = "mem://prefix-checkpoint";
+const CP_LEN: usize = 16 * MIB + 777;
+const CP_SEED: u64 = 7;
+
+/// The child of the checkpoint test: fills slowly until killed.
+#[test]
+#[ignore = "run by crash tests as a child process"]
+fn prefix_checkpoint_child_fill() {
+    child::run_child_fill(child::ChildFill {
+        url: CP_URL,
+        len: CP_LEN,
+        seed: CP_SEED,
+        piece_delay_ms: 2,
+        flush_ms: 30,
+        options: child::fill_options(),
+    });
+}
+
+/// The one object directory of a store.
+fn object_dir(store: &Path) -> std::path::PathBuf {
+    let mut objects = std::fs::read_dir(store.join("objects")).unwrap();
+    objects.next().unwrap().unwrap().path()
+}
+
+#[test]
+fn a_resume_takes_up_the_sha256_of_the_prefix_from_its_checkpoint() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let bytes = pattern(CP_LEN, CP_SEED);
+    let mut c = child::spawn(
+        "prefix_checkpoint_child_fill",
+        &store_dir,
+        &dir.path().join("child.log"),
+    );
+    // Killed once the SHA-256 state of a prefix (2 MiB every, here) is
+    // saved with the object.
+    let started = std::time::Instant::now();
+    let checkpoint = loop {
+        if let Some(p) = std::fs::read_dir(store_dir.join("objects"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("prefix"))
+            .filter(|p| p.exists())
+        {
+            break p;
+        }
+        assert!(c.try_wait().unwrap().is_none(), "the child ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no prefix checkpoint within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    c.kill().unwrap(); // SIGKILL
+    c.wait().unwrap();
+    assert!(checkpoint.exists());
+
+    // Change one byte of chunk 0 behind the store's back. A resume that
+    // hashed the prefix on disk again would put it in the SHA-256; one
+    // that takes the checkpoint up never reads chunk 0 again.
+    let obj_dir = object_dir(&store_dir);
+    let data = std::fs::read_dir(&obj_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("data-"))
+        })
+        .unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+        f.write_all_at(&[bytes[100] ^ 0xff], 100).unwrap();
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::open(&store_dir).unwrap();
+        let src = MemorySource::new(CP_URL, bytes.clone());
+        let object = store
+            .fetch(Arc::new(src), child::fill_options())
+            .await
+            .unwrap();
+        let root = bounded("resume", object.wait_complete()).await.unwrap();
+        assert_eq!(root, blake3::hash(&bytes), "the root comes from the CVs");
+        let sha256 = object
+            .digests()
+            .into_iter()
+            .find(|d| d.algo == cache_core::Algo::Sha256)
+            .expect("the fill stored a SHA-256");
+        assert_eq!(
+            sha256.bytes,
+            sha2::Sha256::digest(&bytes).to_vec(),
+            "the SHA-256 of the original bytes: the prefix was not read again"
+        );
+        assert!(
+            !checkpoint.exists(),
+            "a complete object keeps no checkpoint"
+        );
+        // Damage on disk is what `verify` finds (it re-hashes every chunk).
+        let report = object.verify().await.unwrap();
+        assert_eq!(report.damaged, vec![0]);
+    });
+}

@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 
 use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
 use super::durability::{Durability, Pending};
+use super::prefix::{remove_checkpoint, Prefix};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
-use crate::digest::{Digest, PrefixHasher};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::index::{IndexState, Record};
 use crate::object::{
@@ -46,7 +47,8 @@ pub(crate) struct FillCtx {
     pub(crate) stall: std::time::Duration,
     /// This fill refetches chunks verification cleared.
     repair: bool,
-    cvs: Mutex<Vec<Option<[u8; 32]>>>,
+    /// Each chunk's chaining value (the index's, then this fill's).
+    pub(super) cvs: Mutex<Vec<Option<[u8; 32]>>>,
     /// Chunks readers in other processes wait for: flushed at once when
     /// committed if no follower has a wake-up socket (such followers see
     /// only durable chunks).
@@ -58,20 +60,8 @@ pub(crate) struct FillCtx {
     flush_wake: Notify,
     events: mpsc::UnboundedSender<Event>,
     /// Sequential digests over the completed prefix (see `crate::digest`).
-    prefix: Mutex<Prefix>,
+    pub(super) prefix: Mutex<Prefix>,
     prefix_wake: Notify,
-}
-
-/// The sequential hashers and the first chunk they have not seen.
-struct Prefix {
-    hasher: PrefixHasher,
-    next: u32,
-    /// Whether the prefix found on disk at the start (a resume) was hashed.
-    resumed: bool,
-    /// A chunk read back for hashing: with `pread`, not through the map,
-    /// so hashing an object does not map (and count in the process's RSS)
-    /// all of it.
-    buf: Vec<u8>,
 }
 
 /// What the requests and the flusher tell the driver (a request's own end
@@ -198,12 +188,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
         durability: Durability::new(writer, state),
         flush_wake: Notify::new(),
         events,
-        prefix: Mutex::new(Prefix {
-            hasher: PrefixHasher::new(&plan.digests),
-            next: 0,
-            resumed: false,
-            buf: Vec::new(),
-        }),
+        prefix: Prefix::new(&plan.digests),
         prefix_wake: Notify::new(),
     });
     // Aborted when dropped, however this function ends.
@@ -407,7 +392,14 @@ async fn finish(ctx: &Arc<FillCtx>, result: Result<FillEnd>) -> Result<FillEnd> 
         c.durability.flush(&c.obj, &c.pending)?;
         let outcome = match result {
             Ok(FillEnd::Complete) => c.complete().map(|()| FillEnd::Complete),
-            other => other,
+            other => {
+                // Everything committed is durable now: the next fill takes
+                // the digests up from here.
+                if let Some(cp) = c.last_checkpoint() {
+                    c.write_checkpoint(&cp);
+                }
+                other
+            }
         };
         c.wake.index_grew();
         outcome
@@ -440,8 +432,14 @@ async fn flush_loop(ctx: Arc<FillCtx>) {
         }
         let c = ctx.clone();
         let flushed = crate::task::blocking("flush", move || {
+            // Taken before the flush takes its records: the chunks it
+            // covers are durable once the flush is done.
+            let checkpoint = c.take_due_checkpoint();
             c.durability.flush(&c.obj, &c.pending)?;
             c.wake.index_grew();
+            if let Some(cp) = checkpoint {
+                c.write_checkpoint(&cp);
+            }
             Ok(())
         })
         .await;
@@ -517,46 +515,15 @@ impl FillCtx {
         Ok(())
     }
 
-    /// Hashes the chunks that extend the contiguous completed prefix
-    /// (blocking). They were just written, so they come from the page
-    /// cache; after a resume the prefix found on disk is read back once.
-    fn advance_prefix(&self) {
-        let obj = &self.obj;
-        let header = &obj.header;
-        let mut p = self.prefix.lock();
-        let started = std::time::Instant::now();
-        let from = p.hasher.pos;
-        while p.next < header.chunk_count() && obj.is_done(p.next) {
-            let range = header.chunk_range(p.next);
-            let Prefix { hasher, buf, .. } = &mut *p;
-            buf.resize((range.end - range.start) as usize, 0);
-            match obj.data().read_exact_at(range.start, buf) {
-                Ok(()) => hasher.update(buf),
-                // The same bytes through the map.
-                Err(_) => hasher.update(&obj.data().bytes(range)),
-            }
-            p.next += 1;
-        }
-        if !p.resumed {
-            p.resumed = true;
-            let bytes = p.hasher.pos - from;
-            if bytes > 0 {
-                tracing::info!(
-                    object = %obj.key,
-                    bytes,
-                    ms = started.elapsed().as_millis() as u64,
-                    "re-hashed the prefix found on disk (SHA-2 state is not persisted)"
-                );
-            }
-        }
+    /// Chunk `c`'s chaining value, if it has one.
+    pub(super) fn cv(&self, c: u32) -> Option<[u8; 32]> {
+        self.cvs.lock().get(c as usize).copied().flatten()
     }
 
-    /// Finishes the sequential digests: every chunk is present.
-    fn finish_digests(&self) -> Vec<Digest> {
-        self.advance_prefix();
-        let mut p = self.prefix.lock();
-        let hasher = std::mem::replace(&mut p.hasher, PrefixHasher::new(&[]));
-        hasher.finish()
+    /// A copy of every chunk's chaining value (blocking work: up to
+    /// 32 MiB at 1 Mi chunks).
+    pub(super) fn cvs_table(&self) -> Vec<Option<[u8; 32]>> {
+        self.cvs.lock().clone()
     }
 
     /// Every chunk is committed and flushed: compute the root from the
@@ -601,6 +568,9 @@ impl FillCtx {
         }
         self.durability.finish(*root.as_bytes())?;
         obj.state.lock().root = Some(*root.as_bytes());
+        if let Err(e) = remove_checkpoint(&obj.dir) {
+            tracing::warn!(object = %obj.key, "{e}");
+        }
         tracing::info!(object = %obj.key, blake3 = %root, "object complete");
         Ok(())
     }

@@ -15,6 +15,7 @@ mod alternates;
 mod durability;
 mod fetch;
 mod filler;
+mod prefix;
 mod scheduler;
 mod verify;
 

@@ -37,4 +37,7 @@ pub(crate) trait ObjectHost: Send + Sync {
     /// The object `key` completed with `root`: share one data file with
     /// another complete copy of the same bytes, if there is one.
     fn share_data(&self, key: &str, header: &IndexHeader, root: &blake3::Hash);
+    /// Writes `contents` to `path` (a file of an object directory)
+    /// atomically: temp file in the store's `tmp/`, fsync, rename.
+    fn write_atomic(&self, path: &Path, contents: &[u8]) -> Result<()>;
 }

@@ -615,6 +615,10 @@ impl ObjectHost for StoreShared {
     fn share_data(&self, key: &str, header: &IndexHeader, root: &blake3::Hash) {
         StoreShared::share_data(self, key, header, root)
     }
+
+    fn write_atomic(&self, path: &Path, contents: &[u8]) -> Result<()> {
+        write_atomic(path, &self.dir.join(TMP), contents)
+    }
 }
 
 /// An object locked for removal by [`StoreShared::lock_for_removal`]: the

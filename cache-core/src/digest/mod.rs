@@ -6,18 +6,22 @@
 //! The filler feeds it the *contiguous completed prefix* as that prefix
 //! grows (chunks that arrived in order are still in the page cache; a
 //! chunk that arrived out of order is read back when the prefix reaches
-//! it). After a resume the prefix already on disk is hashed again from the
-//! data file: a hasher's state is not persisted. Final digests are stored
+//! it). The hashers' state is saved with the object as the prefix grows
+//! ([`resumable`], `fill::prefix`), so a resume takes it up where the last
+//! checkpoint left it instead of hashing the prefix on disk again. Final
+//! digests are stored
 //! with the object (the store's file `digests` of the object) and are names of the
 //! object, like its BLAKE3.
 //!
 //! An [`Expected`] digest belongs to one request: it never names, renames
 //! or hides an object; a mismatch fails that request only.
 
+pub(crate) mod resumable;
+
 use std::fmt;
 use std::str::FromStr;
 
-use sha2::Digest as _;
+use resumable::{Resumable, Sha256, Sha512, Variant};
 
 /// A digest algorithm the store knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,19 +168,116 @@ pub type Expected = Vec<Digest>;
 
 /// Running sequential hashers, fed the object front to back.
 pub(crate) struct PrefixHasher {
-    sha256: Option<sha2::Sha256>,
-    sha512: Option<sha2::Sha512>,
+    sha256: Option<Resumable<Sha256>>,
+    sha512: Option<Resumable<Sha512>>,
     /// Bytes hashed so far (the prefix length).
     pub(crate) pos: u64,
+}
+
+/// The saved state of a [`PrefixHasher`] after `pos` bytes (see
+/// [`PrefixHasher::saved`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PrefixState {
+    pub(crate) pos: u64,
+    pub(crate) sha256: Option<[u32; 8]>,
+    pub(crate) sha512: Option<[u64; 8]>,
+}
+
+impl PrefixState {
+    /// The algorithms it carries, in [`Algo::SEQUENTIAL`] order.
+    pub(crate) fn algos(&self) -> Vec<Algo> {
+        let mut out = Vec::new();
+        if self.sha256.is_some() {
+            out.push(Algo::Sha256);
+        }
+        if self.sha512.is_some() {
+            out.push(Algo::Sha512);
+        }
+        out
+    }
+
+    /// The state words as bytes (SHA-256's, then SHA-512's): what a
+    /// checkpoint file stores.
+    pub(crate) fn state_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.sha256 {
+            out.extend(Sha256::state_bytes(s));
+        }
+        if let Some(s) = &self.sha512 {
+            out.extend(Sha512::state_bytes(s));
+        }
+        out
+    }
+
+    /// The inverse of [`PrefixState::state_bytes`] for `algos`; `None`
+    /// when `bytes` has another length.
+    pub(crate) fn from_state_bytes(pos: u64, algos: &[Algo], bytes: &[u8]) -> Option<Self> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            rest = tail;
+            Some(head)
+        };
+        let sha256 = match algos.contains(&Algo::Sha256) {
+            true => Some(Sha256::state_from(take(Sha256::STATE_BYTES)?)?),
+            false => None,
+        };
+        let sha512 = match algos.contains(&Algo::Sha512) {
+            true => Some(Sha512::state_from(take(Sha512::STATE_BYTES)?)?),
+            false => None,
+        };
+        rest.is_empty().then_some(PrefixState {
+            pos,
+            sha256,
+            sha512,
+        })
+    }
 }
 
 impl PrefixHasher {
     pub(crate) fn new(algos: &[Algo]) -> PrefixHasher {
         PrefixHasher {
-            sha256: algos.contains(&Algo::Sha256).then(sha2::Sha256::new),
-            sha512: algos.contains(&Algo::Sha512).then(sha2::Sha512::new),
+            sha256: algos.contains(&Algo::Sha256).then(Resumable::new),
+            sha512: algos.contains(&Algo::Sha512).then(Resumable::new),
             pos: 0,
         }
+    }
+
+    /// Takes up hashing where `saved` left it (`None` when its position is
+    /// not on a block boundary of each hasher, which a saved state always
+    /// is).
+    pub(crate) fn resume(saved: &PrefixState) -> Option<PrefixHasher> {
+        let sha256 = match saved.sha256 {
+            Some(s) => Some(Resumable::resume(s, saved.pos)?),
+            None => None,
+        };
+        let sha512 = match saved.sha512 {
+            Some(s) => Some(Resumable::resume(s, saved.pos)?),
+            None => None,
+        };
+        Some(PrefixHasher {
+            sha256,
+            sha512,
+            pos: saved.pos,
+        })
+    }
+
+    /// The state to save, when every hasher is on a block boundary (any
+    /// multiple of 128 bytes: every chunk boundary).
+    pub(crate) fn saved(&self) -> Option<PrefixState> {
+        let sha256 = match &self.sha256 {
+            Some(h) => Some(h.saved()?),
+            None => None,
+        };
+        let sha512 = match &self.sha512 {
+            Some(h) => Some(h.saved()?),
+            None => None,
+        };
+        Some(PrefixState {
+            pos: self.pos,
+            sha256,
+            sha512,
+        })
     }
 
     pub(crate) fn update(&mut self, bytes: &[u8]) {
@@ -194,13 +295,13 @@ impl PrefixHasher {
         if let Some(h) = self.sha256 {
             out.push(Digest {
                 algo: Algo::Sha256,
-                bytes: h.finalize().to_vec(),
+                bytes: h.finish(),
             });
         }
         if let Some(h) = self.sha512 {
             out.push(Digest {
                 algo: Algo::Sha512,
-                bytes: h.finalize().to_vec(),
+                bytes: h.finish(),
             });
         }
         out
@@ -210,6 +311,7 @@ impl PrefixHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
 
     #[test]
     fn parse_forms() {
@@ -234,5 +336,25 @@ mod tests {
         let d = p.finish();
         assert_eq!(d[0].bytes, sha2::Sha256::digest(&bytes).to_vec());
         assert_eq!(d[1].bytes, sha2::Sha512::digest(&bytes).to_vec());
+    }
+
+    #[test]
+    fn prefix_hasher_saves_and_resumes() {
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut p = PrefixHasher::new(&Algo::SEQUENTIAL);
+        p.update(&bytes[..65_536]);
+        let saved = p.saved().expect("chunk boundary");
+        assert_eq!(saved.algos(), Algo::SEQUENTIAL.to_vec());
+        let raw = saved.state_bytes();
+        let back = PrefixState::from_state_bytes(65_536, &Algo::SEQUENTIAL, &raw).unwrap();
+        assert_eq!(back, saved);
+        assert!(PrefixState::from_state_bytes(65_536, &[Algo::Sha256], &raw).is_none());
+        let mut q = PrefixHasher::resume(&back).unwrap();
+        q.update(&bytes[65_536..]);
+        let d = q.finish();
+        assert_eq!(d[0].bytes, sha2::Sha256::digest(&bytes).to_vec());
+        assert_eq!(d[1].bytes, sha2::Sha512::digest(&bytes).to_vec());
+        p.update(&bytes[65_536..65_537]);
+        assert!(p.saved().is_none());
     }
 }
