@@ -7,7 +7,7 @@
 //! grows (chunks that arrived in order are still in the page cache; a
 //! chunk that arrived out of order is read back when the prefix reaches
 //! it). The hashers' state is saved with the object as the prefix grows
-//! ([`resumable`], `fill::prefix`), so a resume takes it up where the last
+//! (`resumable`, `fill::prefix`), so a resume takes it up where the last
 //! checkpoint left it instead of hashing the prefix on disk again. Final
 //! digests are stored
 //! with the object (the store's file `digests` of the object) and are names of the
