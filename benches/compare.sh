@@ -326,10 +326,11 @@ if [ -x "$MANY_BIN" ]; then
         --runs "$RUNS" --size "$SIZE" --bin "$BIN" >"$MANY_OUT" 2>"$WORK/many.log" ||
         { cat "$WORK/many.log" >&2; die "benches/serve.sh --rows many failed"; }
     MANY_LINE=$(grep '^MANY a ' "$MANY_OUT")
+    MANY_NGINX=$(grep '^MANY nginx ' "$MANY_OUT")
 else
     log "5. skipped: $MANY_BIN not built (cargo build --release -p benches --example many_readers)"
 fi
-many_val() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$MANY_LINE"; }
+many_val() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"${2:-$MANY_LINE}"; }
 
 # ------------------------------------------------ report
 m() { median "$@"; }
@@ -377,6 +378,9 @@ if [ -n "$MANY_LINE" ]; then
     for g in complete partial; do
         row "5. 1000 clients: $g object, max/min per client" "min $(many_val ${g}_min) MB/s, median $(many_val ${g}_median)" "-" "$(many_val ${g}_ratio)x" "<=3x" "$(verdict "$(many_val ${g}_ratio)" '<=' 3)"
     done
+    # The control: nginx with the same clients (what the load generator
+    # and the kernel give any server).
+    row "5. 1000 clients: nginx, same clients, max/min" "min $(many_val complete_min "$MANY_NGINX") MB/s, median $(many_val complete_median "$MANY_NGINX")" "-" "$(many_val complete_ratio "$MANY_NGINX")x" "<=3x" "$(verdict "$(many_val complete_ratio "$MANY_NGINX")" '<=' 3)"
 fi
 echo
 echo "4: ratio = latency / (RTT $(r "$rtt_ms" 2) ms + 1 MiB at 50 MiB/s = 20 ms); mirror object done before the far read: nginx ${DONE4_nginx[*]}, paced ${DONE4_paced[*]}"

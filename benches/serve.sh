@@ -253,11 +253,31 @@ many_run() { # variant binary round
     MANY_RSS[$1]="${MANY_RSS[$1]:-} $(awk '/^RSS/ {sub("peak=", "", $3); print $3}' "$out")"
     MANY_HWM[$1]="${MANY_HWM[$1]:-} $(awk '/^RSS/ {sub("hwm=", "", $6); print $6}' "$out")"
     MANY_ANON[$1]="${MANY_ANON[$1]:-} $(awk '/^RSS/ {sub("anon=", "", $4); print $4}' "$out")"
-    for g in complete partial; do
-        MANY_RATIO[$1.$g]="${MANY_RATIO[$1.$g]:-} $(awk -v g=$g '$1 == "RESULT" && $2 == g {for (i = 3; i <= NF; i++) if ($i ~ /^ratio=/) {sub("ratio=", "", $i); print $i}}' "$out")"
-        MANY_MIN[$1.$g]="${MANY_MIN[$1.$g]:-} $(awk -v g=$g '$1 == "RESULT" && $2 == g {for (i = 3; i <= NF; i++) if ($i ~ /^min=/) {sub("min=", "", $i); print $i}}' "$out")"
-        MANY_MED[$1.$g]="${MANY_MED[$1.$g]:-} $(awk -v g=$g '$1 == "RESULT" && $2 == g {for (i = 3; i <= NF; i++) if ($i ~ /^median=/) {sub("median=", "", $i); print $i}}' "$out")"
+    many_results "$1" "$out" complete partial
+}
+many_results() { # variant output groups...: per-client rates of RESULT lines
+    local v=$1 out=$2 g
+    shift 2
+    for g in "$@"; do
+        MANY_RATIO[$v.$g]="${MANY_RATIO[$v.$g]:-} $(result_field "$out" "$g" ratio)"
+        MANY_MIN[$v.$g]="${MANY_MIN[$v.$g]:-} $(result_field "$out" "$g" min)"
+        MANY_MED[$v.$g]="${MANY_MED[$v.$g]:-} $(result_field "$out" "$g" median)"
     done
+}
+result_field() { # output group field
+    awk -v g="$2" -v f="$3" '$1 == "RESULT" && $2 == g {for (i = 3; i <= NF; i++) if (index($i, f "=") == 1) {sub(f "=", "", $i); print $i}}' "$1"
+}
+# The control: the same clients against nginx serving the same file (all
+# of them on it: nginx has no partial object). What max/min nginx gets is
+# what the load generator and the kernel give any server.
+many_nginx() { # round
+    local out=$WORK/many-nginx-$1.txt
+    timeout $((MANY_SECONDS + 120)) "$MANY_READERS" --pid "$NGINX_PID" --clients "$MANY_CLIENTS" \
+        --seconds "$MANY_SECONDS" --range "$MANY_RANGE" --rcvbuf "$MANY_RCVBUF" \
+        --target "complete=$URL:$SIZE" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "many_readers (nginx) failed"; }
+    grep -v -e '^RESULT' -e '^RSS' "$out" | sed 's/^/    /' >&2
+    many_results nginx "$out" complete
 }
 declare -A MANY_RSS MANY_HWM MANY_ANON MANY_RATIO MANY_MIN MANY_MED
 if has_row many; then
@@ -274,6 +294,8 @@ if has_row many; then
             log "  round $r, endpoint $v (load $(load1))"
             many_run "$v" "$([ "$v" = a ] && echo "$BIN" || echo "$BIN_B")" "$r"
         done
+        log "  round $r, nginx, the same clients (load $(load1))"
+        many_nginx "$r"
     done
 fi
 
@@ -331,6 +353,11 @@ if has_row many; then
                 "$(median ${MANY_MIN[$v.$g]})" "$(median ${MANY_MED[$v.$g]})" "$(median ${MANY_RATIO[$v.$g]})"
         done
     done
+    # shellcheck disable=SC2086
+    echo "MANY nginx complete_ratio=$(median ${MANY_RATIO[nginx.complete]}) complete_min=$(median ${MANY_MIN[nginx.complete]}) complete_median=$(median ${MANY_MED[nginx.complete]})"
+    # shellcheck disable=SC2086
+    printf '%-40s | per-client MB/s min %s median %s | max/min %s | the same clients, all on it\n' "  nginx, the complete file" \
+        "$(median ${MANY_MIN[nginx.complete]})" "$(median ${MANY_MED[nginx.complete]})" "$(median ${MANY_RATIO[nginx.complete]})"
 fi
 echo "per round:"
 for k in $(printf '%s\n' "${!VAL[@]}" | sort); do echo "  $k:${VAL[$k]} (server CPU:${CPU[$k]})"; done

@@ -100,6 +100,46 @@ async fn gc_evicts_least_recently_used_and_never_an_object_in_use() {
     assert!(store.open_ref(&keys[1]).is_err());
 }
 
+/// Admission's eviction: all or nothing. When what nobody uses cannot free
+/// enough, nothing goes; when it can, the same order as `gc`.
+#[tokio::test]
+async fn gc_to_fit_evicts_nothing_unless_it_gets_under_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..3u64 {
+        let file = dir.path().join(format!("f{i}"));
+        std::fs::write(&file, pattern(2 * MIB, i)).unwrap();
+        keys.push(
+            store
+                .import(&file, DEFAULT_CHUNK_SIZE)
+                .unwrap()
+                .key()
+                .to_owned(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let in_use = store.open_ref(&keys[2]).unwrap();
+    // 1 MiB would need all three gone, and object 2 is being read.
+    let report = store.gc_to_fit(MIB as u64).unwrap();
+    assert!(report.bytes_after > MIB as u64);
+    assert_eq!(report.skipped_busy, vec![keys[2].clone()]);
+    for k in &keys {
+        assert!(
+            store.open_ref(k).is_ok(),
+            "nothing evicted for a plan that cannot fit"
+        );
+    }
+    // 3 MiB needs the two oldest gone: both free.
+    let report = store.gc_to_fit(3 * MIB as u64).unwrap();
+    let evicted: Vec<_> = report.evicted.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(evicted, vec![keys[0].clone(), keys[1].clone()]);
+    assert!(report.bytes_after <= 3 * MIB as u64);
+    assert!(store.open_ref(&keys[0]).is_err() && store.open_ref(&keys[1]).is_err());
+    drop(in_use);
+    assert!(store.open_ref(&keys[2]).is_ok());
+}
+
 /// A partial object whose upstream has since published a new version can
 /// never resume: gc evicts it first, before any complete object.
 #[tokio::test]

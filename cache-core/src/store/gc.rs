@@ -40,14 +40,36 @@ impl Store {
         self.gc_inner(max_bytes, true)
     }
 
+    /// Like [`Store::gc`], but all or nothing: when the objects nobody
+    /// uses cannot bring the store down to `max_bytes`, nothing is
+    /// evicted (the report says what would have been, and
+    /// `bytes_after > max_bytes` tells). For admission: a fill refused for
+    /// room must not cost the store the objects it would have displaced.
+    /// One listing of the store serves both the plan and the eviction.
+    pub fn gc_to_fit(&self, max_bytes: u64) -> Result<GcReport> {
+        let (plan, candidates) = self.gc_plan(max_bytes, true)?;
+        if plan.bytes_after > max_bytes || plan.evicted.is_empty() {
+            return Ok(plan);
+        }
+        // Evict what the plan chose; an object that became busy since is
+        // skipped and the next candidate (in the same order) taken.
+        self.gc_candidates(max_bytes, plan.bytes_before, &candidates, false)
+    }
+
     fn gc_inner(&self, max_bytes: u64, dry_run: bool) -> Result<GcReport> {
+        Ok(self.gc_plan(max_bytes, dry_run)?.0)
+    }
+
+    /// Lists the store, orders the eviction candidates and evicts (or
+    /// checks, with `dry_run`) them; returns the report and the ordered
+    /// candidates.
+    fn gc_plan(
+        &self,
+        max_bytes: u64,
+        dry_run: bool,
+    ) -> Result<(GcReport, Vec<super::ObjectSummary>)> {
         let mut objects = self.list()?;
         let total: u64 = objects.iter().map(|o| o.disk_bytes).sum();
-        let mut report = GcReport {
-            bytes_before: total,
-            bytes_after: total,
-            ..GcReport::default()
-        };
         let mut newest: HashMap<String, u64> = HashMap::new();
         for o in &objects {
             let n = newest.entry(o.info.source.clone()).or_default();
@@ -64,7 +86,25 @@ impl Store {
         objects.retain(|o| o.state == ObjectState::Complete || superseded(o));
         // Superseded partials first (false < true), then least recently used.
         objects.sort_by_key(|o| (!superseded(o), o.last_used));
-        for o in objects {
+        let report = self.gc_candidates(max_bytes, total, &objects, dry_run)?;
+        Ok((report, objects))
+    }
+
+    /// Evicts (or checks) `candidates` in order until `total` minus what
+    /// went is at most `max_bytes`.
+    fn gc_candidates(
+        &self,
+        max_bytes: u64,
+        total: u64,
+        candidates: &[super::ObjectSummary],
+        dry_run: bool,
+    ) -> Result<GcReport> {
+        let mut report = GcReport {
+            bytes_before: total,
+            bytes_after: total,
+            ..GcReport::default()
+        };
+        for o in candidates {
             if report.bytes_after <= max_bytes {
                 break;
             }
@@ -78,9 +118,9 @@ impl Store {
             match removed {
                 Ok(()) => {
                     report.bytes_after -= o.disk_bytes;
-                    report.evicted.push((o.info.key, o.disk_bytes));
+                    report.evicted.push((o.info.key.clone(), o.disk_bytes));
                 }
-                Err(Error::Busy { .. }) => report.skipped_busy.push(o.info.key),
+                Err(Error::Busy { .. }) => report.skipped_busy.push(o.info.key.clone()),
                 Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }

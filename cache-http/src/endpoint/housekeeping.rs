@@ -59,22 +59,18 @@ fn refresh(store: &Store, app: &App) -> cache_core::Result<()> {
 /// Evicts until the store takes at most `budget` bytes. Returns whether
 /// it got there (false: what is left is in use).
 ///
-/// Plans first (a dry run with the same locks): when the objects that
-/// nobody uses cannot free enough, nothing is evicted at all, so a refused
-/// fill never costs the store the objects it would have displaced.
+/// All or nothing ([`Store::gc_to_fit`]): when the objects that nobody
+/// uses cannot free enough, nothing is evicted at all, so a refused fill
+/// never costs the store the objects it would have displaced.
 pub(crate) fn make_room(app: &App, budget: u64) -> cache_core::Result<bool> {
     app.tracker.prune();
     app.live.release_idle();
     app.hot_blobs.release_idle();
     app.hot_keys.release_idle();
-    let plan = app.store.gc_dry_run(budget)?;
-    if plan.bytes_after > budget {
+    let report = app.store.gc_to_fit(budget)?;
+    if report.bytes_after > budget {
         return Ok(false);
     }
-    if plan.evicted.is_empty() {
-        return Ok(true);
-    }
-    let report = app.store.gc(budget)?;
     if !report.evicted.is_empty() {
         app.metrics.evicted(report.evicted.len() as u64);
         for (key, bytes) in &report.evicted {
