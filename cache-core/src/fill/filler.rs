@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
 use super::durability::{Durability, Pending};
-use super::prefix::{remove_checkpoint, Prefix};
+use super::prefix::{remove_checkpoint, Checkpoints, Prefix};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
 use crate::digest::Digest;
@@ -61,6 +61,8 @@ pub(crate) struct FillCtx {
     events: mpsc::UnboundedSender<Event>,
     /// Sequential digests over the completed prefix (see `crate::digest`).
     pub(super) prefix: Mutex<Prefix>,
+    /// What the hasher hands the flusher (see `prefix`).
+    pub(super) checkpoints: Mutex<Checkpoints>,
     prefix_wake: Notify,
 }
 
@@ -189,6 +191,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
         flush_wake: Notify::new(),
         events,
         prefix: Prefix::new(&plan.digests),
+        checkpoints: Mutex::default(),
         prefix_wake: Notify::new(),
     });
     // Aborted when dropped, however this function ends.
@@ -389,13 +392,17 @@ fn run_ended(
 async fn finish(ctx: &Arc<FillCtx>, result: Result<FillEnd>) -> Result<FillEnd> {
     let c = ctx.clone();
     crate::task::blocking("finish fill", move || {
+        // Taken before the final flush (its chunks are durable after it):
+        // the next fill takes the digests up from there.
+        let checkpoint = match result {
+            Ok(FillEnd::Complete) => None,
+            _ => c.take_latest_checkpoint(),
+        };
         c.durability.flush(&c.obj, &c.pending)?;
         let outcome = match result {
             Ok(FillEnd::Complete) => c.complete().map(|()| FillEnd::Complete),
             other => {
-                // Everything committed is durable now: the next fill takes
-                // the digests up from here.
-                if let Some(cp) = c.last_checkpoint() {
+                if let Some(cp) = checkpoint {
                     c.write_checkpoint(&cp);
                 }
                 other

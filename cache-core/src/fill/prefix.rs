@@ -9,6 +9,11 @@
 //! disk, so a checkpoint never covers a chunk a crash could lose. A fill
 //! that stops without completing writes the latest state after its final
 //! flush. A complete object's file is removed (its digests are final).
+//! The hashers hand checkpoints over under a lock of their own
+//! ([`Checkpoints`]): a flush never waits for hashing (a first version
+//! took them from under the hasher's lock, and flushes stalled behind a
+//! hasher that kept going as the prefix grew: a SIGKILL at 60 % of a
+//! 40 GiB fetch found only 42 % durable).
 //!
 //! ## The `prefix` file
 //!
@@ -141,6 +146,18 @@ fn cvs_digest(cvs: &[Option<[u8; 32]>], n: u32) -> Option<blake3::Hasher> {
     Some(h)
 }
 
+/// Checkpoints the hasher hands to the flusher, behind a lock of their
+/// own: the hasher holds its lock while it hashes (seconds, when a resume
+/// catches up), and a flush must never wait for that.
+#[derive(Default)]
+pub(crate) struct Checkpoints {
+    /// One the next flush writes once its chunks are durable.
+    due: Option<Checkpoint>,
+    /// The hashers' latest state (for the end of a fill that did not
+    /// complete).
+    latest: Option<Checkpoint>,
+}
+
 /// The sequential hashers and the first chunk they have not seen.
 pub(crate) struct Prefix {
     hasher: PrefixHasher,
@@ -151,10 +168,8 @@ pub(crate) struct Prefix {
     cvs: blake3::Hasher,
     /// Whether the start (checkpoint or re-hash of a resume) was handled.
     started: bool,
-    /// Position of the last checkpoint taken (due or written).
+    /// Position of the last checkpoint made due.
     checkpointed: u64,
-    /// A checkpoint the next flush writes once its chunks are durable.
-    due: Option<Checkpoint>,
     /// A chunk read back for hashing: with `pread`, not through the map,
     /// so hashing an object does not map (and count in the process's RSS)
     /// all of it.
@@ -174,7 +189,6 @@ impl Prefix {
             cvs: blake3::Hasher::new(),
             started: false,
             checkpointed: 0,
-            due: None,
             buf: Vec::new(),
         })
     }
@@ -210,6 +224,7 @@ impl FillCtx {
             self.take_up_checkpoint(&mut p);
         }
         let from = p.hasher.pos;
+        let every = checkpoint_every(header.len, header.chunk_size);
         while p.next < header.chunk_count() && obj.is_done(p.next) {
             let c = p.next;
             let Some(cv) = self.cv(c) else { break };
@@ -225,11 +240,14 @@ impl FillCtx {
             }
             cvs.update(&cv);
             p.next += 1;
+            // Due as soon as it is (a long catch-up included).
+            if p.hasher.pos >= p.checkpointed + every && p.next < header.chunk_count() {
+                self.checkpoints.lock().due = p.checkpoint();
+                p.checkpointed = p.hasher.pos;
+            }
         }
-        let every = checkpoint_every(header.len, header.chunk_size);
-        if p.hasher.pos >= p.checkpointed + every && p.next < header.chunk_count() {
-            p.due = p.checkpoint();
-            p.checkpointed = p.hasher.pos;
+        if p.hasher.pos > from {
+            self.checkpoints.lock().latest = p.checkpoint();
         }
         if !p.started {
             p.started = true;
@@ -285,14 +303,16 @@ impl FillCtx {
     /// The checkpoint that became due, for a flush about to start: every
     /// chunk it covers was committed before that flush takes its records.
     pub(crate) fn take_due_checkpoint(&self) -> Option<Checkpoint> {
-        self.prefix.lock().due.take()
+        self.checkpoints.lock().due.take()
     }
 
-    /// The hashers' latest state, for the end of a fill that did not
-    /// complete (after its final flush: every chunk committed is durable).
-    pub(crate) fn last_checkpoint(&self) -> Option<Checkpoint> {
-        let p = self.prefix.lock();
-        p.checkpoint().filter(|cp| cp.state.pos > 0)
+    /// The hashers' latest state, for the final flush of a fill that did
+    /// not complete, taken before that flush starts (every chunk it covers
+    /// was committed before).
+    pub(crate) fn take_latest_checkpoint(&self) -> Option<Checkpoint> {
+        let mut c = self.checkpoints.lock();
+        c.due = None;
+        c.latest.take()
     }
 
     /// Writes `cp` as the object's `prefix` file (blocking). Its chunks
