@@ -45,6 +45,18 @@ struct Inner {
     fail_after: AtomicU64,
     /// What [`Source::manifest`] offers.
     manifest: Option<Manifest>,
+    /// Bodies not yet ended or dropped, and the most there ever were.
+    open: AtomicU64,
+    max_open: AtomicU64,
+}
+
+/// One open body (dropped with its stream).
+struct OpenBody(Arc<Inner>);
+
+impl Drop for OpenBody {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MemorySource {
@@ -64,6 +76,8 @@ impl MemorySource {
                 delivered: AtomicU64::new(0),
                 fail_after: AtomicU64::new(u64::MAX),
                 manifest: None,
+                open: AtomicU64::new(0),
+                max_open: AtomicU64::new(0),
             }),
         }
     }
@@ -129,7 +143,13 @@ impl MemorySource {
         self.inner.requests.lock().clone()
     }
 
-    /// Bytes sent so far (across all bodies).
+    /// The most bodies that were open (requested, not yet ended or
+    /// dropped) at once.
+    pub fn max_open_bodies(&self) -> u64 {
+        self.inner.max_open.load(Ordering::SeqCst)
+    }
+
+    /// Body bytes sent so far (all requests).
     pub fn bytes_delivered(&self) -> u64 {
         self.inner.delivered.load(Ordering::SeqCst)
     }
@@ -199,8 +219,11 @@ impl Source for MemorySource {
                 ));
             }
             inner.requests.lock().push(range.clone());
-            let state = (inner, range.start, range.end);
-            let stream = futures::stream::unfold(state, |(inner, pos, end)| async move {
+            let open = inner.open.fetch_add(1, Ordering::SeqCst) + 1;
+            inner.max_open.fetch_max(open, Ordering::SeqCst);
+            let guard = OpenBody(inner.clone());
+            let state = (inner, range.start, range.end, guard);
+            let stream = futures::stream::unfold(state, |(inner, pos, end, guard)| async move {
                 if pos >= end {
                     return None;
                 }
@@ -215,10 +238,10 @@ impl Source for MemorySource {
                         format!("{}: connection reset at byte {pos}", inner.identity),
                     );
                     // End the stream after the error.
-                    return Some((Err(e), (inner, end, end)));
+                    return Some((Err(e), (inner, end, end, guard)));
                 }
                 let piece = inner.bytes.slice(pos as usize..(pos + n) as usize);
-                Some((Ok(piece), (inner, pos + n, end)))
+                Some((Ok(piece), (inner, pos + n, end, guard)))
             });
             Ok(RangeBody {
                 range,

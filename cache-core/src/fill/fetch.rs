@@ -15,8 +15,9 @@
 //! (see `alternates::connections`).
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -26,27 +27,80 @@ use super::filler::FillCtx;
 use crate::error::{Error, Result};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
 
+/// What the filler and one running request share.
+pub(crate) struct RunCtl {
+    /// The end of the run, which the filler may lower (cut) while it runs:
+    /// chunks from `limit` on are left to another request.
+    pub(crate) limit: AtomicU32,
+    /// Set once the rest of the body arrives in about the time a new
+    /// request takes to deliver its first byte: the filler then starts the
+    /// next request on another connection, so the link does not idle for a
+    /// round trip between two requests (HTTP/1.1 clients do not pipeline).
+    pub(crate) ending: AtomicBool,
+}
+
+impl RunCtl {
+    pub(crate) fn new(end: u32) -> Arc<RunCtl> {
+        Arc::new(RunCtl {
+            limit: AtomicU32::new(end),
+            ending: AtomicBool::new(false),
+        })
+    }
+}
+
+/// The most chunks a request may still have to deliver when its
+/// successor starts (see [`EndWatch::ending`]).
+const MAX_OVERLAP_CHUNKS: u64 = 4;
+
+/// When a request is ending (see [`RunCtl::ending`]): it measures the time
+/// to its first byte (a round trip plus the source's own latency) and the
+/// rate of its body so far.
+struct EndWatch {
+    sent: Instant,
+    first_byte: Option<(Instant, Duration)>,
+    received: u64,
+}
+
+impl EndWatch {
+    /// Whether `remaining` bytes arrive within one time-to-first-byte at
+    /// the rate seen so far; always when one chunk is left, never when
+    /// more than [`MAX_OVERLAP_CHUNKS`] are (a client starved of CPU reads
+    /// a backlog at once and sees a rate far above the link's: without the
+    /// bound every request would count as ending and the fill would open
+    /// ever more of them).
+    fn ending(&mut self, got: usize, remaining: u64, chunk: u64) -> bool {
+        let now = Instant::now();
+        let (first, ttfb) = *self
+            .first_byte
+            .get_or_insert_with(|| (now, now.duration_since(self.sent)));
+        self.received += got as u64;
+        let secs = now.duration_since(first).as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.received as f64 / secs
+        } else {
+            0.0
+        };
+        let overlap = ((rate * ttfb.as_secs_f64()) as u64).clamp(chunk, MAX_OVERLAP_CHUNKS * chunk);
+        remaining <= overlap
+    }
+}
+
 /// A request that ended early: the first chunk not committed, and why.
 struct Interrupted {
     at: u32,
     error: Error,
 }
 
-/// Fetches chunks `run` and commits each as it completes. `limit` is the
-/// end of the run, which the filler may lower (cut) while it runs: chunks
-/// from `limit` on are left to another request.
-pub(crate) async fn fetch_run(
-    ctx: Arc<FillCtx>,
-    run: Range<u32>,
-    limit: Arc<AtomicU32>,
-) -> Result<()> {
+/// Fetches chunks `run` and commits each as it completes; `ctl.limit` is
+/// the end of the run (see [`RunCtl`]).
+pub(crate) async fn fetch_run(ctx: Arc<FillCtx>, run: Range<u32>, ctl: Arc<RunCtl>) -> Result<()> {
     let mut from = run.start;
     for alt in &ctx.alternates {
         if alt.given_up.load(Ordering::Acquire) {
             continue;
         }
         let source = alt.source.clone();
-        match fetch_from(&ctx, &source, &alt.info, from..run.end, &limit, false).await {
+        match fetch_from(&ctx, &source, &alt.info, from..run.end, &ctl, false).await {
             Ok(()) => return Ok(()),
             // Local trouble is not the source's fault: no other source helps.
             Err(Interrupted {
@@ -66,7 +120,7 @@ pub(crate) async fn fetch_run(
         }
     }
     let origin = ctx.source.clone();
-    fetch_from(&ctx, &origin, &ctx.info, from..run.end, &limit, true)
+    fetch_from(&ctx, &origin, &ctx.info, from..run.end, &ctl, true)
         .await
         .map_err(|i| i.error)
 }
@@ -81,10 +135,11 @@ async fn fetch_from(
     source: &Arc<dyn Source>,
     info: &SourceInfo,
     run: Range<u32>,
-    limit: &AtomicU32,
+    ctl: &RunCtl,
     is_origin: bool,
 ) -> Result<(), Interrupted> {
     let header = &ctx.obj.header;
+    let limit = &ctl.limit;
     if run.start >= run.end || run.start >= limit.load(Ordering::Acquire) {
         return Ok(());
     }
@@ -109,6 +164,13 @@ async fn fetch_from(
         ctx.stall
     };
     let want = header.chunk_range(run.start).start..header.chunk_range(run.end - 1).end;
+    // Only requests to the origin overlap: alternates get one request at
+    // a time (see `alternates::connections`).
+    let mut watch = is_origin.then(|| EndWatch {
+        sent: Instant::now(),
+        first_byte: None,
+        received: 0,
+    });
     let body = match tokio::time::timeout(stall, source.read_range(want.clone(), info)).await {
         Ok(Ok(body)) => body,
         Ok(Err(cause)) => return Err(fail(chunk, cause)),
@@ -168,6 +230,19 @@ async fn fetch_from(
                 return Err(fail(committed_to, cause));
             }
         };
+        if let Some(w) = &mut watch {
+            let end = range.end.min(
+                header
+                    .chunk_range(limit.load(Ordering::Acquire).max(1) - 1)
+                    .end,
+            );
+            let at = header.chunk_range(chunk).start + (buf.len() + piece.len()) as u64;
+            if w.ending(piece.len(), end.saturating_sub(at), cs) {
+                ctl.ending.store(true, Ordering::Release);
+                ctx.obj.filler_wake.notify_one();
+                watch = None;
+            }
+        }
         while !piece.is_empty() {
             if chunk >= limit.load(Ordering::Acquire) && chunk >= run.start {
                 // Cut short: a demand took the rest. Dropping the body

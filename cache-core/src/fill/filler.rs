@@ -2,7 +2,7 @@
 //! object (root hash, index root record, hash alias).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
 use super::durability::{Durability, Pending};
+use super::fetch::RunCtl;
 use super::prefix::{remove_checkpoint, Checkpoints, Prefix};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
@@ -31,6 +32,9 @@ use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
 const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// ... and when they can (in case a ring was lost).
 const REMOTE_DEMAND_POLL_RUNG: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often the spare connection for demands is used (see `warm_loop`).
+const WARM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
@@ -198,6 +202,9 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
     let mut helpers = JoinSet::new();
     helpers.spawn(flush_loop(ctx.clone()));
     helpers.spawn(prefix_loop(ctx.clone()));
+    if wants_spare(&ctx, &options) {
+        helpers.spawn(warm_loop(ctx.clone()));
+    }
     let result = drive(&ctx, &options, rx).await;
     helpers.abort_all();
     finish(&ctx, result).await
@@ -235,7 +242,7 @@ async fn drive(
     // Every request's task, owned here: its end (or its panic) is seen by
     // the select below. `limits` holds each running request's end.
     let mut runs: JoinSet<(RunId, Result<()>)> = JoinSet::new();
-    let mut limits: HashMap<RunId, Arc<AtomicU32>> = HashMap::new();
+    let mut limits: HashMap<RunId, Arc<RunCtl>> = HashMap::new();
     let bell = DemandBell::bind(&ctx.obj);
     let mut remote_tick = tokio::time::interval(if bell.is_bound() {
         REMOTE_DEMAND_POLL_RUNG
@@ -260,15 +267,24 @@ async fn drive(
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);
-            let busy = limits.len();
+            // A request in its last stretch no longer holds its slot: the
+            // next one starts now and its first byte comes as the
+            // previous body ends (see `RunCtl::ending`). At most one
+            // successor per connection: never more than twice the
+            // connections in flight.
+            let ending = limits
+                .values()
+                .filter(|r| r.ending.load(Ordering::Acquire))
+                .count();
+            let busy = limits.len() - ending.min(connections);
             let may_prefetch = busy < connections;
             if !(may_prefetch || (!demanded.is_empty() && busy < connections + 1)) {
                 break;
             }
             let run = sched.next_run(&demanded, may_prefetch);
             for (id, end) in sched.take_cuts() {
-                if let Some(limit) = limits.get(&id) {
-                    let old_end = limit.swap(end, Ordering::AcqRel);
+                if let Some(run) = limits.get(&id) {
+                    let old_end = run.limit.swap(end, Ordering::AcqRel);
                     ctx.obj.note_released(end..old_end);
                 }
             }
@@ -276,10 +292,10 @@ async fn drive(
                 break;
             };
             ctx.obj.note_in_flight(chunks.clone());
-            let limit = Arc::new(AtomicU32::new(chunks.end));
-            let (c, l) = (ctx.clone(), limit.clone());
+            let ctl = RunCtl::new(chunks.end);
+            let (c, l) = (ctx.clone(), ctl.clone());
             runs.spawn(async move { (id, super::fetch::fetch_run(c, chunks, l).await) });
-            limits.insert(id, limit);
+            limits.insert(id, ctl);
         }
         if sched.is_complete() && limits.is_empty() {
             break Ok(FillEnd::Complete);
@@ -426,6 +442,39 @@ async fn prefix_loop(ctx: Arc<FillCtx>) {
             return;
         }
         ctx.prefix_wake.notified().await;
+    }
+}
+
+/// Whether a spare connection for demands is worth a request of its own:
+/// only for an eager fill with more missing than one request on every
+/// connection covers (a smaller one has a free connection again within
+/// one request's time, and gains nothing from an extra request to the
+/// origin; a lazy fill's connections serve demands already).
+fn wants_spare(ctx: &FillCtx, options: &super::FillOptions) -> bool {
+    let header = &ctx.obj.header;
+    let done = ctx.obj.state.lock().done.len();
+    let missing = u64::from(header.chunk_count()).saturating_sub(done);
+    let one_round = options.connections.max(1) as u64 * options.max_request_bytes;
+    options.policy == FillPolicy::Eager
+        && missing.saturating_mul(u64::from(header.chunk_size)) > one_round
+}
+
+/// Keeps a spare connection for the demand lane (see [`Source::warm`]):
+/// once at the start, then often enough that servers (nginx closes idle
+/// keep-alive connections after 75 s by default) do not close it.
+async fn warm_loop(ctx: Arc<FillCtx>) {
+    loop {
+        // The source a demand would go to: the first alternate in good
+        // standing, else the origin (as in `fetch::fetch_run`).
+        let alternate = ctx
+            .alternates
+            .iter()
+            .find(|a| !a.given_up.load(Ordering::Acquire));
+        match alternate {
+            Some(a) => a.source.warm(&a.info).await,
+            None => ctx.source.warm(&ctx.info).await,
+        }
+        tokio::time::sleep(WARM_EVERY).await;
     }
 }
 

@@ -17,6 +17,12 @@ use roaring::RoaringBitmap;
 
 pub use crate::plan::FillPolicy;
 
+/// The fewest chunks a running request must still have to deliver for a
+/// free connection to take half of them: half of 4 chunks is 2, which at
+/// 1 MiB chunks takes ~100 ms at 20 MB/s, more than the round trip a new
+/// request pays before its first byte on the links this is tuned for.
+const STEAL_MIN_CHUNKS: u32 = 4;
+
 /// Identifies one request of a fill.
 pub type RunId = u64;
 
@@ -127,7 +133,7 @@ impl FillScheduler {
             c += 1;
         }
         if c >= self.chunk_count {
-            return None;
+            return self.steal();
         }
         let end = self.run_end(c, self.max_run);
         Some(self.claim(c..end))
@@ -195,6 +201,33 @@ impl FillScheduler {
         true
     }
 
+    /// Nothing is left to claim but a connection is free: the running
+    /// request with the most chunks still to deliver gives up the second
+    /// half of them to a new request (cut, as for a demand). Without this
+    /// the fill ends with the last requests alone on their connections,
+    /// each at one connection's rate, while the others idle.
+    fn steal(&mut self) -> Option<Run> {
+        let (id, next, end) = self
+            .runs
+            .iter()
+            .map(|(&id, r)| {
+                let mut next = r.start;
+                while next < r.end && self.done.contains(next) {
+                    next += 1;
+                }
+                (id, next, r.end)
+            })
+            .max_by_key(|&(id, next, end)| (end - next, std::cmp::Reverse(id)))?;
+        if end - next < STEAL_MIN_CHUNKS {
+            return None;
+        }
+        let mid = next + (end - next).div_ceil(2);
+        let start = self.runs.get(&id)?.start;
+        self.runs.insert(id, start..mid);
+        self.cuts.push((id, mid));
+        Some(self.claim(mid..end))
+    }
+
     fn advance_cursor(&mut self) {
         while self.cursor < self.chunk_count && self.done.contains(self.cursor) {
             self.cursor += 1;
@@ -220,6 +253,10 @@ mod tests {
         assert_eq!(chunks(s.next_run(&[], true)), Some(0..4));
         assert_eq!(chunks(s.next_run(&[], true)), Some(4..8));
         assert_eq!(chunks(s.next_run(&[], true)), Some(8..10));
+        // Nothing is missing: the first run (4 chunks to go) gives its
+        // second half to the free connection, then the second run.
+        assert_eq!(chunks(s.next_run(&[], true)), Some(2..4));
+        assert_eq!(chunks(s.next_run(&[], true)), Some(6..8));
         assert_eq!(chunks(s.next_run(&[], true)), None);
     }
 
@@ -262,6 +299,34 @@ mod tests {
         s.run_ended(big.id);
         // Ending the cut run released only its own chunks.
         assert_eq!(chunks(s.next_run(&[], true)), Some(1..40));
+    }
+
+    #[test]
+    fn a_free_connection_takes_half_of_the_longest_run_at_the_end() {
+        let mut s = FillScheduler::new(20, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
+        let a = s.next_run(&[], true).unwrap();
+        let b = s.next_run(&[], true).unwrap();
+        assert_eq!((a.chunks.clone(), b.chunks.clone()), (0..16, 16..20));
+        s.chunk_done(0);
+        s.chunk_done(1);
+        // Nothing is missing: a's 14 undelivered chunks are split 7/7.
+        let c = s.next_run(&[], true).unwrap();
+        assert_eq!(c.chunks, 9..16);
+        assert_eq!(s.take_cuts(), vec![(a.id, 9)]);
+        // a keeps 2..9 (7), b 16..20 (4), c 9..16 (7): the older of the
+        // longest (a) again; the running request keeps the larger half.
+        assert_eq!(chunks(s.next_run(&[], true)), Some(6..9));
+        assert_eq!(s.take_cuts(), vec![(a.id, 6)]);
+        // a 2..6 (4), b 16..20 (4), c 9..16 (7), 6..9 (3): c splits 4/3.
+        assert_eq!(chunks(s.next_run(&[], true)), Some(13..16));
+        // a and b (4 each): a splits 2/2, then b.
+        assert_eq!(chunks(s.next_run(&[], true)), Some(4..6));
+        assert_eq!(chunks(s.next_run(&[], true)), Some(18..20));
+        // c 9..13 (4) last; then no run has 4 chunks left to give.
+        assert_eq!(chunks(s.next_run(&[], true)), Some(11..13));
+        assert_eq!(s.next_run(&[], true), None);
+        // A lazy fill or the demand lane never steals.
+        assert_eq!(s.next_run(&[], false), None);
     }
 
     #[test]

@@ -1,0 +1,89 @@
+//! How a fill keeps its connections busy: the next request starts before
+//! the previous body ends, and at the end a free connection takes half of
+//! the longest running request. (Their speed is measured in
+//! `benches/wan.sh`; these tests check the behaviour.)
+
+mod common;
+
+use std::sync::Arc;
+
+use cache_core::testing::MemorySource;
+use cache_core::{FetchOptions, FillOptions, Store};
+use common::*;
+
+fn options(connections: usize, cs: usize, request_chunks: u64) -> FetchOptions {
+    FetchOptions {
+        chunk_size: cs as u32,
+        fill: FillOptions {
+            connections,
+            max_request_bytes: request_chunks * cs as u64,
+            ..FillOptions::default()
+        },
+        ..FetchOptions::default()
+    }
+}
+
+/// One connection, requests of two chunks: each next request is sent
+/// while the previous body still delivers its last chunk, so two bodies
+/// are open at once (before, never more than one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_request_starts_before_the_previous_body_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let cs = 64 * KIB;
+    let bytes = pattern(8 * cs, 21);
+    // A chunk takes ~40 ms: the filler starts the next request long
+    // before the last chunk of the previous one is through.
+    let src = MemorySource::new("mem://overlap", bytes.clone())
+        .with_piece_size(16 * KIB)
+        .with_piece_delay_ms(10);
+    let object = store
+        .fetch(Arc::new(src.clone()), options(1, cs, 2))
+        .await
+        .unwrap();
+    // No reader: a reader's demands would open bodies of their own.
+    let root = bounded("complete", object.wait_complete()).await.unwrap();
+    assert_eq!(root, blake3::hash(&bytes));
+    assert!(
+        src.max_open_bodies() >= 2,
+        "requests never overlapped: {:?}",
+        src.requests()
+    );
+    // Overlap never fetches a byte twice.
+    assert_eq!(src.bytes_delivered(), bytes.len() as u64);
+}
+
+/// Two connections, one request could cover the whole object: the free
+/// connection takes the second half of it at once instead of idling, and
+/// the cut request stops where the other one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_connection_takes_half_of_a_long_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let cs = 64 * KIB;
+    let chunks = 16;
+    let bytes = pattern(chunks * cs, 22);
+    let src = MemorySource::new("mem://steal", bytes.clone())
+        .with_piece_size(16 * KIB)
+        .with_piece_delay_ms(2);
+    let object = store
+        .fetch(Arc::new(src.clone()), options(2, cs, chunks as u64))
+        .await
+        .unwrap();
+    // No reader: a reader's demands would open bodies of their own.
+    let root = bounded("complete", object.wait_complete()).await.unwrap();
+    assert_eq!(root, blake3::hash(&bytes));
+    let requests = src.requests();
+    let half = (chunks / 2 * cs) as u64;
+    assert!(
+        requests.contains(&(half..bytes.len() as u64)),
+        "no request took the second half: {requests:?}"
+    );
+    // The cut request read at most a piece past its new end.
+    assert!(
+        src.bytes_delivered() <= bytes.len() as u64 + 16 * KIB as u64,
+        "{} bytes delivered for {}",
+        src.bytes_delivered(),
+        bytes.len()
+    );
+}
