@@ -82,17 +82,6 @@ pub trait Source: Send + Sync + 'static {
     fn manifest(&self) -> BoxFuture<'_, Result<Option<Manifest>, SourceError>> {
         Box::pin(async { Ok(None) })
     }
-
-    /// Keeps a connection to the source open and idle, so that the next
-    /// request (a reader's demand for a chunk far ahead, while every other
-    /// connection streams prefetch) does not pay a connect round trip (and
-    /// a TLS handshake) first. Best effort: failures are the source's to
-    /// log, never the fill's. Default: nothing (a source without
-    /// connections).
-    fn warm<'a>(&'a self, expect: &'a SourceInfo) -> BoxFuture<'a, ()> {
-        let _ = expect;
-        Box::pin(async {})
-    }
 }
 
 /// What went wrong at the source, in terms a caller can act on.

@@ -80,6 +80,42 @@ async fn whole_body_for_a_range_falls_back_to_one_stream() {
     assert!(object.read_at(0, LEN as u64).await.unwrap()[..] == data[..]);
 }
 
+/// An origin that stops honouring ranges mid-fill (a CDN node swapped
+/// under us): the running requests fall back to one stream, and when that
+/// stream, resumed at the first missing chunk, is answered with the whole
+/// object too, it starts again from offset 0 — the chunks already stored
+/// must match what passes by. Before, the second refusal ended the fill.
+#[tokio::test]
+async fn ranges_refused_mid_fill_end_in_one_stream_from_offset_0() {
+    let data = pattern(5, LEN);
+    // The probe and the first two 1 MiB requests are served as asked.
+    let o = FaultOrigin::start(data.clone(), ETAG, |_, i| {
+        if i < 3 {
+            Action::Serve
+        } else {
+            Action::Whole200
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
+    let opts = FetchOptions {
+        fill: FillOptions {
+            connections: 1,
+            max_request_bytes: 1 << 20,
+            ..FillOptions::default()
+        },
+        ..FetchOptions::default()
+    };
+    let object = store.fetch(Arc::new(src), opts).await.unwrap();
+    assert_eq!(
+        bounded(object.wait_complete()).await.unwrap(),
+        blake3::hash(&data)
+    );
+    assert!(object.read_at(0, LEN as u64).await.unwrap()[..] == data[..]);
+}
+
 /// Resets mid-body are retried from the last byte; the object completes.
 #[tokio::test]
 async fn resets_mid_body_still_complete_correctly() {
@@ -141,7 +177,9 @@ async fn etag_change_mid_fill_is_source_changed() {
             kept += 1;
         }
     }
-    assert_eq!(kept, 2, "the two requests before the change");
+    // The two requests before the change; the second may be cut by the
+    // failure, as it overlaps the third (see `FillOptions::connections`).
+    assert!((1..=2).contains(&kept), "kept {kept} chunks");
 }
 
 /// 404 at the probe: a clear, final error naming the URL.

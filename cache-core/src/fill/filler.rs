@@ -33,9 +33,6 @@ const REMOTE_DEMAND_POLL: std::time::Duration = std::time::Duration::from_millis
 /// ... and when they can (in case a ring was lost).
 const REMOTE_DEMAND_POLL_RUNG: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How often the spare connection for demands is used (see `warm_loop`).
-const WARM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// State shared by the filler and its requests.
 pub(crate) struct FillCtx {
     pub(crate) obj: Arc<ObjectShared>,
@@ -202,9 +199,6 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
     let mut helpers = JoinSet::new();
     helpers.spawn(flush_loop(ctx.clone()));
     helpers.spawn(prefix_loop(ctx.clone()));
-    if wants_spare(&ctx, &options) {
-        helpers.spawn(warm_loop(ctx.clone()));
-    }
     let result = drive(&ctx, &options, rx).await;
     helpers.abort_all();
     finish(&ctx, result).await
@@ -264,6 +258,7 @@ async fn drive(
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
         let connections = super::alternates::connections(&ctx.alternates, configured);
+        sched.set_connections(connections);
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);
@@ -388,16 +383,30 @@ fn run_ended(
     id: RunId,
     result: Result<()>,
 ) -> Result<()> {
+    let stream_run = sched.is_stream_run(id);
     if let Some(released) = sched.run_ended(id) {
         ctx.obj.note_released(released);
     }
     match result {
         Ok(()) => Ok(()),
+        // A range request answered with the whole object: one stream.
+        // Every request running then fails the same way; each is fine.
         Err(Error::Source { cause, .. })
-            if cause.kind == SourceErrorKind::RangesUnsupported && !sched.single_stream() =>
+            if cause.kind == SourceErrorKind::RangesUnsupported && !stream_run =>
+        {
+            if !sched.single_stream() {
+                tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream");
+                sched.set_single_stream();
+            }
+            Ok(())
+        }
+        // The stream itself, resumed past offset 0, got the whole object:
+        // from offset 0 then (the chunks already here must match).
+        Err(Error::Source { cause, .. })
+            if cause.kind == SourceErrorKind::RangesUnsupported && !sched.stream_from_zero() =>
         {
             tracing::info!(object = %ctx.obj.key, "source ignores ranges: one stream from offset 0");
-            sched.set_single_stream();
+            sched.set_stream_from_zero();
             Ok(())
         }
         Err(e) => Err(e),
@@ -442,39 +451,6 @@ async fn prefix_loop(ctx: Arc<FillCtx>) {
             return;
         }
         ctx.prefix_wake.notified().await;
-    }
-}
-
-/// Whether a spare connection for demands is worth a request of its own:
-/// only for an eager fill with more missing than one request on every
-/// connection covers (a smaller one has a free connection again within
-/// one request's time, and gains nothing from an extra request to the
-/// origin; a lazy fill's connections serve demands already).
-fn wants_spare(ctx: &FillCtx, options: &super::FillOptions) -> bool {
-    let header = &ctx.obj.header;
-    let done = ctx.obj.state.lock().done.len();
-    let missing = u64::from(header.chunk_count()).saturating_sub(done);
-    let one_round = options.connections.max(1) as u64 * options.max_request_bytes;
-    options.policy == FillPolicy::Eager
-        && missing.saturating_mul(u64::from(header.chunk_size)) > one_round
-}
-
-/// Keeps a spare connection for the demand lane (see [`Source::warm`]):
-/// once at the start, then often enough that servers (nginx closes idle
-/// keep-alive connections after 75 s by default) do not close it.
-async fn warm_loop(ctx: Arc<FillCtx>) {
-    loop {
-        // The source a demand would go to: the first alternate in good
-        // standing, else the origin (as in `fetch::fetch_run`).
-        let alternate = ctx
-            .alternates
-            .iter()
-            .find(|a| !a.given_up.load(Ordering::Acquire));
-        match alternate {
-            Some(a) => a.source.warm(&a.info).await,
-            None => ctx.source.warm(&ctx.info).await,
-        }
-        tokio::time::sleep(WARM_EVERY).await;
     }
 }
 

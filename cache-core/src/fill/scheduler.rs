@@ -9,6 +9,14 @@
 //! prefetch that will reach it only after many chunks) is not left to
 //! wait: that request is *cut* just before it ([`FillScheduler::take_cuts`])
 //! and the chunk gets a request of its own.
+//!
+//! Near the end of a fill, prefetch requests shrink so that the work left
+//! is shared by every connection ([`FillScheduler::set_connections`]):
+//! the last requests end together instead of one or two running alone at
+//! one connection's rate while the others idle. The requests are sized
+//! before they start, never cut for this: a cut request has bytes in
+//! flight (socket buffers, megabytes on a fast link) that the origin sends
+//! and the fill throws away.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -16,12 +24,6 @@ use std::ops::Range;
 use roaring::RoaringBitmap;
 
 pub use crate::plan::FillPolicy;
-
-/// The fewest chunks a running request must still have to deliver for a
-/// free connection to take half of them: half of 4 chunks is 2, which at
-/// 1 MiB chunks takes ~100 ms at 20 MB/s, more than the round trip a new
-/// request pays before its first byte on the links this is tuned for.
-const STEAL_MIN_CHUNKS: u32 = 4;
 
 /// Identifies one request of a fill.
 pub type RunId = u64;
@@ -52,6 +54,14 @@ pub struct FillScheduler {
     cursor: u32,
     /// The source cannot serve ranges: one request for everything.
     single_stream: bool,
+    /// Connections prefetch may use: the chunks left unclaimed are shared
+    /// among them (see the module docs).
+    connections: u32,
+    /// The one-stream request running, if any.
+    stream_run: Option<RunId>,
+    /// The one stream starts at offset 0, not at the first missing chunk
+    /// (a resumed stream was answered with the whole object).
+    stream_from_zero: bool,
 }
 
 impl FillScheduler {
@@ -75,6 +85,9 @@ impl FillScheduler {
             readahead,
             cursor: 0,
             single_stream: false,
+            connections: 1,
+            stream_run: None,
+            stream_from_zero: false,
         };
         s.advance_cursor();
         s
@@ -96,9 +109,31 @@ impl FillScheduler {
         self.single_stream = true;
     }
 
-    /// Whether the fill runs as one stream from offset 0.
+    /// How many connections prefetch uses now (default 1): a prefetch
+    /// request takes at most its share of the chunks nobody has claimed.
+    pub fn set_connections(&mut self, connections: usize) {
+        self.connections = u32::try_from(connections).unwrap_or(u32::MAX).max(1);
+    }
+
+    /// Whether the fill runs as one stream.
     pub fn single_stream(&self) -> bool {
         self.single_stream
+    }
+
+    /// Whether request `id` is the one stream.
+    pub fn is_stream_run(&self, id: RunId) -> bool {
+        self.stream_run == Some(id)
+    }
+
+    /// Makes the one stream start at offset 0: the source answered a
+    /// stream resumed further on with the whole object.
+    pub fn set_stream_from_zero(&mut self) {
+        self.stream_from_zero = true;
+    }
+
+    /// Whether the one stream starts at offset 0.
+    pub fn stream_from_zero(&self) -> bool {
+        self.stream_from_zero
     }
 
     /// The next request to make, its chunks claimed as in flight.
@@ -111,8 +146,17 @@ impl FillScheduler {
             if !self.in_flight.is_empty() || self.is_complete() {
                 return None;
             }
-            let first = self.cursor;
-            return Some(self.claim(first..self.chunk_count));
+            // From the first missing chunk (a source that ignores ranges
+            // only for some requests still serves that), or from 0 once
+            // such a stream got the whole object.
+            let first = if self.stream_from_zero {
+                0
+            } else {
+                self.cursor
+            };
+            let run = self.claim(first..self.chunk_count);
+            self.stream_run = Some(run.id);
+            return Some(run);
         }
         for &d in demanded {
             if d >= self.chunk_count || self.done.contains(d) {
@@ -133,9 +177,15 @@ impl FillScheduler {
             c += 1;
         }
         if c >= self.chunk_count {
-            return self.steal();
+            return None;
         }
-        let end = self.run_end(c, self.max_run);
+        // This request's share of what nobody has claimed yet.
+        let from_c = u64::from(self.chunk_count - c);
+        let taken = self.done.range_cardinality(c..) + self.in_flight.range_cardinality(c..);
+        let unclaimed = from_c.saturating_sub(taken);
+        let share = unclaimed.div_ceil(u64::from(self.connections)).max(1);
+        let limit = self.max_run.min(u32::try_from(share).unwrap_or(u32::MAX));
+        let end = self.run_end(c, limit);
         Some(self.claim(c..end))
     }
 
@@ -201,33 +251,6 @@ impl FillScheduler {
         true
     }
 
-    /// Nothing is left to claim but a connection is free: the running
-    /// request with the most chunks still to deliver gives up the second
-    /// half of them to a new request (cut, as for a demand). Without this
-    /// the fill ends with the last requests alone on their connections,
-    /// each at one connection's rate, while the others idle.
-    fn steal(&mut self) -> Option<Run> {
-        let (id, next, end) = self
-            .runs
-            .iter()
-            .map(|(&id, r)| {
-                let mut next = r.start;
-                while next < r.end && self.done.contains(next) {
-                    next += 1;
-                }
-                (id, next, r.end)
-            })
-            .max_by_key(|&(id, next, end)| (end - next, std::cmp::Reverse(id)))?;
-        if end - next < STEAL_MIN_CHUNKS {
-            return None;
-        }
-        let mid = next + (end - next).div_ceil(2);
-        let start = self.runs.get(&id)?.start;
-        self.runs.insert(id, start..mid);
-        self.cuts.push((id, mid));
-        Some(self.claim(mid..end))
-    }
-
     fn advance_cursor(&mut self) {
         while self.cursor < self.chunk_count && self.done.contains(self.cursor) {
             self.cursor += 1;
@@ -253,10 +276,6 @@ mod tests {
         assert_eq!(chunks(s.next_run(&[], true)), Some(0..4));
         assert_eq!(chunks(s.next_run(&[], true)), Some(4..8));
         assert_eq!(chunks(s.next_run(&[], true)), Some(8..10));
-        // Nothing is missing: the first run (4 chunks to go) gives its
-        // second half to the free connection, then the second run.
-        assert_eq!(chunks(s.next_run(&[], true)), Some(2..4));
-        assert_eq!(chunks(s.next_run(&[], true)), Some(6..8));
         assert_eq!(chunks(s.next_run(&[], true)), None);
     }
 
@@ -302,31 +321,34 @@ mod tests {
     }
 
     #[test]
-    fn a_free_connection_takes_half_of_the_longest_run_at_the_end() {
+    fn the_last_prefetch_requests_share_what_is_left() {
+        let mut s = FillScheduler::new(40, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
+        s.set_connections(4);
+        // 40 unclaimed, 4 connections: 40 / 4 = 10 (under the 16 a run
+        // may have), then 30 / 4 = 8, 22 / 4 = 6, 16 / 4 = 4.
+        assert_eq!(chunks(s.next_run(&[], true)), Some(0..10));
+        assert_eq!(chunks(s.next_run(&[], true)), Some(10..18));
+        assert_eq!(chunks(s.next_run(&[], true)), Some(18..24));
+        assert_eq!(chunks(s.next_run(&[], true)), Some(24..28));
+        // A big object: the full run until the end is near.
+        let mut s = FillScheduler::new(1000, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
+        s.set_connections(8);
+        assert_eq!(chunks(s.next_run(&[], true)), Some(0..16));
+        for c in 0..16 {
+            s.chunk_done(c);
+        }
+        let mut last = 0..0;
+        while let Some(r) = s.next_run(&[], true) {
+            assert!(r.chunks.len() <= 16);
+            last = r.chunks;
+        }
+        assert_eq!(last, 999..1000, "the tail shrinks to one chunk");
+        // No cut is ever made for this.
+        assert!(s.take_cuts().is_empty());
+        // One connection: the old behaviour (full runs to the end).
         let mut s = FillScheduler::new(20, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
-        let a = s.next_run(&[], true).unwrap();
-        let b = s.next_run(&[], true).unwrap();
-        assert_eq!((a.chunks.clone(), b.chunks.clone()), (0..16, 16..20));
-        s.chunk_done(0);
-        s.chunk_done(1);
-        // Nothing is missing: a's 14 undelivered chunks are split 7/7.
-        let c = s.next_run(&[], true).unwrap();
-        assert_eq!(c.chunks, 9..16);
-        assert_eq!(s.take_cuts(), vec![(a.id, 9)]);
-        // a keeps 2..9 (7), b 16..20 (4), c 9..16 (7): the older of the
-        // longest (a) again; the running request keeps the larger half.
-        assert_eq!(chunks(s.next_run(&[], true)), Some(6..9));
-        assert_eq!(s.take_cuts(), vec![(a.id, 6)]);
-        // a 2..6 (4), b 16..20 (4), c 9..16 (7), 6..9 (3): c splits 4/3.
-        assert_eq!(chunks(s.next_run(&[], true)), Some(13..16));
-        // a and b (4 each): a splits 2/2, then b.
-        assert_eq!(chunks(s.next_run(&[], true)), Some(4..6));
-        assert_eq!(chunks(s.next_run(&[], true)), Some(18..20));
-        // c 9..13 (4) last; then no run has 4 chunks left to give.
-        assert_eq!(chunks(s.next_run(&[], true)), Some(11..13));
-        assert_eq!(s.next_run(&[], true), None);
-        // A lazy fill or the demand lane never steals.
-        assert_eq!(s.next_run(&[], false), None);
+        assert_eq!(chunks(s.next_run(&[], true)), Some(0..16));
+        assert_eq!(chunks(s.next_run(&[], true)), Some(16..20));
     }
 
     #[test]

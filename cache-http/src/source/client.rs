@@ -81,8 +81,8 @@ pub(crate) fn build(
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         // A fill runs up to 64 requests, each overlapped with its successor
-        // near its end (two connections for a moment), plus a spare for
-        // demands: keep all of them, a closed one costs a connect RTT.
+        // near its end (two connections for a moment), plus the demand
+        // lane: keep all of them, a closed one costs a connect RTT.
         .pool_max_idle_per_host(2 * 64 + 1)
         // Our own retry loop decides about retries; hyper's silent retry of
         // requests on reused connections is still useful (stale pool entry).

@@ -58,7 +58,6 @@ use std::time::Duration;
 
 use cache_core::{RangeBody, Source, SourceError, SourceInfo};
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use credentials::{BasicAuth, Netrc};
@@ -355,32 +354,5 @@ impl Source for HttpSource {
         expect: &'a SourceInfo,
     ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
         Box::pin(read::read_range(self.inner.clone(), range, expect.clone()))
-    }
-
-    /// One validated request for the first byte, read to its end: its
-    /// connection goes back to the pool, where it waits for the next
-    /// request (the pool hands out the most recently used connection
-    /// first, so this one stays idle while the fill's requests run).
-    fn warm<'a>(&'a self, expect: &'a SourceInfo) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if !expect.ranges || expect.len == 0 {
-                return; // a single stream: no spare to keep
-            }
-            match read::read_range(self.inner.clone(), 0..1, expect.clone()).await {
-                Ok(body) if body.range == (0..1) => {
-                    let mut stream = body.stream;
-                    while let Some(piece) = stream.next().await {
-                        if piece.is_err() {
-                            break;
-                        }
-                    }
-                }
-                // A whole body (the range was ignored) is dropped unread.
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(url = %self.inner.shown_original(), "warming a spare connection: {e}")
-                }
-            }
-        })
     }
 }
