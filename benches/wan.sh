@@ -16,7 +16,8 @@
 # Prints MB/s per variant, the ratio to the link cap, PASS/MISS against
 # issue 13 (fetch >= 0.95 x link cap and >= aria2c -x16).
 #
-# Env: BLOCKCACHE (binary; default ./target/release/blockcache), WAN_LINK
+# Env: BLOCKCACHE (binary; default ./target/release/blockcache),
+# BLOCKCACHE_B (another build, run as the variant "fetch B"), WAN_LINK
 # (the proxy; default ./target/release/examples/wan_link), COMPARE_DIR
 # (parent of the temp dir). Needs nginx, curl, aria2c, python3.
 set -euo pipefail
@@ -33,6 +34,7 @@ LINK_MB=100
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT_DIR/target}
 BIN=${BLOCKCACHE:-$TARGET/release/blockcache}
+BIN_B=${BLOCKCACHE_B:-}
 WAN=${WAN_LINK:-$TARGET/release/examples/wan_link}
 PARENT=${COMPARE_DIR:-${TMPDIR:-/tmp}}
 
@@ -79,11 +81,14 @@ wait_http "$URL"
 log "origin nginx :$PORT behind the WAN link $WAN_ADDR (RTT $RTT_MS ms, $CONN_MB MB/s per connection, $LINK_MB MB/s link)"
 
 # A fetch into a fresh store; checks the BLAKE3 it prints.
-bc_fetch() {
-    local got
-    got=$(timeout 900 "$BIN" --store "$WORK/store" -q fetch "$@" "$URL" | tail -n 1)
+fetch_with() { # binary fetch-args...
+    local bin=$1 got
+    shift
+    got=$(timeout 900 "$bin" --store "$WORK/store" -q fetch "$@" "$URL" | tail -n 1)
     [ "$got" = "$WANT" ] || { echo "fetch printed $got, want $WANT" >&2; return 1; }
 }
+bc_fetch() { fetch_with "$BIN" "$@"; }
+bc_fetch_b() { fetch_with "$BIN_B" "$@"; }
 # One timed download: prints MB/s, checks the bytes.
 timed() { # name command...
     local name=$1 t0 t1 got
@@ -103,10 +108,13 @@ timed() { # name command...
     calc "round($SIZE / ($t1 - $t0) / 1e6, 1)"
 }
 VARIANTS=("fetch" "fetch -c4" "fetch -c16" "curl" "aria2c -x4" "aria2c -x16")
+# Another build's fetch in the same rounds (BLOCKCACHE_B: an A/B of a change).
+[ -z "$BIN_B" ] || VARIANTS+=("fetch B")
 run_variant() {
     case $1 in
     # The store is where a fetch lands (as in compare.sh): no -o copy.
     fetch) timed "$1" bc_fetch ;;
+    "fetch B") timed "$1" bc_fetch_b ;;
     "fetch -c"*) timed "$1" bc_fetch --connections "${1#fetch -c}" ;;
     curl) timed curl curl -sf -o "$WORK/dl/$FILE" "$URL" ;;
     "aria2c -x"*) timed "$1" aria2c -q -x "${1#aria2c -x}" -s "${1#aria2c -x}" -k 1M --file-allocation=none \

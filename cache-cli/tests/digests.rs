@@ -163,6 +163,15 @@ fn multi_chunk_filled_out_of_order() {
     assert_eq!(d["blake3"].as_str(), Some(want.as_str()));
 }
 
+/// Whether the store's one object has its `prefix` file.
+fn prefix_checkpoint_exists(store: &Path) -> bool {
+    std::fs::read_dir(store.join("objects"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("prefix").exists())
+}
+
 #[test]
 fn killed_and_resumed_fetch_ends_with_the_right_sha256() {
     let len = 20 * MIB + 999;
@@ -170,10 +179,18 @@ fn killed_and_resumed_fetch_ends_with_the_right_sha256() {
     let (sha256, _) = coreutils_sums(&ng.root().join("disk.img"));
     let (_t, store) = store_dir();
     let url = ng.url("disk.img");
+    // One connection: front to back at 2 MB/s, so the prefix grows
+    // steadily and its checkpoint is there for seconds before the end.
     let mut a = bc(&store);
-    a.args(["-q", "fetch", &url]);
+    a.args(["-q", "fetch", &url, "--connections", "1"]);
     let mut a = Bg(spawn(a));
-    wait_bytes_done(&store, (len / 3) as u64);
+    // Killed once the SHA-256 state of a prefix is saved with the object
+    // (every 2.5 MiB here, once those chunks are durable).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !prefix_checkpoint_exists(&store) {
+        assert!(std::time::Instant::now() < deadline, "no prefix checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     a.kill(); // SIGKILL
     let have = bytes_done(&store);
     assert!(have > 0 && have < len as u64, "partial: {have}");

@@ -33,12 +33,19 @@ async fn read_tail_clamps_to_short_objects_and_reads_the_end_while_filling() {
         .expect("fetch");
     assert!(obj.read_tail(1).await.expect("tail").is_empty());
 
-    // A slow multi-chunk fill: the tail is demanded and arrives before the
-    // fill reaches it.
+    // A slow multi-chunk fill on one connection (front to back): the tail
+    // is demanded and arrives before the fill reaches it.
     let big = pattern((6 << 20) + 123);
     let src = MemorySource::new("mem://big", big.clone()).with_piece_delay_ms(5);
+    let one_connection = FetchOptions {
+        fill: cache_core::FillOptions {
+            connections: 1,
+            ..cache_core::FillOptions::default()
+        },
+        ..FetchOptions::default()
+    };
     let obj = store
-        .fetch(Arc::new(src), FetchOptions::default())
+        .fetch(Arc::new(src), one_connection)
         .await
         .expect("fetch");
     let tail = obj.read_tail(1000).await.expect("tail");
