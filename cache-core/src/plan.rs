@@ -22,9 +22,10 @@ pub enum FillPolicy {
 ///
 /// 8, from `benches/wan.sh` (RTT 40 ms, 20 MB/s per connection, 100 MB/s
 /// link; BENCHMARKS.md): 4 connections cap a fill at 4 x the per-connection
-/// rate (~70 MB/s there), 8 reach the link, 16 add nothing but origin
-/// connections. On loopback 8 cost ~10 % against 4 (CPU), a price paid
-/// for the downloads this is for: far origins with per-connection limits.
+/// rate (~75 MB/s there), 8 reach 0.91 x the link (as aria2c -x16 does),
+/// 16 add 1.5-3 % for twice the origin's connections. On loopback 8 cost
+/// ~10 % against 4 (CPU), a price paid for the downloads this is for: far
+/// origins with per-connection limits.
 pub const DEFAULT_CONNECTIONS: usize = 8;
 /// Default upper bound of one merged range request.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;

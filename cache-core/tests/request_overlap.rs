@@ -1,7 +1,6 @@
 //! How a fill keeps its connections busy: the next request starts before
-//! the previous body ends, and near the end the requests shrink so that
-//! every connection has a share of what is left. (Their speed is measured in
-//! `benches/wan.sh`; these tests check the behaviour.)
+//! the previous body ends. (Its effect is measured in `benches/wan.sh`;
+//! these tests check the behaviour.)
 
 mod common;
 
@@ -53,34 +52,27 @@ async fn the_next_request_starts_before_the_previous_body_ends() {
     assert_eq!(src.bytes_delivered(), bytes.len() as u64);
 }
 
-/// Two connections, one request could cover the whole object: the first
-/// request takes only its share (half), the rest is shared again as it
-/// shrinks, and no request is ever cut — so every byte is sent once (a
-/// cut request's bytes in flight are sent and thrown away).
+/// Two connections, requests of four chunks, each overlapping its
+/// successor: the requests are disjoint and cover the object, and every
+/// byte is sent once (overlap never asks for a chunk twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_work_left_is_shared_by_the_connections_without_cutting() {
+async fn overlapping_requests_never_ask_for_a_byte_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let cs = 64 * KIB;
     let chunks = 16;
     let bytes = pattern(chunks * cs, 22);
-    let src = MemorySource::new("mem://share", bytes.clone())
+    let src = MemorySource::new("mem://two", bytes.clone())
         .with_piece_size(16 * KIB)
         .with_piece_delay_ms(2);
     let object = store
-        .fetch(Arc::new(src.clone()), options(2, cs, chunks as u64))
+        .fetch(Arc::new(src.clone()), options(2, cs, 4))
         .await
         .unwrap();
     // No reader: a reader's demands would open bodies of their own.
     let root = bounded("complete", object.wait_complete()).await.unwrap();
     assert_eq!(root, blake3::hash(&bytes));
     let mut requests = src.requests();
-    let half = (chunks / 2 * cs) as u64;
-    assert!(
-        requests.contains(&(0..half)),
-        "the first request took more than its share: {requests:?}"
-    );
-    // Disjoint, covering the object: nothing asked twice, nothing cut.
     requests.sort_by_key(|r| r.start);
     let mut at = 0;
     for r in &requests {
@@ -89,4 +81,5 @@ async fn the_work_left_is_shared_by_the_connections_without_cutting() {
     }
     assert_eq!(at, bytes.len() as u64);
     assert_eq!(src.bytes_delivered(), bytes.len() as u64, "every byte once");
+    assert!(src.max_open_bodies() >= 2, "{requests:?}");
 }

@@ -258,7 +258,6 @@ async fn drive(
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
         let connections = super::alternates::connections(&ctx.alternates, configured);
-        sched.set_connections(connections);
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);

@@ -9,14 +9,6 @@
 //! prefetch that will reach it only after many chunks) is not left to
 //! wait: that request is *cut* just before it ([`FillScheduler::take_cuts`])
 //! and the chunk gets a request of its own.
-//!
-//! Near the end of a fill, prefetch requests shrink so that the work left
-//! is shared by every connection ([`FillScheduler::set_connections`]):
-//! the last requests end together instead of one or two running alone at
-//! one connection's rate while the others idle. The requests are sized
-//! before they start, never cut for this: a cut request has bytes in
-//! flight (socket buffers, megabytes on a fast link) that the origin sends
-//! and the fill throws away.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -54,9 +46,6 @@ pub struct FillScheduler {
     cursor: u32,
     /// The source cannot serve ranges: one request for everything.
     single_stream: bool,
-    /// Connections prefetch may use: the chunks left unclaimed are shared
-    /// among them (see the module docs).
-    connections: u32,
     /// The one-stream request running, if any.
     stream_run: Option<RunId>,
     /// The one stream starts at offset 0, not at the first missing chunk
@@ -85,7 +74,6 @@ impl FillScheduler {
             readahead,
             cursor: 0,
             single_stream: false,
-            connections: 1,
             stream_run: None,
             stream_from_zero: false,
         };
@@ -107,12 +95,6 @@ impl FillScheduler {
     /// ranges). Takes effect once the running requests have ended.
     pub fn set_single_stream(&mut self) {
         self.single_stream = true;
-    }
-
-    /// How many connections prefetch uses now (default 1): a prefetch
-    /// request takes at most its share of the chunks nobody has claimed.
-    pub fn set_connections(&mut self, connections: usize) {
-        self.connections = u32::try_from(connections).unwrap_or(u32::MAX).max(1);
     }
 
     /// Whether the fill runs as one stream.
@@ -179,13 +161,7 @@ impl FillScheduler {
         if c >= self.chunk_count {
             return None;
         }
-        // This request's share of what nobody has claimed yet.
-        let from_c = u64::from(self.chunk_count - c);
-        let taken = self.done.range_cardinality(c..) + self.in_flight.range_cardinality(c..);
-        let unclaimed = from_c.saturating_sub(taken);
-        let share = unclaimed.div_ceil(u64::from(self.connections)).max(1);
-        let limit = self.max_run.min(u32::try_from(share).unwrap_or(u32::MAX));
-        let end = self.run_end(c, limit);
+        let end = self.run_end(c, self.max_run);
         Some(self.claim(c..end))
     }
 
@@ -318,37 +294,6 @@ mod tests {
         s.run_ended(big.id);
         // Ending the cut run released only its own chunks.
         assert_eq!(chunks(s.next_run(&[], true)), Some(1..40));
-    }
-
-    #[test]
-    fn the_last_prefetch_requests_share_what_is_left() {
-        let mut s = FillScheduler::new(40, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
-        s.set_connections(4);
-        // 40 unclaimed, 4 connections: 40 / 4 = 10 (under the 16 a run
-        // may have), then 30 / 4 = 8, 22 / 4 = 6, 16 / 4 = 4.
-        assert_eq!(chunks(s.next_run(&[], true)), Some(0..10));
-        assert_eq!(chunks(s.next_run(&[], true)), Some(10..18));
-        assert_eq!(chunks(s.next_run(&[], true)), Some(18..24));
-        assert_eq!(chunks(s.next_run(&[], true)), Some(24..28));
-        // A big object: the full run until the end is near.
-        let mut s = FillScheduler::new(1000, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
-        s.set_connections(8);
-        assert_eq!(chunks(s.next_run(&[], true)), Some(0..16));
-        for c in 0..16 {
-            s.chunk_done(c);
-        }
-        let mut last = 0..0;
-        while let Some(r) = s.next_run(&[], true) {
-            assert!(r.chunks.len() <= 16);
-            last = r.chunks;
-        }
-        assert_eq!(last, 999..1000, "the tail shrinks to one chunk");
-        // No cut is ever made for this.
-        assert!(s.take_cuts().is_empty());
-        // One connection: the old behaviour (full runs to the end).
-        let mut s = FillScheduler::new(20, RoaringBitmap::new(), FillPolicy::Eager, 16, 2);
-        assert_eq!(chunks(s.next_run(&[], true)), Some(0..16));
-        assert_eq!(chunks(s.next_run(&[], true)), Some(16..20));
     }
 
     #[test]
