@@ -249,7 +249,14 @@ many_run() { # variant binary round
     stop "$pid"
     grep -o -e 'WARN.*' -e 'error=.*' "$WORK/many-serve-$1-$3.log" | sed 's/[0-9]\{2,\}/N/g' | sort | uniq -c |
         sort -rn | head -5 | sed 's/^/    serve log: /' >&2 || true
-    timeout 60 "$2" --store "$STORE" -q rm "$PACED/$FILE" >/dev/null || die "could not remove the partial object"
+    # The killed serve's locks go with the last of its teardown (1000
+    # sockets, the map): a few tries.
+    local tries=0
+    until timeout 60 "$2" --store "$STORE" -q rm "$PACED/$FILE" >/dev/null 2>"$WORK/rm.err"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 20 ] || { cat "$WORK/rm.err" >&2; die "could not remove the partial object"; }
+        sleep 0.5
+    done
     MANY_RSS[$1]="${MANY_RSS[$1]:-} $(awk '/^RSS/ {sub("peak=", "", $3); print $3}' "$out")"
     MANY_HWM[$1]="${MANY_HWM[$1]:-} $(awk '/^RSS/ {sub("hwm=", "", $6); print $6}' "$out")"
     MANY_ANON[$1]="${MANY_ANON[$1]:-} $(awk '/^RSS/ {sub("anon=", "", $4); print $4}' "$out")"
