@@ -265,9 +265,9 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// Range requests kept in flight (more reach a far origin's full speed
-    /// when each connection is rate-limited); each request's successor
-    /// starts on another connection as it ends, so up to twice as many
-    /// connections are open for a moment
+    /// when each connection is rate-limited); from 2 on, each request's
+    /// successor starts on another connection as it ends, so up to twice
+    /// as many connections are open for a moment
     #[arg(long, value_name = "N", default_value_t = cache_core::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
     /// Bandwidth limit for this download (RATE, e.g. 10MB/s)

@@ -36,10 +36,11 @@ pub const DEFAULT_READAHEAD_CHUNKS: u32 = 4;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FillOptions {
     /// Range requests kept in flight (a demanded chunk may use one more).
-    /// A request in its last stretch lets its successor start on another
-    /// connection, so that the successor's first byte follows the end of
-    /// its body without a round trip between: up to twice this many
-    /// connections are open for a moment.
+    /// With 2 or more, a request in its last stretch lets its successor
+    /// start on another connection, so that the successor's first byte
+    /// follows the end of its body without a round trip between: up to
+    /// twice this many connections are open for a moment. 1 means one
+    /// request at a time.
     pub connections: usize,
     /// Adjacent missing chunks are merged into one request up to this size.
     pub max_request_bytes: u64,

@@ -177,9 +177,8 @@ async fn etag_change_mid_fill_is_source_changed() {
             kept += 1;
         }
     }
-    // The two requests before the change; the second may be cut by the
-    // failure, as it overlaps the third (see `FillOptions::connections`).
-    assert!((1..=2).contains(&kept), "kept {kept} chunks");
+    // One connection: one request at a time, no overlap.
+    assert_eq!(kept, 2, "the two requests before the change");
 }
 
 /// 404 at the probe: a clear, final error naming the URL.

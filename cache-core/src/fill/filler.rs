@@ -265,12 +265,19 @@ async fn drive(
             // next one starts now and its first byte comes as the
             // previous body ends (see `RunCtl::ending`). At most one
             // successor per connection: never more than twice the
-            // connections in flight.
+            // connections in flight. Not with one connection: who asks
+            // for one means one (an origin that allows one per client;
+            // a fill that must go strictly front to back).
             let ending = limits
                 .values()
                 .filter(|r| r.ending.load(Ordering::Acquire))
                 .count();
-            let busy = limits.len() - ending.min(connections);
+            let overlapping = if connections > 1 {
+                ending.min(connections)
+            } else {
+                0
+            };
+            let busy = limits.len() - overlapping;
             let may_prefetch = busy < connections;
             if !(may_prefetch || (!demanded.is_empty() && busy < connections + 1)) {
                 break;
