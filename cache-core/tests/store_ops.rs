@@ -61,20 +61,31 @@ async fn references_resolve_by_hash_prefix_and_url() {
     assert_eq!(listed[0].info.source, "http://example.test/img.raw");
 }
 
+/// Imports `n` objects of 2 MiB (distinct bytes) from files in `dir`,
+/// oldest first, with distinct last-use times; returns their keys.
+fn import_objects(store: &Store, dir: &std::path::Path, n: u64) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let file = dir.join(format!("f{i}"));
+        std::fs::write(&file, pattern(2 * MIB, i)).unwrap();
+        keys.push(
+            store
+                .import(&file, DEFAULT_CHUNK_SIZE)
+                .unwrap()
+                .key()
+                .to_owned(),
+        );
+        // Distinct last-use times (mtime resolution).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    keys
+}
+
 #[tokio::test]
 async fn gc_evicts_least_recently_used_and_never_an_object_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
-    let mut keys = Vec::new();
-    for i in 0..4u64 {
-        let file = dir.path().join(format!("f{i}"));
-        std::fs::write(&file, pattern(2 * MIB, i)).unwrap();
-        let o = store.import(&file, DEFAULT_CHUNK_SIZE).unwrap();
-        keys.push(o.key().to_owned());
-        drop(o);
-        // Distinct last-use times (mtime resolution).
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let keys = import_objects(&store, dir.path(), 4);
     // Object 1 is being read; then 0, 2 and 3 are used, in that order:
     // object 1 is the least recently used, but in use.
     let in_use = store.open_ref(&keys[1]).unwrap();
@@ -106,19 +117,7 @@ async fn gc_evicts_least_recently_used_and_never_an_object_in_use() {
 async fn gc_to_fit_evicts_nothing_unless_it_gets_under_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
-    let mut keys = Vec::new();
-    for i in 0..3u64 {
-        let file = dir.path().join(format!("f{i}"));
-        std::fs::write(&file, pattern(2 * MIB, i)).unwrap();
-        keys.push(
-            store
-                .import(&file, DEFAULT_CHUNK_SIZE)
-                .unwrap()
-                .key()
-                .to_owned(),
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let keys = import_objects(&store, dir.path(), 3);
     let in_use = store.open_ref(&keys[2]).unwrap();
     // 1 MiB would need all three gone, and object 2 is being read.
     let report = store.gc_to_fit(MIB as u64).unwrap();

@@ -56,6 +56,18 @@ async fn nginx_256_mib_four_connections_each_byte_once() {
     assert!(fill.len() >= 4, "merged into {} requests", fill.len());
 }
 
+/// One connection, requests of 1 MiB: a fill in predictable steps.
+fn one_by_one() -> FetchOptions {
+    FetchOptions {
+        fill: FillOptions {
+            connections: 1,
+            max_request_bytes: 1 << 20,
+            ..FillOptions::default()
+        },
+        ..FetchOptions::default()
+    }
+}
+
 const ETAG: &str = "\"v1\"";
 const LEN: usize = 6 << 20;
 
@@ -100,15 +112,7 @@ async fn ranges_refused_mid_fill_end_in_one_stream_from_offset_0() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
-    let opts = FetchOptions {
-        fill: FillOptions {
-            connections: 1,
-            max_request_bytes: 1 << 20,
-            ..FillOptions::default()
-        },
-        ..FetchOptions::default()
-    };
-    let object = store.fetch(Arc::new(src), opts).await.unwrap();
+    let object = store.fetch(Arc::new(src), one_by_one()).await.unwrap();
     assert_eq!(
         bounded(object.wait_complete()).await.unwrap(),
         blake3::hash(&data)
@@ -154,15 +158,7 @@ async fn etag_change_mid_fill_is_source_changed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
-    let opts = FetchOptions {
-        fill: FillOptions {
-            connections: 1,
-            max_request_bytes: 1 << 20,
-            ..FillOptions::default()
-        },
-        ..FetchOptions::default()
-    };
-    let object = store.fetch(Arc::new(src), opts).await.unwrap();
+    let object = store.fetch(Arc::new(src), one_by_one()).await.unwrap();
     let err = bounded(object.wait_complete()).await.unwrap_err();
     assert_eq!(
         err.source_error().map(|e| e.kind),

@@ -630,6 +630,22 @@ fn binding_of(path: &Path) -> snapshot::Binding {
     read_head(&file, path).unwrap().binding()
 }
 
+/// A version 1 snapshot of `state` covering the first `records` records
+/// of the log at `path` (bound to its last covered record).
+fn v1_snapshot(path: &Path, header_len: u64, records: u64, state: &IndexState) -> Vec<u8> {
+    let mut raw = [0u8; RECORD_LEN];
+    let file = File::open(path).unwrap();
+    read_full_at(
+        &file,
+        &mut raw,
+        header_len + (records - 1) * RECORD_LEN as u64,
+    )
+    .unwrap();
+    let last = format::record_checksum(&raw);
+    let covered = header_len + records * RECORD_LEN as u64;
+    snapshot::encode_v1(&binding_of(path), covered, last, state)
+}
+
 /// Rewrites `<path>.snap` with its body changed by `edit` and a valid
 /// checksum again (what a writer with other ideas would have written).
 fn rewrite_snapshot(path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
@@ -721,14 +737,7 @@ fn version_1_snapshots_are_still_read() {
     let n = 8;
     let (_d, path, header_len) = setup(u64::from(n) * u64::from(CS), &chunks(0..6));
     let st = state_of(&chunks(0..6), n);
-    let last = {
-        let mut raw = [0u8; RECORD_LEN];
-        let file = File::open(&path).unwrap();
-        read_full_at(&file, &mut raw, header_len + 5 * RECORD_LEN as u64).unwrap();
-        format::record_checksum(&raw)
-    };
-    let covered = header_len + 6 * RECORD_LEN as u64;
-    let v1 = snapshot::encode_v1(&binding_of(&path), covered, last, &st);
+    let v1 = v1_snapshot(&path, header_len, 6, &st);
     assert_eq!(u16::from_le_bytes([v1[8], v1[9]]), 1);
     std::fs::write(snapshot::snap_path(&path), &v1).unwrap();
     {
@@ -826,13 +835,6 @@ fn open_replayed_removes_a_snapshot_without_a_digest_that_the_records_contradict
     // finds must hold for every later open.
     let n = 8;
     let (_d, path, header_len) = setup(u64::from(n) * u64::from(CS), &chunks(0..6));
-    let last = {
-        let mut raw = [0u8; RECORD_LEN];
-        let file = File::open(&path).unwrap();
-        read_full_at(&file, &mut raw, header_len + 5 * RECORD_LEN as u64).unwrap();
-        format::record_checksum(&raw)
-    };
-    let covered = header_len + 6 * RECORD_LEN as u64;
     let mut lie = state_of(&chunks(0..6), n);
     lie.apply(
         &Record::Chunk {
@@ -841,7 +843,7 @@ fn open_replayed_removes_a_snapshot_without_a_digest_that_the_records_contradict
         },
         n,
     );
-    let v1 = snapshot::encode_v1(&binding_of(&path), covered, last, &lie);
+    let v1 = v1_snapshot(&path, header_len, 6, &lie);
     std::fs::write(snapshot::snap_path(&path), &v1).unwrap();
     assert_eq!(
         IndexReader::open(&path).unwrap().2,
