@@ -250,40 +250,36 @@ fn replay_under_snapshot(
         digest.update(bytes);
         for raw in bytes.chunks_exact(RECORD_LEN) {
             // Indexes are < chunk_count (decode checks), so every slot exists.
-            match format::decode_record_unchecked(raw, cc) {
-                Some(Record::Chunk { index, cv }) => {
-                    let (Some(slot), Some(word)) = (
-                        cvs.get_mut(index as usize),
-                        bits.get_mut(index as usize / 64),
-                    ) else {
-                        return Ok(false);
-                    };
-                    let bit = 1u64 << (index % 64);
-                    done += u64::from(*word & bit == 0);
-                    *word |= bit;
-                    *slot = Some(cv);
-                    root = None;
-                }
-                Some(Record::Clear { index }) => {
-                    let (Some(slot), Some(word)) = (
-                        cvs.get_mut(index as usize),
-                        bits.get_mut(index as usize / 64),
-                    ) else {
-                        return Ok(false);
-                    };
-                    let bit = 1u64 << (index % 64);
-                    done -= u64::from(*word & bit != 0);
-                    *word &= !bit;
-                    *slot = None;
-                    root = None;
-                }
+            // A chunk record sets its chunk (with its CV), a clear unsets
+            // it; both end any root, as in `IndexState::apply`.
+            let (index, cv) = match format::decode_record_unchecked(raw, cc) {
+                Some(Record::Chunk { index, cv }) => (index, Some(cv)),
+                Some(Record::Clear { index }) => (index, None),
                 Some(Record::Root { hash }) => {
                     if done == u64::from(cc) {
                         root = Some(hash);
                     }
+                    continue;
                 }
                 None => return Ok(false),
+            };
+            let (Some(slot), Some(word)) = (
+                cvs.get_mut(index as usize),
+                bits.get_mut(index as usize / 64),
+            ) else {
+                return Ok(false);
+            };
+            let bit = 1u64 << (index % 64);
+            let was_set = *word & bit != 0;
+            if cv.is_some() {
+                done += u64::from(!was_set);
+                *word |= bit;
+            } else {
+                done -= u64::from(was_set);
+                *word &= !bit;
             }
+            *slot = cv;
+            root = None;
         }
         pos += n as u64;
     }

@@ -29,7 +29,7 @@ impl Store {
     /// objects, until the objects take at most `max_bytes` on disk (or
     /// nothing more can be evicted).
     pub fn gc(&self, max_bytes: u64) -> Result<GcReport> {
-        self.gc_inner(max_bytes, false)
+        Ok(self.gc_plan(max_bytes, false)?.0)
     }
 
     /// What [`Store::gc`] would evict now, without evicting anything.
@@ -37,7 +37,7 @@ impl Store {
     /// `skipped_busy`, as the real gc would (a reader arriving between the
     /// two keeps its object then).
     pub fn gc_dry_run(&self, max_bytes: u64) -> Result<GcReport> {
-        self.gc_inner(max_bytes, true)
+        Ok(self.gc_plan(max_bytes, true)?.0)
     }
 
     /// Like [`Store::gc`], but all or nothing: when the objects nobody
@@ -54,10 +54,6 @@ impl Store {
         // Evict what the plan chose; an object that became busy since is
         // skipped and the next candidate (in the same order) taken.
         self.gc_candidates(max_bytes, plan.bytes_before, &candidates, false)
-    }
-
-    fn gc_inner(&self, max_bytes: u64, dry_run: bool) -> Result<GcReport> {
-        Ok(self.gc_plan(max_bytes, dry_run)?.0)
     }
 
     /// Lists the store, orders the eviction candidates and evicts (or
