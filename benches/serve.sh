@@ -35,13 +35,17 @@
 # Each of --runs rounds (default 3) runs every variant once, interleaved;
 # medians and ratios are printed. --bin-b PATH adds a second endpoint
 # binary, measured in the same rounds (an A/B of two builds). --perf DIR
-# records `perf record -g` of the endpoint during one extra wrk run of
-# each row (after the rounds) and writes DIR/<row>.perf and the top
-# symbols (DIR/<row>.top.txt); build with `cargo build --profile profiling
+# records `perf record -g` of each endpoint, and of nginx's workers,
+# during one extra run of each row (after the rounds) and writes
+# DIR/<row>-<variant>.perf and the top
+# symbols (DIR/<row>-<variant>.top.txt); build with `cargo build --profile profiling
 # -p cache-cli` and pass --bin target/profiling/blockcache for symbols.
 #
+# PERF_CALL_GRAPH (default fp) is perf's --call-graph: dwarf gives whole
+# user-space stacks (the release build has no frame pointers).
 # Env as compare.sh: BLOCKCACHE, COMPARE_DIR, WRK_DURATION (default 5),
-# WRK_CONNECTIONS (16), WRK_THREADS (2), NGINX_WORKERS (cores).
+# WRK_CONNECTIONS (16), WRK_THREADS (2), NGINX_WORKERS (cores), WRK_RANGE
+# (the wrk rows' range size in bytes, default 65536).
 set -euo pipefail
 
 SCRIPT=serve.sh
@@ -66,6 +70,7 @@ MANY_READERS=${MANY_READERS:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/examp
 WRK_DURATION=${WRK_DURATION:-5}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
 WRK_THREADS=${WRK_THREADS:-2}
+WRK_RANGE=${WRK_RANGE:-65536}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 
 while [ $# -gt 0 ]; do
@@ -153,12 +158,12 @@ for v in "${VARIANTS[@]}"; do
 done
 
 cat >"$WORK/range.lua" <<EOF
--- random 64 KiB Range per request over a $SIZE-byte object
+-- a random $WRK_RANGE-byte Range per request over a $SIZE-byte object
 math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)
-local span = $SIZE - 65536
+local span = $SIZE - $WRK_RANGE
 request = function()
   local a = math.floor(math.random() * span)
-  return wrk.format("GET", nil, { ["Range"] = "bytes=" .. a .. "-" .. (a + 65535) })
+  return wrk.format("GET", nil, { ["Range"] = "bytes=" .. a .. "-" .. (a + $WRK_RANGE - 1) })
 end
 EOF
 stream_mbs() { # url -> MB/s of one curl stream to /dev/null
@@ -309,10 +314,16 @@ fi
 if [ -n "$PERF_DIR" ]; then
     mkdir -p "$PERF_DIR"
     for row in ${ROWS//,/ }; do
-        for v in "${VARIANTS[@]}"; do
+        for v in "${VARIANTS[@]}" nginx; do
             f=$PERF_DIR/$row-$v.perf
-            log "perf of endpoint $v during one $row run -> $f"
-            perf record -q -g -F 999 -p "${EP_PID[$v]}" -o "$f" >/dev/null 2>&1 &
+            if [ "$v" = nginx ]; then
+                [ "$row" != wrkm ] || continue
+                pids=$(ps -o pid= --ppid "$NGINX_PID" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')
+            else
+                pids=${EP_PID[$v]}
+            fi
+            log "perf of $v during one $row run -> $f"
+            perf record -q --call-graph "${PERF_CALL_GRAPH:-fp}" -F 999 -p "$pids" -o "$f" >/dev/null 2>&1 &
             ppid=$!
             sleep 0.5
             x=$(measure "$row" "$(url_of "$row" "$v")")

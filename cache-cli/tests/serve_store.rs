@@ -106,11 +106,26 @@ fn access_log_results_and_metrics_parse() {
     let metrics = curl(&[&format!("{}/metrics", serve.base)])
         .output()
         .expect("curl");
-    let lines: Vec<_> = serve
-        .stderr_lines()
-        .into_iter()
-        .filter_map(|l| combined(&l))
-        .collect();
+    let raw = serve.stderr_lines();
+    // The whole shape of one line, as the access module documents it.
+    let hit = raw
+        .iter()
+        .find(|l| l.contains("\"GET /m/o/d.img HTTP/1.1\" 206 100 "))
+        .expect("the ranged hit is logged");
+    assert!(hit.starts_with("127.0.0.1 - - ["), "{hit}");
+    assert!(hit.contains(" +0000] \"GET "), "{hit}");
+    assert!(hit.contains(" 206 100 \"-\" \"curl/"), "{hit}");
+    assert!(hit.contains("\" range=\"bytes=0-99\" duration="), "{hit}");
+    assert!(hit.ends_with(" cache=hit mirror=o"), "{hit}");
+    for key in ["duration=", "ttfb="] {
+        let v = hit.split(key).nth(1).and_then(|r| r.split(' ').next());
+        let (secs, frac) = v.and_then(|v| v.split_once('.')).expect("seconds");
+        assert!(
+            secs.parse::<u64>().is_ok() && frac.len() == 6 && frac.parse::<u32>().is_ok(),
+            "{key} has six decimals: {hit}"
+        );
+    }
+    let lines: Vec<_> = raw.into_iter().filter_map(|l| combined(&l)).collect();
     let cache_of = |path: &str, status: u16| -> Vec<String> {
         lines
             .iter()

@@ -1,7 +1,8 @@
 //! The objects requests just resolved, kept for a few seconds so the next
 //! request for the same name skips the store: no alias file read, no
 //! `spawn_blocking` hand-off, no digest file read and no header values
-//! computed again. A leaf: it depends on no other endpoint module.
+//! computed again (an entry holds its object's [`ServeMeta`]). It depends
+//! only on `meta`, a leaf.
 //!
 //! Profiled under wrk (random 64 KiB ranges of one complete object, see
 //! BENCHMARKS.md "Serving"), resolving `/blobs/<hash>` on the blocking pool
@@ -29,6 +30,8 @@ use cache_core::{FillState, Object};
 use http::HeaderValue;
 use parking_lot::Mutex;
 
+use super::meta::ServeMeta;
+
 /// How long an entry is used before the store is asked again.
 pub(crate) const TTL: Duration = Duration::from_secs(5);
 
@@ -40,13 +43,9 @@ const MAX_ENTRIES: usize = 4096;
 /// One resolved object and the header values it is served with.
 pub(crate) struct HotObject {
     pub(crate) object: Object,
-    /// The `ETag` and the tag conditionals also accept.
-    pub(crate) etag: String,
-    pub(crate) alt_etag: Option<String>,
-    /// `Last-Modified` (a mirrored object whose origin validator is it).
-    pub(crate) last_modified: Option<SystemTime>,
-    /// `Repr-Digest` (complete objects with a SHA-2 digest).
-    pub(crate) repr_digest: Option<HeaderValue>,
+    /// Its validators and header values; `Repr-Digest` among them for
+    /// a complete object with a SHA-2 digest.
+    pub(crate) meta: ServeMeta,
     /// Whether the object was complete when this was made: an entry of an
     /// incomplete object is given up once the object completes (its
     /// content-hash tag and `Repr-Digest` are known then).
@@ -55,13 +54,16 @@ pub(crate) struct HotObject {
 }
 
 impl HotObject {
-    /// The entry of `object`; `repr_digest` reads a file, so make it off
-    /// the runtime's workers.
+    /// The entry of `object`, tagged `etag` (and `alt_etag`), with the
+    /// origin's `Last-Modified` for a mirrored object whose validator it
+    /// is; `immutable` for a content-addressed name. Reads the object's
+    /// digests file when it is complete: make it off the runtime's workers.
     pub(crate) fn new(
         object: Object,
         etag: String,
         alt_etag: Option<String>,
         last_modified: Option<SystemTime>,
+        immutable: bool,
     ) -> HotObject {
         let complete = object.progress().state == FillState::Complete;
         let repr_digest = if complete {
@@ -71,10 +73,7 @@ impl HotObject {
         };
         HotObject {
             object,
-            etag,
-            alt_etag,
-            last_modified,
-            repr_digest,
+            meta: ServeMeta::new(etag, alt_etag, last_modified, immutable, repr_digest),
             complete,
             made: Instant::now(),
         }
@@ -183,13 +182,16 @@ mod tests {
         let object = store.fetch(src, FetchOptions::default()).await.unwrap();
         object.wait_complete().await.unwrap();
         let map: HotMap<String> = HotMap::default();
-        let mut hot = HotObject::new(object.clone(), "\"x\"".into(), None, None);
-        assert!(hot.repr_digest.is_some(), "a fill stores the SHA-256");
+        let mut hot = HotObject::new(object.clone(), "\"x\"".into(), None, None, true);
+        assert!(
+            hot.meta.headers(0).contains_key("repr-digest"),
+            "a fill stores the SHA-256"
+        );
         hot.made = Instant::now() - TTL;
         map.put("old".into(), hot);
         map.put(
             "new".into(),
-            HotObject::new(object.clone(), "\"x\"".into(), None, None),
+            HotObject::new(object.clone(), "\"x\"".into(), None, None, true),
         );
         assert!(map.get("old").is_none(), "expired");
         assert!(map.get("new").is_some());

@@ -173,7 +173,7 @@ impl App {
                     let info = o.info();
                     let etag = super::etag::derived_etag(&info.source, &info.validator, info.len);
                     let alt = o.blake3().map(|h| super::etag::strong_etag(&h));
-                    HotObject::new(o, etag, alt, last_modified(&info.validator))
+                    HotObject::new(o, etag, alt, last_modified(&info.validator), false)
                 };
                 // Only a complete object has a digests file to read. An
                 // incomplete one is made here, without a hand-off: a
@@ -193,15 +193,7 @@ impl App {
                 }
             }
         };
-        let meta = ServeMeta {
-            etag: hot.etag.clone(),
-            alt_etag: hot.alt_etag.clone(),
-            last_modified: hot.last_modified,
-            content_type: "application/octet-stream",
-            immutable: false,
-            repr_digest: hot.repr_digest.clone(),
-        };
-        let resp = serve_object::serve(self, parts, object, &meta);
+        let resp = serve_object::serve(self, parts, object, &hot.meta);
         tag(resp, None, Some(found))
     }
 
@@ -547,14 +539,13 @@ enum Resolved {
 /// upstream validator, length) that stays the same once the object
 /// completes, so resumes with If-Range keep working.
 fn mirror_meta(source: &str, validator: &str, len: u64, alt_etag: Option<String>) -> ServeMeta {
-    ServeMeta {
-        etag: super::etag::derived_etag(source, validator, len),
+    ServeMeta::new(
+        super::etag::derived_etag(source, validator, len),
         alt_etag,
-        last_modified: last_modified(validator),
-        content_type: "application/octet-stream",
-        immutable: false,
-        repr_digest: None,
-    }
+        last_modified(validator),
+        false,
+        None,
+    )
 }
 
 /// The origin's `Last-Modified`, when it is the validator (`lm:DATE`).

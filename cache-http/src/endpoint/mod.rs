@@ -24,6 +24,8 @@
 //! - `routes` (the dispatch), `mirror` (the pull-through logic of `/m/`
 //!   and `/u`), `serve_object` (range serving of partial objects),
 //!   `manifest`, `housekeeping` (store gauges, size limit).
+//! - `hot` (names resolved in the last seconds) and `meta` (an object's
+//!   validators and header values, made once per entry).
 //! - [`shared_tier`]: the hook of a shared tier (`serve --shared`):
 //!   [`ServeTier`], joined to mirror fills, published to in the background.
 //! - [`live`]: the status page `/`, its event stream `/events` and
@@ -35,7 +37,7 @@
 //! server → routes → mirror → serve_object → app → config, metrics, live, status
 //!            │         └──→ housekeeping ──↗         (leaves: range, multipart,
 //!            └──→ manifest, access ─────────↗          etag, mirror_path, response,
-//!                                                       shared_tier, hot)
+//!                                                       shared_tier, hot → meta → etag, range)
 //! ```
 
 pub mod access;
@@ -53,6 +55,7 @@ mod app;
 mod hot;
 mod housekeeping;
 pub mod live;
+mod meta;
 mod metered;
 mod mirror;
 mod response;

@@ -25,7 +25,7 @@ use super::access::{tag, CacheResult as Found};
 use super::app::App;
 use super::hot::HotObject;
 use super::response::{method_not_allowed, store_error, text, Body};
-use super::serve_object::{self, ServeMeta};
+use super::serve_object;
 
 impl App {
     /// Answers one request. Never fails: errors become error responses.
@@ -145,7 +145,7 @@ impl App {
                             return Ok(None);
                         };
                         let etag = super::etag::strong_etag(&hash);
-                        Ok(Some(HotObject::new(object, etag, None, None)))
+                        Ok(Some(HotObject::new(object, etag, None, None, true)))
                     })
                     .await;
                 match found {
@@ -168,16 +168,8 @@ impl App {
         };
         self.tracker.track(&object);
         self.live.track(&object);
-        let meta = ServeMeta {
-            etag: hot.etag.clone(),
-            alt_etag: None,
-            last_modified: None,
-            content_type: "application/octet-stream",
-            immutable: true,
-            repr_digest: hot.repr_digest.clone(),
-        };
         tag(
-            serve_object::serve(self, parts, object, &meta),
+            serve_object::serve(self, parts, object, &hot.meta),
             None,
             Some(found),
         )

@@ -17,8 +17,8 @@
 //! the connection's [`Spans`]; the connection's stream, [`SendfileTcp`],
 //! looks up every `IoSlice` hyper asks it to write, and sends one that
 //! lies in a registered range with `sendfile` from the file at the
-//! matching offset (the bytes before it with `sendmsg(MSG_MORE)`, so the
-//! response head and its body still leave in full segments). A registered
+//! matching offset (the bytes before it, the response head, with `writev`
+//! first: see [`MIN_SENDFILE`] for why not `MSG_MORE`). A registered
 //! range keeps its `Bytes` (so the map, and with it the address range,
 //! stays) and its `FileSpan` (so the file stays open); the file's bytes
 //! at that offset are the slice's bytes (done chunks are never written
@@ -40,16 +40,22 @@ use {
     tokio::net::TcpStream,
 };
 
-/// Responses with fewer body bytes than this are written from memory. On
-/// loopback (kernel 6.x) `sendfile` has a cost per page the copy does not:
-/// for random 64 KiB ranges the endpoint needed 40 us of CPU per request
-/// with it and 24 us with `writev` (nginx with sendfile: 20 us), while it
-/// halved the CPU per byte of a 1 MiB-frame stream. Decided per response,
-/// not per frame: the first and last frames of a large range are partial
-/// chunks, and written from the map they would map (and count in the RSS)
-/// a quarter of what 1000 readers of 4 MiB ranges read. BENCHMARKS.md,
-/// "Serving".
-pub(crate) const MIN_SENDFILE: u64 = 512 << 10;
+/// Responses with fewer body bytes than this are written from memory:
+/// below it the copy costs less than `sendfile`'s per-page work. Measured
+/// under wrk on loopback (kernel 6.18, BENCHMARKS.md "Serving"), CPU per
+/// request, copy against sendfile: 4 KiB ranges 24.6 against 24.9 us,
+/// 16 KiB 25.3 against 22.6 us, 64 KiB 33 against 25 us.
+///
+/// The head goes out with a plain `writev` before the body's `sendfile`,
+/// not corked with `MSG_MORE`: corked, the same 64 KiB ranges cost 46 us
+/// per request (the kernel's TCP transmit path, not our code), which is
+/// what once made `sendfile` look slower than the copy for them.
+///
+/// Decided per response, not per frame: the first and last frames of a
+/// large range are partial chunks, and written from the map they would
+/// map (and count in the RSS) a quarter of what 1000 readers of 4 MiB
+/// ranges read.
+pub(crate) const MIN_SENDFILE: u64 = 16 << 10;
 
 /// Registered ranges a connection keeps at most (a response registers one
 /// per body frame and they are written in order; the bound only matters
@@ -131,22 +137,22 @@ impl SendfileTcp {
         )
     }
 
-    /// One non-blocking write of `bufs`: memory slices with `writev` (or
-    /// `sendmsg(MSG_MORE)` when a registered one follows), then at most
-    /// one registered slice with `sendfile`. Returns the bytes written;
-    /// `WouldBlock` only when it wrote nothing.
+    /// One non-blocking write of `bufs`: the memory slices before the
+    /// first registered one with `writev`, then that registered slice with
+    /// `sendfile`. Returns the bytes written; `WouldBlock` only when it
+    /// wrote nothing.
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let fd = self.inner.as_raw_fd();
         let mut list = self.spans.list.lock();
         let first_file = bufs.iter().position(|b| find(&list, b).is_some());
         let Some(k) = first_file else {
             drop(list);
-            return writev(fd, bufs, 0);
+            return writev(fd, bufs);
         };
         let mut total = 0;
         if k > 0 {
             let want: usize = bufs[..k].iter().map(|b| b.len()).sum();
-            let n = writev(fd, &bufs[..k], libc::MSG_MORE)?;
+            let n = writev(fd, &bufs[..k])?;
             total += n;
             if n < want {
                 return Ok(total);
@@ -173,7 +179,7 @@ impl SendfileTcp {
             // Anything else (an error, or 0: the file ended early, which
             // a store's data file never does): the same bytes from memory.
             tracing::debug!(error = %e, n, "sendfile failed; writing from the map");
-            match writev(fd, std::slice::from_ref(slice), 0) {
+            match writev(fd, std::slice::from_ref(slice)) {
                 Ok(n) => n,
                 Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
             }
@@ -185,21 +191,18 @@ impl SendfileTcp {
     }
 }
 
-/// `sendmsg` of `bufs` with `flags` (`writev` when there are none).
+/// `writev` of `bufs`, as `sendmsg` with `MSG_NOSIGNAL`: a peer that went
+/// away is an `EPIPE` error even in a program that did not ignore SIGPIPE.
 #[cfg(target_os = "linux")]
-fn writev(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+fn writev(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let iovcnt = bufs.len().min(1024);
     // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive
-    // the call.
+    // the call, and sendmsg only reads them.
     let n = unsafe {
-        if flags == 0 {
-            libc::writev(fd, bufs.as_ptr().cast(), iovcnt as libc::c_int)
-        } else {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = iovcnt as _;
-            libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL)
-        }
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iovcnt as _;
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
     };
     if n < 0 {
         Err(io::Error::last_os_error())

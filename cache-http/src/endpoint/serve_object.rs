@@ -9,61 +9,22 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use cache_core::Object;
 use futures::{Stream, StreamExt};
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 
 use super::app::App;
-use super::etag;
+pub(crate) use super::meta::ServeMeta;
+use super::meta::CONTENT_TYPE;
 use super::multipart::MultipartPlan;
-use super::range::{
-    content_range, if_range_matches, parse_range_header, unsatisfied_content_range, RangeOutcome,
-};
+use super::range::{content_range, parse_range_header, unsatisfied_content_range, RangeOutcome};
 pub(crate) use super::response::{empty, text, Body, BodyError};
 use super::sendfile::{ConnSpans, Spans, MIN_SENDFILE};
-
-/// How an object is presented.
-pub(crate) struct ServeMeta {
-    /// The ETag sent.
-    pub(crate) etag: String,
-    /// Another tag the representation also answers to in conditionals
-    /// (the content hash of a mirrored object, once known).
-    pub(crate) alt_etag: Option<String>,
-    pub(crate) last_modified: Option<SystemTime>,
-    pub(crate) content_type: &'static str,
-    /// Content-addressed: cache forever.
-    pub(crate) immutable: bool,
-    /// `Repr-Digest` (see [`super::hot::repr_digest`]).
-    pub(crate) repr_digest: Option<HeaderValue>,
-}
-
-impl ServeMeta {
-    fn matches_if_none_match(&self, v: &str) -> bool {
-        etag::if_none_match(v, &self.etag)
-            || self
-                .alt_etag
-                .as_deref()
-                .is_some_and(|t| etag::if_none_match(v, t))
-    }
-
-    fn matches_if_range(&self, v: &str) -> bool {
-        if_range_matches(v, &self.etag, self.last_modified)
-            || self
-                .alt_etag
-                .as_deref()
-                .is_some_and(|t| if_range_matches(v, t, None))
-    }
-}
-
-fn hv(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
 
 /// The bytes of `range` as body frames; an error (failed fill) ends the
 /// body with an error so the connection is reset.
@@ -97,35 +58,19 @@ pub(crate) fn serve_head(
     len: u64,
     meta: &ServeMeta,
 ) -> Response<Body> {
-    let builder = base_headers(meta);
+    let mut headers = meta.headers(2);
     if let Some(v) = parts
         .headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
         if meta.matches_if_none_match(v) {
-            return finish(builder.status(StatusCode::NOT_MODIFIED), empty());
+            return respond(StatusCode::NOT_MODIFIED, headers, empty());
         }
     }
-    let b = builder
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, meta.content_type)
-        .header(header::CONTENT_LENGTH, len);
-    finish(b, empty())
-}
-
-/// The headers every object response carries.
-fn base_headers(meta: &ServeMeta) -> http::response::Builder {
-    let mut builder = Response::builder()
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, hv(&meta.etag));
-    if let Some(lm) = meta.last_modified {
-        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
-    }
-    if meta.immutable {
-        builder = builder.header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
-    }
-    builder
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    respond(StatusCode::OK, headers, empty())
 }
 
 /// Answers a GET or HEAD for `object`.
@@ -143,15 +88,13 @@ pub(crate) fn serve(
     let req = &parts.headers;
     let get = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
 
-    let mut builder = base_headers(meta);
-    if let Some(v) = &meta.repr_digest {
-        builder = builder.header("repr-digest", v.clone());
-    }
+    // Content-Type, Content-Range and Content-Length at most.
+    let mut headers = meta.headers(3);
 
     // RFC 9110 §13.2.2: If-None-Match before Range.
     if let Some(v) = get(header::IF_NONE_MATCH) {
         if meta.matches_if_none_match(v) {
-            return finish(builder.status(StatusCode::NOT_MODIFIED), empty());
+            return respond(StatusCode::NOT_MODIFIED, headers, empty());
         }
     }
 
@@ -166,54 +109,53 @@ pub(crate) fn serve(
         }
     }
 
+    let octets = HeaderValue::from_static(CONTENT_TYPE);
     match outcome {
         RangeOutcome::Full | RangeOutcome::TooMany => {
-            let b = builder
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, meta.content_type)
-                .header(header::CONTENT_LENGTH, len);
+            headers.insert(header::CONTENT_TYPE, octets);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             let body = if head {
                 empty()
             } else {
                 StreamBody::new(object_stream(&object, 0..len, spans_for(len))).boxed_unsync()
             };
-            finish(b, body)
+            respond(StatusCode::OK, headers, body)
         }
         RangeOutcome::NotSatisfiable => {
-            let b = builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, unsatisfied_content_range(len))
-                .header(header::CONTENT_LENGTH, 0);
-            finish(b, empty())
+            headers.insert(
+                header::CONTENT_RANGE,
+                header_value(unsatisfied_content_range(len)),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+            respond(StatusCode::RANGE_NOT_SATISFIABLE, headers, empty())
         }
         RangeOutcome::Ranges(ranges) if ranges.len() == 1 => {
             let r = ranges[0].clone();
-            let b = builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_TYPE, meta.content_type)
-                .header(header::CONTENT_RANGE, content_range(&r, len))
-                .header(header::CONTENT_LENGTH, r.end - r.start);
-            let body = StreamBody::new(object_stream(
-                &object,
-                r.clone(),
-                spans_for(r.end - r.start),
-            ))
-            .boxed_unsync();
-            finish(b, body)
+            headers.insert(header::CONTENT_TYPE, octets);
+            headers.insert(header::CONTENT_RANGE, header_value(content_range(&r, len)));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
+            let spans = spans_for(r.end - r.start);
+            let body = StreamBody::new(object_stream(&object, r, spans)).boxed_unsync();
+            respond(StatusCode::PARTIAL_CONTENT, headers, body)
         }
         RangeOutcome::Ranges(ranges) => {
-            let plan = match MultipartPlan::new(ranges, len, Some(meta.content_type)) {
+            let plan = match MultipartPlan::new(ranges, len, Some(CONTENT_TYPE)) {
                 Ok(p) => p,
                 Err(e) => {
                     return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
                 }
             };
-            let b = builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_TYPE, plan.content_type())
-                .header(header::CONTENT_LENGTH, plan.content_length());
+            headers.insert(header::CONTENT_TYPE, header_value(plan.content_type()));
+            headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(plan.content_length()),
+            );
             let spans = spans_for(plan.content_length());
-            finish(b, multipart_body(object, plan, spans))
+            respond(
+                StatusCode::PARTIAL_CONTENT,
+                headers,
+                multipart_body(object, plan, spans),
+            )
         }
     }
 }
@@ -237,9 +179,15 @@ fn multipart_body(object: Object, plan: MultipartPlan, spans: Option<Arc<Spans>>
     StreamBody::new(parts).boxed_unsync()
 }
 
-fn finish(builder: http::response::Builder, body: Body) -> Response<Body> {
-    match builder.body(body) {
-        Ok(r) => r,
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-    }
+fn respond(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// A header value this module formatted (digits, `bytes`, `-`, `/`, `*`,
+/// a boundary of letters and digits): always valid.
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static("invalid"))
 }
