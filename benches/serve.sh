@@ -259,7 +259,19 @@ many_run() { # variant binary round
     local tries=0
     until timeout 60 "$2" --store "$STORE" -q rm "$PACED/$FILE" >/dev/null 2>"$WORK/rm.err"; do
         tries=$((tries + 1))
-        [ "$tries" -lt 20 ] || { cat "$WORK/rm.err" >&2; die "could not remove the partial object"; }
+        if [ "$tries" -ge 60 ]; then
+            cat "$WORK/rm.err" >&2
+            # Who still holds the object's files or maps its data (a map keeps
+            # the data file's lock; the killed serve was reaped).
+            local key
+            key=$(grep -o 'object [0-9a-f]*' "$WORK/rm.err" | head -1 | cut -d' ' -f2)
+            for proc in /proc/[0-9]*; do
+                if { ls -l "$proc/fd"; cat "$proc/maps"; } 2>/dev/null | grep -q -- "$STORE/objects/${key:-none}"; then
+                    echo "  holds $key: ${proc#/proc/} $(tr '\0' ' ' <"$proc/cmdline")" >&2
+                fi
+            done
+            die "could not remove the partial object"
+        fi
         sleep 0.5
     done
     MANY_RSS[$1]="${MANY_RSS[$1]:-} $(awk '/^RSS/ {sub("peak=", "", $3); print $3}' "$out")"

@@ -25,13 +25,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-// mimalloc: `serve` allocates and frees a few dozen small blocks per
-// request (request and response headers, body state, the access log
-// line) from two or more worker threads; glibc's malloc spent ~10 % of
-// the endpoint's CPU on them under wrk (BENCHMARKS.md "Serving").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit codes (also listed in `--help`).
 pub mod exit {
     pub const USAGE: u8 = 2;
