@@ -9,7 +9,7 @@ set -euo pipefail
 secs="${1:-20}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-targets=(chunk_index_decode chunk_index_ops range_header content_range manifest_decode)
+targets=(chunk_index_decode chunk_index_ops range_header content_range manifest_decode prefix_decode)
 cargo +nightly fuzz build
 status=0
 for t in "${targets[@]}"; do

@@ -244,6 +244,9 @@ pub use chain::SourceChain;
 pub use data::WriteFault;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
+/// The `prefix` checkpoint file's codec, for the fuzz target (`internals`).
+#[cfg(feature = "internals")]
+pub use fill::prefix::reencode as prefix_file_reencode;
 pub use fill::{chunk_verify_failures, count_chunk_verify_failure};
 pub use index::IndexError;
 pub use manifest::{Manifest, ManifestError};

@@ -37,13 +37,17 @@ pub(crate) struct RunCtl {
     /// next request on another connection, so the link does not idle for a
     /// round trip between two requests (HTTP/1.1 clients do not pipeline).
     pub(crate) ending: AtomicBool,
+    /// Whether the request watches for its end at all: only when the
+    /// fill overlaps requests (two connections or more).
+    watch_end: bool,
 }
 
 impl RunCtl {
-    pub(crate) fn new(end: u32) -> Arc<RunCtl> {
+    pub(crate) fn new(end: u32, watch_end: bool) -> Arc<RunCtl> {
         Arc::new(RunCtl {
             limit: AtomicU32::new(end),
             ending: AtomicBool::new(false),
+            watch_end,
         })
     }
 }
@@ -166,7 +170,7 @@ async fn fetch_from(
     let want = header.chunk_range(run.start).start..header.chunk_range(run.end - 1).end;
     // Only requests to the origin overlap: alternates get one request at
     // a time (see `alternates::connections`).
-    let mut watch = is_origin.then(|| EndWatch {
+    let mut watch = (is_origin && ctl.watch_end).then(|| EndWatch {
         sent: Instant::now(),
         first_byte: None,
         received: 0,

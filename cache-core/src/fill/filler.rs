@@ -293,7 +293,7 @@ async fn drive(
                 break;
             };
             ctx.obj.note_in_flight(chunks.clone());
-            let ctl = RunCtl::new(chunks.end);
+            let ctl = RunCtl::new(chunks.end, connections > 1);
             let (c, l) = (ctx.clone(), ctl.clone());
             runs.spawn(async move { (id, super::fetch::fetch_run(c, chunks, l).await) });
             limits.insert(id, ctl);

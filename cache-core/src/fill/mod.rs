@@ -15,7 +15,7 @@ mod alternates;
 mod durability;
 mod fetch;
 mod filler;
-mod prefix;
+pub(crate) mod prefix;
 mod scheduler;
 mod verify;
 

@@ -136,6 +136,21 @@ pub(crate) fn decode(b: &[u8], header: &IndexHeader) -> Option<Checkpoint> {
     })
 }
 
+/// Decodes `b` as the `prefix` file of the object of `header` and encodes
+/// what was decoded again: `None` when the file is refused. For this
+/// workspace's fuzz target (`internals` feature): an accepted file must
+/// come back byte for byte.
+#[cfg(feature = "internals")]
+pub fn reencode(b: &[u8], header: &IndexHeader) -> Option<Vec<u8>> {
+    decode(b, header).map(|cp| {
+        assert!(
+            cp.chunks < header.chunk_count(),
+            "a checkpoint past the end"
+        );
+        encode(&header.data_id, &cp)
+    })
+}
+
 /// BLAKE3 over the chaining values of chunks `0..n`; `None` when one of
 /// them has none (not done).
 fn cvs_digest(cvs: &[Option<[u8; 32]>], n: u32) -> Option<blake3::Hasher> {
@@ -384,6 +399,14 @@ mod tests {
             let cp = checkpoint(&algos);
             assert_eq!(decode(&encode(&h.data_id, &cp), &h), Some(cp));
         }
+    }
+
+    #[test]
+    fn the_fuzz_targets_codec_gives_an_accepted_file_back() {
+        let h = header(10 * 65_536);
+        let file = encode(&h.data_id, &checkpoint(&Algo::SEQUENTIAL));
+        assert_eq!(reencode(&file, &h).as_deref(), Some(&file[..]));
+        assert_eq!(reencode(&file[1..], &h), None);
     }
 
     #[test]
