@@ -437,6 +437,12 @@ pub struct ServeArgs {
     /// limit at start [default: 1024]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
+    /// Threads that serve connections, each keeping its connections from
+    /// accept to close (as nginx's worker processes do); 0 serves them on
+    /// the main runtime's threads. Downloads run on the main runtime
+    /// either way [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u16>,
     /// Keep the store under SIZE: evict least recently used complete
     /// objects nobody uses; refuse (507) a fill that cannot fit
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

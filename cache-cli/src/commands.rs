@@ -160,9 +160,13 @@ pub fn open_existing_store(
 
 /// The store's sources for the URLs recorded in objects (resume, repair,
 /// reads of incomplete objects opened by reference) share one client.
+/// Objects' supervisors and fills run on the main runtime (the one the
+/// store is opened on), also when `serve` handles a request on one of its
+/// connection threads.
 fn store_options(config: HttpSourceConfig) -> Result<StoreOptions, Failure> {
     Ok(StoreOptions {
         source_factory: Some(cache_http::source_factory(config).map_err(source_failure)?),
+        runtime: tokio::runtime::Handle::try_current().ok(),
         ..StoreOptions::default()
     })
 }

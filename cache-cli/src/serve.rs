@@ -233,6 +233,7 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
         },
         shutdown_grace: config.drain_timeout,
         max_connections: connection_limit(config.max_connections),
+        connection_threads: config.threads,
         max_size: config.max_size,
         access_log: if config.json_log {
             AccessLogFormat::Json

@@ -28,6 +28,7 @@ struct FileConfig {
     access_log_format: Option<LogFormat>,
     drain_timeout: Option<u64>,
     max_connections: Option<u32>,
+    threads: Option<u16>,
     revalidate: Option<u64>,
     parents: Option<Vec<Spanned<String>>>,
     shared: Option<Spanned<String>>,
@@ -151,6 +152,8 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connection threads (0: on the main runtime).
+    pub threads: usize,
     pub revalidate: Duration,
     /// Parent caches asked before the origin (`--parent` wins over the
     /// file's `parents`).
@@ -415,6 +418,10 @@ fn merge(
             .max_connections
             .or(file.max_connections)
             .map_or(DEFAULT_MAX_CONNECTIONS, |n| n.max(1) as usize),
+        threads: a.threads.or(file.threads).map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        ),
         revalidate: Duration::from_secs(a.revalidate.or(file.revalidate).unwrap_or(60)),
         parents,
         shared,
@@ -493,6 +500,7 @@ impl ServeConfig {
             "max_connections".into(),
             Value::from(self.max_connections as i64),
         );
+        t.insert("threads".into(), Value::from(self.threads as i64));
         t.insert(
             "revalidate".into(),
             Value::from(self.revalidate.as_secs() as i64),

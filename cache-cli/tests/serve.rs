@@ -283,9 +283,14 @@ fn unix_socket_and_several_listen_addresses() {
     assert!(got.stdout == pattern(6, 5000), "served on TCP");
     drop(serve);
 
-    // IPv6 loopback in brackets.
+    // IPv6 loopback in brackets; connections on the main runtime's
+    // threads (--threads 0) serve the same.
     let mirror = format!("o={}", ng.url(""));
-    let v6 = Serve::start(&store, &["--listen", "[::1]:0", "--mirror", &mirror], &[]);
+    let v6 = Serve::start(
+        &store,
+        &["--listen", "[::1]:0", "--mirror", &mirror, "--threads", "0"],
+        &[],
+    );
     assert!(v6.base.starts_with("http://[::1]:"), "{}", v6.base);
     let got = curl(&[&format!("{}/m/o/a.bin", v6.base)])
         .output()
@@ -335,7 +340,7 @@ fn config_file_keys_errors_and_sighup_reload() {
             format!(
                 "listen = [\"127.0.0.1:0\"]\nstore = \"{store}\"\nmax_size = \"10G\"\n\
                  access_log = \"{log}\"\naccess_log_format = \"json\"\n\
-                 drain_timeout = 5\nmax_connections = 2000\nrevalidate = 30\n{mirrors}",
+                 drain_timeout = 5\nmax_connections = 2000\nthreads = 3\nrevalidate = 30\n{mirrors}",
                 store = t.path().join("unused-store").display(),
                 log = log.display(),
             ),
@@ -380,6 +385,7 @@ fn config_file_keys_errors_and_sighup_reload() {
     );
     assert!(text.contains("max_size = 10737418240"), "{text}");
     assert!(text.contains("max_connections = 2000"), "{text}");
+    assert!(text.contains("threads = 3"), "{text}");
 
     // Bad files: one line naming file, line and key; exit 2.
     for (bad, line, key) in [

@@ -33,6 +33,12 @@ pub struct StoreOptions {
     pub flush_interval: Duration,
     /// ... or as soon as this many bytes of chunks wait to be made durable.
     pub flush_bytes: u64,
+    /// The runtime objects' supervisors and fills run on. `None` (the
+    /// default): the runtime of the call that starts them. A server that
+    /// serves connections on runtimes of their own (one thread each) names
+    /// its main runtime here, so a download is not tied to the thread of
+    /// the request that started it.
+    pub runtime: Option<tokio::runtime::Handle>,
     /// Test hook: fails data writes (see [`WriteFault`]).
     #[cfg(feature = "internals")]
     #[doc(hidden)]
@@ -56,6 +62,7 @@ impl Default for StoreOptions {
             source_factory: None,
             flush_interval: Duration::from_millis(250),
             flush_bytes: 64 << 20,
+            runtime: None,
             #[cfg(feature = "internals")]
             write_fault: None,
             #[cfg(feature = "internals")]

@@ -92,7 +92,8 @@ pub(crate) fn spawn(
         supervisor,
         ended: false,
     };
-    tokio::spawn(async move {
+    let runtime = obj.host.options().runtime.clone();
+    let fill = async move {
         // The fill's future (and the index lock in it) is dropped when
         // this await ends, before the end is announced: whoever acts on
         // the announcement (verify, another fill) finds the lock free.
@@ -101,7 +102,12 @@ pub(crate) fn spawn(
             .await
             .unwrap_or_else(|panic| Err(Error::panicked("fill", panic.as_ref())));
         guard.end(result);
-    });
+    };
+    // On the store's runtime when it names one (see `StoreOptions::runtime`).
+    match runtime {
+        Some(runtime) => drop(runtime.spawn(fill)),
+        None => drop(tokio::spawn(fill)),
+    }
 }
 
 /// Reports a fill's end to the object's supervisor: the outcome once

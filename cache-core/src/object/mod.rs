@@ -418,19 +418,30 @@ impl ObjectShared {
         self.publish_progress();
     }
 
-    /// The supervisor's mailbox, starting the supervisor on the current
-    /// runtime when none runs (or the runtime it ran on is gone). `None`
-    /// outside a runtime.
+    /// The supervisor's mailbox, starting the supervisor when none runs
+    /// (or the runtime it ran on is gone) on the store's runtime
+    /// ([`StoreOptions::runtime`](crate::StoreOptions::runtime)), else
+    /// on the current one. `None` outside a runtime without a store
+    /// runtime.
     pub(crate) fn supervisor(&self) -> Option<mpsc::UnboundedSender<Command>> {
         let mut mailbox = self.mailbox.lock();
         if let Some(tx) = mailbox.as_ref().filter(|tx| !tx.is_closed()) {
             return Some(tx.clone());
         }
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let runtime = self.background_runtime()?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.host.spawn_supervisor(self.me.clone(), rx, &runtime);
         *mailbox = Some(tx.clone());
         Some(tx)
+    }
+
+    /// Where this object's supervisor and fills run: the store's runtime
+    /// if it names one, else the current runtime.
+    pub(crate) fn background_runtime(&self) -> Option<tokio::runtime::Handle> {
+        match &self.host.options().runtime {
+            Some(handle) => Some(handle.clone()),
+            None => tokio::runtime::Handle::try_current().ok(),
+        }
     }
 
     /// Sends `make(reply)` to the supervisor and waits for its answer.

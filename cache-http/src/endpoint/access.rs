@@ -219,7 +219,7 @@ impl std::fmt::Display for Combined<'_> {
             r.client,
             ClfNow,
             r.method,
-            Replaced(r.target(), &['"', ' ']),
+            Replaced(r.target(), b"\" "),
             r.version,
             e.status,
             e.bytes,
@@ -236,7 +236,7 @@ impl std::fmt::Display for Combined<'_> {
 
 /// A quoted field of a combined line: `-` when absent.
 fn quoted(v: Option<&str>) -> Replaced<'_> {
-    Replaced(v.unwrap_or("-"), &['"', '\\'])
+    Replaced(v.unwrap_or("-"), b"\"\\")
 }
 
 /// A duration as seconds with six decimals (`0.004211`), in integers.
@@ -248,17 +248,18 @@ impl std::fmt::Display for Seconds {
     }
 }
 
-/// `.0` with each of `.1` written as `_` (a field of a log line that must
-/// not end its quotes or its space-separated field).
-struct Replaced<'a>(&'a str, &'a [char]);
+/// `.0` with each byte of `.1` (ASCII) written as `_` (a field of a log
+/// line that must not end its quotes or its space-separated field).
+struct Replaced<'a>(&'a str, &'a [u8]);
 
 impl std::fmt::Display for Replaced<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut rest = self.0;
-        while let Some(i) = rest.find(self.1) {
+        // Bytes, not chars: an ASCII byte never occurs inside a multi-byte
+        // character, so `i` is a character boundary.
+        while let Some(i) = rest.bytes().position(|b| self.1.contains(&b)) {
             f.write_str(&rest[..i])?;
             f.write_str("_")?;
-            // The replaced characters are ASCII: one byte each.
             rest = &rest[i + 1..];
         }
         f.write_str(rest)
@@ -444,6 +445,6 @@ mod tests {
         assert_eq!(quoted(None).to_string(), "-");
         assert_eq!(q("\"\""), "__");
         assert_eq!(q("ünï\"cødé"), "ünï_cødé");
-        assert_eq!(Replaced("/a b\"c", &['"', ' ']).to_string(), "/a_b_c");
+        assert_eq!(Replaced("/a b\"c", b"\" ").to_string(), "/a_b_c");
     }
 }

@@ -52,6 +52,7 @@ pub mod server;
 pub mod shared_tier;
 
 mod app;
+mod conn_threads;
 mod hot;
 mod housekeeping;
 pub mod live;

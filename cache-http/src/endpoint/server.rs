@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 use super::access;
 use super::app::App;
 pub use super::config::{EndpointConfig, MirrorConfig, MirrorSourceFactory, DEFAULT_PORT};
+use super::conn_threads::{ConnFuture, ConnJob, ConnThreads};
 use super::mirror_path::{join_mirror_path, split_mirror_name, PathError};
 #[cfg(target_os = "linux")]
 use super::sendfile::SendfileTcp;
@@ -290,6 +291,7 @@ impl BoundEndpoint {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut conns = JoinSet::new();
+        let mut threads = ConnThreads::start(config.connection_threads)?;
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
@@ -317,7 +319,7 @@ impl BoundEndpoint {
                     Err(_) => break,
                 },
             };
-            let (stream, peer, spans) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = &mut shutdown => break,
                 c = accepted.recv() => match c {
                     Some(c) => c,
@@ -325,28 +327,43 @@ impl BoundEndpoint {
                 },
             };
             let app = app.clone();
-            let client: Arc<str> = peer.into();
-            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                let client = client.clone();
-                if let Some(spans) = &spans {
-                    req.extensions_mut().insert(ConnSpans(spans.clone()));
-                }
-                async move {
-                    let started = Instant::now();
-                    let request = access::RequestLine::of(&req, &client);
-                    let resp = app.clone().handle(req).await;
-                    Ok::<_, Infallible>(access::log_response(&app, request, started, resp))
-                }
+            let http = http.clone();
+            let watcher = graceful.watcher();
+            // Run where the connection lives: on a connection thread, or
+            // here when there are none (or its thread is gone).
+            let job: ConnJob = Box::new(move || -> ConnFuture {
+                let (io, spans) = match stream.take_up() {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot take up an accepted connection");
+                        return Box::pin(async move { drop(permit) });
+                    }
+                };
+                let client: Arc<str> = peer.into();
+                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    let client = client.clone();
+                    if let Some(spans) = &spans {
+                        req.extensions_mut().insert(ConnSpans(spans.clone()));
+                    }
+                    async move {
+                        let started = Instant::now();
+                        let request = access::RequestLine::of(&req, &client);
+                        let resp = app.clone().handle(req).await;
+                        Ok::<_, Infallible>(access::log_response(&app, request, started, resp))
+                    }
+                });
+                let conn = watcher.watch(http.serve_connection(TokioIo::new(io), service));
+                Box::pin(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                })
             });
-            let conn = http.serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            conns.spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
+            if let Err(job) = threads.run(job) {
+                conns.spawn(async move { job().await });
+            }
         }
         acceptors.shutdown().await;
         drop(accepted);
@@ -366,37 +383,60 @@ impl BoundEndpoint {
             tracing::warn!("responses still running after the drain timeout; cutting them");
         }
         conns.shutdown().await;
+        threads.shutdown().await;
         Ok(())
     }
 }
 
-/// An accepted connection: its stream, the client's address and, on TCP,
-/// where its body frames register for `sendfile`.
-type Accepted = (Box<dyn Io>, String, Option<Arc<Spans>>);
+/// An accepted connection and the client's address.
+type Accepted = (AcceptedStream, String);
+
+/// A connection's stream on the runtime that serves it, and where its
+/// body frames register for `sendfile` (TCP on Linux).
+type TakenUp = (Box<dyn Io>, Option<Arc<Spans>>);
+
+/// An accepted socket, detached from the accepting runtime's I/O driver
+/// (TCP) so that the runtime that serves it takes it up.
+enum AcceptedStream {
+    Tcp(std::net::TcpStream),
+    Unix(Box<dyn Io>),
+}
+
+impl AcceptedStream {
+    /// The stream registered with the current runtime and, on TCP, where
+    /// its body frames register for `sendfile`.
+    fn take_up(self) -> std::io::Result<TakenUp> {
+        match self {
+            AcceptedStream::Tcp(s) => {
+                let s = tokio::net::TcpStream::from_std(s)?;
+                #[cfg(target_os = "linux")]
+                {
+                    let (s, spans) = SendfileTcp::new(s);
+                    Ok((Box::new(s), Some(spans)))
+                }
+                #[cfg(not(target_os = "linux"))]
+                Ok((Box::new(s), None))
+            }
+            AcceptedStream::Unix(s) => Ok((s, None)),
+        }
+    }
+}
 
 /// Accepts connections on `l` and hands them to the serve loop with the
 /// client's address.
 async fn accept_loop(l: Bound, tx: mpsc::Sender<Accepted>) {
     loop {
         let accepted: std::io::Result<Accepted> = match &l {
-            Bound::Tcp(l) => l.accept().await.map(|(s, peer)| {
+            Bound::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
                 let _ = s.set_nodelay(true);
-                #[cfg(target_os = "linux")]
-                {
-                    let (s, spans) = SendfileTcp::new(s);
-                    (
-                        Box::new(s) as Box<dyn Io>,
-                        peer.ip().to_string(),
-                        Some(spans),
-                    )
-                }
-                #[cfg(not(target_os = "linux"))]
-                (Box::new(s) as Box<dyn Io>, peer.ip().to_string(), None)
+                Ok((AcceptedStream::Tcp(s.into_std()?), peer.ip().to_string()))
             }),
-            Bound::Unix(l) => l
-                .accept()
-                .await
-                .map(|(s, _)| (Box::new(s) as Box<dyn Io>, "unix".to_owned(), None)),
+            Bound::Unix(l) => l.accept().await.map(|(s, _)| {
+                (
+                    AcceptedStream::Unix(Box::new(s) as Box<dyn Io>),
+                    "unix".to_owned(),
+                )
+            }),
         };
         match accepted {
             Ok(c) => {
