@@ -270,6 +270,12 @@ many_run() { # variant binary round
                     echo "  holds $key: ${proc#/proc/} $(tr '\0' ' ' <"$proc/cmdline")" >&2
                 fi
             done
+            # /proc/locks names the pid that took each lock on the files.
+            local f ino
+            for f in "$STORE/objects/${key:-none}"/*; do
+                ino=$(stat -c %i "$f" 2>/dev/null) || continue
+                grep ":$ino " /proc/locks | sed "s|^|  lock on ${f##*/}: |" >&2 || true
+            done
             die "could not remove the partial object"
         fi
         sleep 0.5
