@@ -20,8 +20,12 @@
 #           demanded one and 4 read ahead, so 100 of them would wait
 #           ~12 s for a turn) of a partial object that a fresh `serve` fills meanwhile
 #           through benches/compare-pace.py at MANY_RATE bytes/s per origin
-#           connection (default 5 MiB/s; 8 connections: the object stays
-#           partial for the run), the others of the complete object
+#           connection (default 3 MiB/s; 8 connections: 24 MiB/s, so a
+#           1 GiB object stays partial for the run and the stop after
+#           it; at 5 MiB/s it sometimes completed, and the round failed
+#           removing it: a complete copy shares its data file, and its
+#           lock, with the complete object the first serve reads),
+#           the others of the complete object
 #           (/blobs), each
 #           client MANY_RANGE-byte ranges (default 4 MiB; MANY_RCVBUF sets
 #           the clients' SO_RCVBUF, default 0: autotuned) from its own
@@ -62,7 +66,7 @@ ROWS=wrk,stream,mirror
 PERF_DIR=
 MANY_CLIENTS=${MANY_CLIENTS:-1000}
 MANY_SECONDS=${MANY_SECONDS:-20}
-MANY_RATE=${MANY_RATE:-5242880}
+MANY_RATE=${MANY_RATE:-3145728}
 MANY_PARTIAL=${MANY_PARTIAL:-20}
 MANY_RCVBUF=${MANY_RCVBUF:-0}
 MANY_RANGE=${MANY_RANGE:-4194304}
@@ -254,6 +258,12 @@ many_run() { # variant binary round
     stop "$pid"
     grep -o -e 'WARN.*' -e 'error=.*' "$WORK/many-serve-$1-$3.log" | sed 's/[0-9]\{2,\}/N/g' | sort | uniq -c |
         sort -rn | head -5 | sed 's/^/    serve log: /' >&2 || true
+    # A partial object that completed is no longer what the next round
+    # measures (and shares its data file with the complete object, which
+    # the other serves read: it could not be removed).
+    if "$2" --store "$STORE" ls | grep -F "$PACED/$FILE" | grep -q complete; then
+        die "the partial object completed during the run: lower MANY_RATE or MANY_SECONDS"
+    fi
     # The killed serve's locks go with the last of its teardown (1000
     # sockets, the map): a few tries.
     local tries=0
@@ -270,6 +280,7 @@ many_run() { # variant binary round
                     echo "  holds $key: ${proc#/proc/} $(tr '\0' ' ' <"$proc/cmdline")" >&2
                 fi
             done
+            "$2" --store "$STORE" ls >&2 || true
             # /proc/locks names the pid that took each lock on the files.
             local f ino
             for f in "$STORE/objects/${key:-none}"/*; do

@@ -501,8 +501,16 @@ impl StoreShared {
         let Some(index) = try_lock_exclusive(&index_path)? else {
             return Err(busy("it is being filled"));
         };
-        let Some(data) = try_lock_exclusive(&dir.join(header.data_file_name()))? else {
-            return Err(busy("it is being read"));
+        let data_path = dir.join(header.data_file_name());
+        let Some(data) = try_lock_exclusive(&data_path)? else {
+            // The lock lives on the data file, which complete copies of the
+            // same bytes share (see `layout`): say so, or "being read"
+            // names an object nobody reads.
+            return Err(busy(if shares_data(&data_path) {
+                "it, or another object sharing its bytes, is being read"
+            } else {
+                "it is being read"
+            }));
         };
         Ok(Removable {
             dir,
@@ -628,6 +636,21 @@ struct Removable {
     header: IndexHeader,
     state: IndexState,
     _locks: (fs::File, fs::File),
+}
+
+/// Whether the data file at `path` is shared with another object (a hard
+/// link of the same bytes).
+fn shares_data(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).is_ok_and(|m| m.nlink() > 1)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
 }
 
 pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>> {
