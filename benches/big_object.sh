@@ -102,36 +102,19 @@ STORE=$WORK/store
 export BLOCKCACHE_STORE=$STORE
 log "work dir $WORK; $SIZE_ARG in $CHUNK_ARG chunks = $CHUNKS chunks; $((AVAIL >> 30)) GiB free, needs up to $((NEED >> 30)) GiB"
 
-# The origin prints `port N` on stdout once it listens.
-bg "$GEN" --size "$SIZE" >"$WORK/origin.out" 2>"$WORK/origin.err"
-for _ in $(seq 100); do
-    grep -q '^port ' "$WORK/origin.out" 2>/dev/null && break
-    sleep 0.1
-done
-PORT=$(awk '/^port /{print $2}' "$WORK/origin.out")
-[ -n "$PORT" ] || die "the origin did not start: $(cat "$WORK/origin.err")"
-BASE=http://127.0.0.1:$PORT
-URL=$BASE/big.img
-wait_http "$URL"
+start_gen_origin "$GEN" "$SIZE"
 
 stat_of() { # stats-url field
     curl -sf --max-time 5 "$1" | awk -v k="$2" '$1 == k {print $2}'
 }
 served() { stat_of "$BASE/_stats" body_bytes; }
 reset_stats() { curl -sf --max-time 5 -o /dev/null "$BASE/_stats/reset"; }
-now_ms() { date +%s%3N; }
 gib() { calc "round($1 / 2**30, 2)"; }
 mib() { calc "round($1 / 2**20, 1)"; }
 
 RESULTS=()
 result() { RESULTS+=("$(printf '| %s | %s |' "$1" "$2")"); log "$1: $2"; }
 
-# alive PID: the process runs (a zombie, exited but not waited for, does not).
-alive() {
-    local st
-    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
 # anon_kib PID: its resident anonymous memory (heap, stacks) in KiB. RSS
 # also counts the pages of the data file's memory map a process touched:
 # page cache the kernel can drop, not memory the process holds.

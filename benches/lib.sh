@@ -92,3 +92,30 @@ generate_file() {
     [ "$(stat -c %s "$path")" -eq "$size" ] || die "generating $path failed"
     log "generated in $(calc "round($(now) - $t0, 1)") s"
 }
+
+# start_gen_origin GEN SIZE: runs benches/examples/gen_origin (an object of
+# SIZE bytes computed from their offset, never stored) in the background
+# and waits until it answers; sets BASE (its root) and URL ($BASE/big.img).
+# It prints `port N` on stdout once it listens.
+start_gen_origin() {
+    local port
+    bg "$1" --size "$2" >"$WORK/origin.out" 2>"$WORK/origin.err"
+    for _ in $(seq 100); do
+        grep -q '^port ' "$WORK/origin.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    port=$(awk '/^port /{print $2}' "$WORK/origin.out")
+    [ -n "$port" ] || die "the origin did not start: $(cat "$WORK/origin.err")"
+    BASE=http://127.0.0.1:$port
+    URL=$BASE/big.img
+    wait_http "$URL"
+}
+
+# alive PID: the process runs (a zombie, exited but not waited for, does not).
+alive() {
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+
+now_ms() { date +%s%3N; }

@@ -71,23 +71,8 @@ CHUNKS=$(((SIZE + CHUNK - 1) / CHUNK))
 DONE_CHUNKS=$((CHUNKS * DONE_PCT / 100))
 
 make_work_dir "$PARENT"
-bg "$GEN" --size "$SIZE" >"$WORK/origin.out" 2>"$WORK/origin.err"
-for _ in $(seq 100); do
-    grep -q '^port ' "$WORK/origin.out" 2>/dev/null && break
-    sleep 0.1
-done
-PORT=$(awk '/^port /{print $2}' "$WORK/origin.out")
-[ -n "$PORT" ] || die "the origin did not start: $(cat "$WORK/origin.err")"
-BASE=http://127.0.0.1:$PORT
-URL=$BASE/big.img
-wait_http "$URL"
-now_ms() { date +%s%3N; }
+start_gen_origin "$GEN" "$SIZE"
 first_body() { curl -sf --max-time 5 "$BASE/_stats" | awk '$1 == "first_body_ms" {print $2}'; }
-alive() {
-    local st
-    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
 
 # The partial object: a real fetch for about a second, then made-up records.
 TMPL=$WORK/template

@@ -212,40 +212,16 @@ impl Body for GenBody {
     }
 }
 
-/// One `bytes=` range against `len`: `Ok(None)` = the whole body (no or
-/// several ranges, or not `bytes=`), `Err(())` = unsatisfiable.
+/// One `bytes=` range against `len`, by the endpoint's own RFC 9110
+/// parser: `Ok(None)` = the whole body (no, several or invalid ranges, or
+/// not `bytes=`), `Err(())` = unsatisfiable.
 fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Ok(None);
-    };
-    if spec.contains(',') {
-        return Ok(None);
+    use cache_http::endpoint::range::{parse_range_header, RangeOutcome};
+    match parse_range_header(value, len, 1) {
+        RangeOutcome::Ranges(r) if r.len() == 1 => Ok(Some((r[0].start, r[0].end))),
+        RangeOutcome::NotSatisfiable => Err(()),
+        _ => Ok(None),
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 {
-            return Err(());
-        }
-        (len.saturating_sub(n), len)
-    } else {
-        let s: u64 = a.parse().map_err(|_| ())?;
-        let e = if b.is_empty() {
-            len
-        } else {
-            let e: u64 = b.parse().map_err(|_| ())?;
-            if e < s {
-                return Err(());
-            }
-            e.saturating_add(1).min(len)
-        };
-        (s, e)
-    };
-    if start >= len {
-        return Err(());
-    }
-    Ok(Some((start, end)))
 }
 
 fn respond(
@@ -474,7 +450,8 @@ mod tests {
         assert_eq!(parse_range("bytes=-4", 10), Ok(Some((6, 10))));
         assert_eq!(parse_range("bytes=2-100", 10), Ok(Some((2, 10))));
         assert_eq!(parse_range("bytes=10-", 10), Err(()));
-        assert_eq!(parse_range("bytes=5-3", 10), Err(()));
+        // An invalid range is ignored (RFC 9110 §14.2): the whole body.
+        assert_eq!(parse_range("bytes=5-3", 10), Ok(None));
         assert_eq!(parse_range("bytes=0-1,3-4", 10), Ok(None));
         assert_eq!(parse_size("45GiB"), Some(45 << 30));
         assert_eq!(parse_size("64KiB"), Some(64 << 10));
