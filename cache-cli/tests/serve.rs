@@ -43,7 +43,9 @@ fn sigterm_drains_a_running_download_then_exits_0() {
     .expect("curl");
     wait_file_len(&out, 16 * MIB);
     serve.signal("TERM");
-    serve.wait_stderr("draining");
+    let draining = serve.wait_stderr("draining");
+    // The download's connection is counted, on whichever thread it runs.
+    assert!(draining.contains("connections=1"), "{draining}");
     // New connections are refused while the running response ends.
     let addr = serve.base.trim_start_matches("http://").to_owned();
     assert!(

@@ -329,6 +329,9 @@ impl BoundEndpoint {
             let app = app.clone();
             let http = http.clone();
             let watcher = graceful.watcher();
+            // A Unix socket stays registered with this runtime's driver:
+            // it is served here.
+            let tcp = matches!(stream, AcceptedStream::Tcp(_));
             // Run where the connection lives: on a connection thread, or
             // here when there are none (or its thread is gone).
             let job: ConnJob = Box::new(move || -> ConnFuture {
@@ -361,7 +364,12 @@ impl BoundEndpoint {
                     drop(permit);
                 })
             });
-            if let Err(job) = threads.run(job) {
+            let job = if tcp {
+                threads.run(job).err()
+            } else {
+                Some(job)
+            };
+            if let Some(job) = job {
                 conns.spawn(async move { job().await });
             }
         }
@@ -372,7 +380,8 @@ impl BoundEndpoint {
                           // Said once the listeners are closed: from here on a new
                           // connection is refused.
         tracing::warn!(
-            connections = conns.len(),
+            // Each connection holds a permit, wherever it runs.
+            connections = config.max_connections - permits.available_permits(),
             "draining: no new connections; responses in progress get up to {}s to end",
             config.shutdown_grace.as_secs()
         );
@@ -395,8 +404,9 @@ type Accepted = (AcceptedStream, String);
 /// body frames register for `sendfile` (TCP on Linux).
 type TakenUp = (Box<dyn Io>, Option<Arc<Spans>>);
 
-/// An accepted socket, detached from the accepting runtime's I/O driver
-/// (TCP) so that the runtime that serves it takes it up.
+/// An accepted socket. TCP is detached from the accepting runtime's I/O
+/// driver, so that the runtime that serves it (a connection thread's)
+/// takes it up; a Unix socket stays with the accepting runtime.
 enum AcceptedStream {
     Tcp(std::net::TcpStream),
     Unix(Box<dyn Io>),
