@@ -9,7 +9,9 @@
 # Defaults: 1 GiB, 3 rounds (variants interleaved, medians reported),
 # RTT 40 ms, 20 MB/s per connection, 100 MB/s link (MB = 10^6 bytes).
 # Variants: blockcache fetch with its default --connections (8), with 4
-# and with 16 (fresh store each time, no -o copy), curl -o, aria2c -x4 -s4 -k1M, aria2c -x16 -s16 -k1M.
+# and with 16 (fresh store each time, no -o copy), curl -o, aria2c -x4 -s4 -k1M, aria2c -x16 -s16 -k1M,
+# and "ceiling": 16 curls of equal ranges into /dev/null at once (what the
+# link delivers to a client that does nothing with the bytes).
 # Then the far-range demand: while a fetch of the image runs, another
 # process reads the last 64 KiB (`cat --range -65536`); its latency is
 # compared with 2 x (RTT + one 1 MiB chunk at the per-connection rate).
@@ -107,7 +109,19 @@ timed() { # name command...
     fi
     calc "round($SIZE / ($t1 - $t0) / 1e6, 1)"
 }
-VARIANTS=("fetch" "fetch -c4" "fetch -c16" "curl" "aria2c -x4" "aria2c -x16")
+# The link's ceiling: 16 equal ranges fetched at once by 16 curls into
+# /dev/null (no disk, no hashing; equal shares end together).
+ceiling() {
+    local n=16 i a b pids=()
+    for i in $(seq 0 $((n - 1))); do
+        a=$((SIZE * i / n))
+        b=$((SIZE * (i + 1) / n - 1))
+        curl -sf -o /dev/null -r "$a-$b" "$URL" &
+        pids+=("$!")
+    done
+    for i in "${pids[@]}"; do wait "$i" || return 1; done
+}
+VARIANTS=("fetch" "fetch -c4" "fetch -c16" "curl" "aria2c -x4" "aria2c -x16" "ceiling")
 # Another build's fetch in the same rounds (BLOCKCACHE_B: an A/B of a change).
 [ -z "$BIN_B" ] || VARIANTS+=("fetch B")
 run_variant() {
@@ -117,6 +131,7 @@ run_variant() {
     "fetch B") timed "$1" bc_fetch_b ;;
     "fetch -c"*) timed "$1" bc_fetch --connections "${1#fetch -c}" ;;
     curl) timed curl curl -sf -o "$WORK/dl/$FILE" "$URL" ;;
+    ceiling) timed "$1" ceiling ;;
     "aria2c -x"*) timed "$1" aria2c -q -x "${1#aria2c -x}" -s "${1#aria2c -x}" -k 1M --file-allocation=none \
         --allow-overwrite=true -d "$WORK/dl" -o "$FILE" "$URL" ;;
     esac
