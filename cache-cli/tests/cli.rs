@@ -396,3 +396,58 @@ fn serve_mirror_range_and_blobs() {
     let log = settled_log(&ng);
     assert_eq!(fill_bytes(&log), len as u64, "downloaded once: {log:#?}");
 }
+
+/// `RUST_LOG=blockcache::requests=debug` gives one `request ended` event
+/// per range request of a fill, with its times (the client-side timeline
+/// of BENCHMARKS.md's WAN section): as many as nginx logged, each with
+/// the bytes nginx sent for it and times in order.
+#[test]
+fn request_timeline_events_match_the_origins_requests() {
+    let len = 40 * MIB + 123;
+    let (ng, _data, want) = origin(None, len, 17);
+    let (_t, store) = store_dir();
+    let before = settled_log(&ng).len();
+    let mut c = bc(&store);
+    c.env("RUST_LOG", "warn,blockcache::requests=debug").args([
+        "-q",
+        "fetch",
+        "--connections",
+        "3",
+        &ng.url("disk.img"),
+    ]);
+    let out = run(c);
+    ok(&out);
+    assert_eq!(last_line(&out.stdout), want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("request ended"))
+        .collect();
+    let log = settled_log(&ng);
+    let fills: Vec<_> = log[before..]
+        .iter()
+        .filter(|l| l.method == "GET" && !is_probe(l))
+        .collect();
+    assert_eq!(events.len(), fills.len(), "{events:#?}\n{fills:#?}");
+    let field = |line: &str, key: &str| -> u64 {
+        line.split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+    };
+    let mut sent: Vec<u64> = events.iter().map(|l| field(l, "bytes")).collect();
+    let mut served: Vec<u64> = fills.iter().map(|l| l.body_bytes_sent).collect();
+    sent.sort_unstable();
+    served.sort_unstable();
+    assert_eq!(sent, served, "bytes per request");
+    assert_eq!(sent.iter().sum::<u64>(), len as u64);
+    for e in &events {
+        let (s, f, d) = (
+            field(e, "sent_ms"),
+            field(e, "first_byte_ms"),
+            field(e, "done_ms"),
+        );
+        assert!(s <= f && f <= d, "times in order: {e}");
+    }
+}

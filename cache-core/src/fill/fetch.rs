@@ -89,6 +89,64 @@ impl EndWatch {
     }
 }
 
+/// When one request was sent, delivered its first byte, was seen ending
+/// (its successor started) and ended: one `debug` event per request,
+/// target `blockcache::requests`, in Unix milliseconds, so a fill's
+/// requests can be laid out on one time line (BENCHMARKS.md, WAN).
+struct Timeline {
+    /// Whether the event is wanted (checked once per request).
+    on: bool,
+    sent: u128,
+    first_byte: Option<u128>,
+    ending: Option<u128>,
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+impl Timeline {
+    fn start() -> Timeline {
+        let on = tracing::enabled!(target: "blockcache::requests", tracing::Level::DEBUG);
+        Timeline {
+            on,
+            sent: if on { unix_ms() } else { 0 },
+            first_byte: None,
+            ending: None,
+        }
+    }
+
+    fn piece(&mut self) {
+        if self.on && self.first_byte.is_none() {
+            self.first_byte = Some(unix_ms());
+        }
+    }
+
+    fn ending(&mut self) {
+        if self.on {
+            self.ending = Some(unix_ms());
+        }
+    }
+
+    fn done(&self, range: &Range<u64>) {
+        if !self.on {
+            return;
+        }
+        tracing::debug!(
+            target: "blockcache::requests",
+            from = range.start,
+            bytes = range.end - range.start,
+            sent_ms = self.sent as u64,
+            first_byte_ms = self.first_byte.map(|t| t as u64),
+            ending_ms = self.ending.map(|t| t as u64),
+            done_ms = unix_ms() as u64,
+            "request ended"
+        );
+    }
+}
+
 /// A request that ended early: the first chunk not committed, and why.
 struct Interrupted {
     at: u32,
@@ -175,6 +233,7 @@ async fn fetch_from(
         first_byte: None,
         received: 0,
     });
+    let mut timeline = Timeline::start();
     let body = match tokio::time::timeout(stall, source.read_range(want.clone(), info)).await {
         Ok(Ok(body)) => body,
         Ok(Err(cause)) => return Err(fail(chunk, cause)),
@@ -234,6 +293,7 @@ async fn fetch_from(
                 return Err(fail(committed_to, cause));
             }
         };
+        timeline.piece();
         if let Some(w) = &mut watch {
             let end = range.end.min(
                 header
@@ -242,6 +302,7 @@ async fn fetch_from(
             );
             let at = header.chunk_range(chunk).start + (buf.len() + piece.len()) as u64;
             if w.ending(piece.len(), end.saturating_sub(at), cs) {
+                timeline.ending();
                 ctl.ending.store(true, Ordering::Release);
                 ctx.obj.filler_wake.notify_one();
                 watch = None;
@@ -288,6 +349,7 @@ async fn fetch_from(
         }
     }
     settle!();
+    timeline.done(&range);
     if chunk != end_chunk || !buf.is_empty() {
         return Err(fail(
             committed_to,
