@@ -61,20 +61,28 @@ async fn references_resolve_by_hash_prefix_and_url() {
     assert_eq!(listed[0].info.source, "http://example.test/img.raw");
 }
 
+/// Imports `len` pattern bytes (`seed`) from a file at `file`; returns
+/// the object's key.
+fn import_pattern(store: &Store, file: &std::path::Path, len: usize, seed: u64) -> String {
+    std::fs::write(file, pattern(len, seed)).unwrap();
+    store
+        .import(file, DEFAULT_CHUNK_SIZE)
+        .unwrap()
+        .key()
+        .to_owned()
+}
+
 /// Imports `n` objects of 2 MiB (distinct bytes) from files in `dir`,
 /// oldest first, with distinct last-use times; returns their keys.
 fn import_objects(store: &Store, dir: &std::path::Path, n: u64) -> Vec<String> {
     let mut keys = Vec::new();
     for i in 0..n {
-        let file = dir.join(format!("f{i}"));
-        std::fs::write(&file, pattern(2 * MIB, i)).unwrap();
-        keys.push(
-            store
-                .import(&file, DEFAULT_CHUNK_SIZE)
-                .unwrap()
-                .key()
-                .to_owned(),
-        );
+        keys.push(import_pattern(
+            store,
+            &dir.join(format!("f{i}")),
+            2 * MIB,
+            i,
+        ));
         // Distinct last-use times (mtime resolution).
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -313,15 +321,12 @@ fn a_slow_open_of_one_object_does_not_hold_up_another() {
     {
         let store = Store::open(dir.path()).unwrap();
         for (i, name) in ["a.img", "b.img"].iter().enumerate() {
-            let file = dir.path().join(name);
-            std::fs::write(&file, pattern(MIB, 40 + i as u64)).unwrap();
-            keys.push(
-                store
-                    .import(&file, DEFAULT_CHUNK_SIZE)
-                    .unwrap()
-                    .key()
-                    .to_owned(),
-            );
+            keys.push(import_pattern(
+                &store,
+                &dir.path().join(name),
+                MIB,
+                40 + i as u64,
+            ));
         }
     }
     let (b_opened, b_signal) = std::sync::mpsc::channel::<()>();

@@ -92,7 +92,7 @@ pub(crate) fn spawn(
         supervisor,
         ended: false,
     };
-    let runtime = obj.host.options().runtime.clone();
+    let runtime = obj.background_runtime();
     let fill = async move {
         // The fill's future (and the index lock in it) is dropped when
         // this await ends, before the end is announced: whoever acts on
@@ -103,7 +103,7 @@ pub(crate) fn spawn(
             .unwrap_or_else(|panic| Err(Error::panicked("fill", panic.as_ref())));
         guard.end(result);
     };
-    // On the store's runtime when it names one (see `StoreOptions::runtime`).
+    // Where the object's supervisor runs (see `StoreOptions::runtime`).
     match runtime {
         Some(runtime) => drop(runtime.spawn(fill)),
         None => drop(tokio::spawn(fill)),

@@ -348,6 +348,25 @@ impl ObjectShared {
         self.follow_index(next);
     }
 
+    /// Publishes `chunks` as newly done (their ranges go to the chunk
+    /// feed, their damage marks are cleared) and returns the waiters to
+    /// wake once the state lock is let go.
+    pub(crate) fn publish_done(
+        &self,
+        st: &mut State,
+        chunks: &RoaringBitmap,
+    ) -> Vec<oneshot::Sender<()>> {
+        let mut woken = Vec::new();
+        for r in ranges(chunks) {
+            self.send_change(ChunkChange::Done(r.clone()));
+            for c in r {
+                st.damaged.remove(c);
+                woken.extend(st.waiters.remove(&c).into_iter().flatten());
+            }
+        }
+        woken
+    }
+
     /// Takes the index state another process wrote, as its follower: new
     /// chunks are published (their readers woken), cleared ones are
     /// damaged, and with a root and every chunk the object is complete.
@@ -379,14 +398,7 @@ impl ObjectShared {
             for r in ranges(&withdrawn) {
                 self.send_change(ChunkChange::Withdrawn(r));
             }
-            let mut woken = Vec::new();
-            for r in ranges(&found) {
-                self.send_change(ChunkChange::Done(r.clone()));
-                for c in r {
-                    st.damaged.remove(c);
-                    woken.extend(st.waiters.remove(&c).into_iter().flatten());
-                }
-            }
+            let woken = self.publish_done(&mut st, &found);
             if how == Taken::ByLease && !damaged.is_empty() {
                 tracing::warn!(
                     object = %self.key,

@@ -79,8 +79,7 @@ pub(crate) use announcer::Announcer;
 pub(crate) use message::Announced;
 use message::{decode, MAX_LEN};
 
-use super::feed::ranges;
-use super::{ChunkChange, ObjectShared, Phase};
+use super::{ObjectShared, Phase};
 use crate::index::IndexHeader;
 use crate::platform::{DatagramListener, DatagramSender};
 
@@ -110,16 +109,7 @@ impl WakeListener {
                 buf: Vec::new(),
             };
         }
-        let dir = obj.dir.join(WAKE_DIR);
-        let name = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
-        let sock = fs::create_dir_all(&dir).and_then(|()| DatagramListener::bind(&dir, &name));
-        let sock = match sock {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::debug!(object = %obj.key, "no wake-up socket, polling the index: {e}");
-                None
-            }
-        };
+        let sock = bind_in_wake_dir(obj, "", "no wake-up socket, polling the index");
         WakeListener {
             sock,
             buf: vec![0; MAX_LEN + 1],
@@ -156,6 +146,25 @@ impl WakeListener {
     }
 }
 
+/// Binds a socket named `prefix`, this process's id and a random suffix
+/// in `obj`'s wake-up directory; `None` when it cannot, logged as
+/// `fallback` (what is done instead).
+fn bind_in_wake_dir(obj: &ObjectShared, prefix: &str, fallback: &str) -> Option<DatagramListener> {
+    let dir = obj.dir.join(WAKE_DIR);
+    let name = format!(
+        "{prefix}{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    match fs::create_dir_all(&dir).and_then(|()| DatagramListener::bind(&dir, &name)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(object = %obj.key, "{fallback}: {e}");
+            None
+        }
+    }
+}
+
 /// The filler's doorbell: followers ring it when their readers' demands
 /// change (see the module docs). Where none can be bound, [`rung`] never
 /// returns and the filler's demand poll does all the work.
@@ -168,20 +177,7 @@ pub(crate) struct DemandBell {
 impl DemandBell {
     /// Binds the filler's doorbell for `obj` (best effort).
     pub(crate) fn bind(obj: &ObjectShared) -> DemandBell {
-        let dir = obj.dir.join(WAKE_DIR);
-        let name = format!(
-            "{FILLER_PREFIX}{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        let sock = fs::create_dir_all(&dir).and_then(|()| DatagramListener::bind(&dir, &name));
-        let sock = match sock {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::debug!(object = %obj.key, "no demand doorbell, polling demands: {e}");
-                None
-            }
-        };
+        let sock = bind_in_wake_dir(obj, FILLER_PREFIX, "no demand doorbell, polling demands");
         DemandBell { sock }
     }
 
@@ -254,15 +250,7 @@ impl ObjectShared {
             }
             st.done |= &new;
             st.early |= &new;
-            let mut woken = Vec::new();
-            for r in ranges(&new) {
-                self.send_change(ChunkChange::Done(r.clone()));
-                for c in r {
-                    st.damaged.remove(c);
-                    woken.extend(st.waiters.remove(&c).into_iter().flatten());
-                }
-            }
-            woken
+            self.publish_done(&mut st, &new)
         };
         for w in woken {
             let _ = w.send(());
