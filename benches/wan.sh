@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Downloads over a realistic WAN, in one go: blockcache fetch vs curl vs
-# aria2c -x4 and -x16 through a userspace WAN link (examples/wan_link.rs:
-# per-connection RTT and rate cap, one link cap for all connections) in
-# front of a loopback nginx.
+# aria2c -x4 and -x16 through a userspace WAN link (examples/wan_link.rs,
+# the model in benches/src/wan.rs: per-connection RTT and rate cap, one
+# link cap for all connections) in front of a loopback nginx.
 #
 #   benches/wan.sh [--size SIZE] [--runs N] [--rtt-ms MS] [--conn-mb MB/s] [--link-mb MB/s]
 #

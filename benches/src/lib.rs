@@ -1,7 +1,8 @@
 //! Support code shared by the criterion benches in `benches/benches/`:
 //! deterministic test data, a gated [`Source`](cache_core::Source) that
-//! releases chunks on command, and an in-process loopback HTTP origin with
-//! a minimal range-reading source over it.
+//! releases chunks on command, an in-process loopback HTTP origin with
+//! a minimal range-reading source over it, and the model of the userspace
+//! WAN link that `wan.sh` downloads through ([`wan`]).
 //!
 //! Every bench shrinks its inputs when it is not run by `cargo bench`
 //! (criterion's test mode, e.g. under `cargo test --all-targets`), so CI
@@ -9,6 +10,7 @@
 
 pub mod gated;
 pub mod origin;
+pub mod wan;
 
 use std::time::Duration;
 
