@@ -192,18 +192,6 @@ impl Seaweed {
         assert_eq!(status, 200, "PUT {key}: {}", String::from_utf8_lossy(&body));
     }
 
-    /// A create-only PUT (`If-None-Match: *`): the status (200 created,
-    /// 412 the key exists).
-    pub fn put_if_absent(&self, bucket: &str, key: &str, bytes: &[u8]) -> u16 {
-        self.request(
-            "PUT",
-            &format!("/{bucket}/{key}"),
-            bytes,
-            &[("If-None-Match", "*")],
-        )
-        .0
-    }
-
     /// Keys under `prefix` (ListObjectsV2, first 1000).
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let (status, body) = self.request(
