@@ -42,20 +42,20 @@ use tokio::time::Instant;
 
 /// Largest piece moved at once: small enough that pacing is smooth at
 /// 20 MB/s (one piece = 0.8 ms).
-pub const PIECE: usize = 16 << 10;
+const PIECE: usize = 16 << 10;
 
 /// A pacer for a rate in bytes per second: hands out send times so that
 /// the bytes reserved through it never exceed the rate.
-pub struct Pacer {
+struct Pacer {
     bytes_per_sec: f64,
     next: Mutex<Instant>,
-    /// Link time nobody had a piece for, in µs (the link's pacer counts it
-    /// for [`Link::idle`]).
+    /// Time this stage had no piece to send, in µs (every pacer counts
+    /// it; [`Link::idle`] reads the link's).
     idle_us: AtomicU64,
 }
 
 impl Pacer {
-    pub fn new(bytes_per_sec: f64) -> Arc<Pacer> {
+    fn new(bytes_per_sec: f64) -> Arc<Pacer> {
         Arc::new(Pacer {
             bytes_per_sec,
             next: Mutex::new(Instant::now()),
