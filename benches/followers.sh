@@ -66,14 +66,21 @@ timed_fetch() { # store tag -> writes $WORK/cpu.tag
     /usr/bin/time -f "%U %S" -o "$WORK/cpu.$2" timeout 600 "$BIN" --store "$1" -q fetch "$URL" >/dev/null
 }
 
+# Every phase starts alike: no writeback pending and a free pool just
+# touched (see warm_free_memory). Without this, round 1's 8 fetches ran
+# 1.5-2.0x and the leader's system time was 3.9 s against 1.5 s, all of it
+# in page-cache copies, and which side gained from the last delete
+# depended on the order of the phases.
+settle() { sync; warm_free_memory "$SIZE"; }
 W=() F=()
 for i in $(seq "$RUNS"); do
-    drop_store "$WORK/one"
+    settle
     t0=$(now)
     timed_fetch "$WORK/one" one
     one=$(calc "$(now) - $t0")
-    drop_store "$WORK/eight"
+    drop_store "$WORK/one"
     rm -f "$WORK"/cpu.p*
+    settle
     t0=$(now)
     pids=()
     for p in 0 1 2 3 4 5 6 7; do
@@ -82,6 +89,7 @@ for i in $(seq "$RUNS"); do
     done
     wait "${pids[@]}"
     eight=$(calc "$(now) - $t0")
+    drop_store "$WORK/eight"
     share=$(python3 - "$WORK" <<'PY'
 import glob, sys
 cpu = [sum(map(float, open(f).read().split())) for f in glob.glob(sys.argv[1] + "/cpu.p*")]

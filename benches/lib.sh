@@ -76,6 +76,20 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 drop_store() { rm -rf "$1"; }
 
+# warm_free_memory SIZE: writes SIZE bytes into tmpfs and deletes them.
+# On this VM kind, memory that stays free for a few seconds goes back to
+# the host (virtio free page reporting), and touching it again costs ~3x:
+# 8 GiB into /dev/shm took 15.7 s from long-free memory and 5.2 s right
+# after a delete. A timed phase that fills the page cache after an idle
+# spell pays that, a phase right after another's delete does not; calling
+# this before the first round gives it the free pool the later rounds get.
+warm_free_memory() {
+    local dir=/dev/shm
+    [ -d "$dir" ] && [ -w "$dir" ] || dir=$WORK
+    head -c "$1" /dev/zero >"$dir/blockcache-warm.$$" 2>/dev/null || true
+    rm -f "$dir/blockcache-warm.$$"
+}
+
 # Writes $2 bytes of random-looking data to $1 (openssl AES-CTR keystream,
 # several GB/s; else /dev/urandom).
 generate_file() {
@@ -90,6 +104,10 @@ generate_file() {
         timeout 300 head -c "$size" /dev/urandom >"$path"
     fi
     [ "$(stat -c %s "$path")" -eq "$size" ] || die "generating $path failed"
+    # On disk before any round: its writeback would otherwise land in the
+    # first timed round (followers.sh's round 1 ran 1.6-1.9x, the others
+    # 1.05-1.16x, with the file written 5 s before).
+    sync "$path"
     log "generated in $(calc "round($(now) - $t0, 1)") s"
 }
 
