@@ -175,61 +175,92 @@ impl Drop for Entry {
         } else {
             self.route.result.map_or("none", CacheResult::name)
         };
-        let mirror = self.route.mirror.as_deref().unwrap_or("");
-        let m = &self.app.metrics;
-        m.request(mirror, self.status, result, self.bytes);
-        m.latency(duration, ttfb);
-        match self.app.access_log {
-            // Formatted straight into the subscriber's buffer: no line
-            // String of its own (BENCHMARKS.md "Serving": the access log
-            // was a fifth of the endpoint's CPU under wrk).
-            AccessLogFormat::Combined => tracing::info!(
-                target: TARGET,
-                "{}",
-                Combined {
-                    entry: self,
-                    result,
-                    duration,
-                    ttfb
-                }
-            ),
-            AccessLogFormat::Json => {
-                tracing::info!(target: TARGET, "{}", self.json(result, duration, ttfb))
-            }
-        }
+        let r = &self.request;
+        record(
+            &self.app,
+            &Line {
+                client: &r.client,
+                method: r.method.as_str(),
+                target: r.target(),
+                version: r.version,
+                status: self.status,
+                bytes: self.bytes,
+                referer: text_of(&r.referer),
+                user_agent: text_of(&r.user_agent),
+                range: text_of(&r.range),
+                duration,
+                ttfb,
+                result,
+                mirror: self.route.mirror.as_deref(),
+            },
+        );
+    }
+}
+
+/// The fields of one access log line, borrowed from whoever served the
+/// request (hyper's routes, or the fast path).
+pub(crate) struct Line<'a> {
+    pub(crate) client: &'a str,
+    pub(crate) method: &'a str,
+    /// The request target as sent (path and query).
+    pub(crate) target: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) status: u16,
+    /// Body bytes sent.
+    pub(crate) bytes: u64,
+    pub(crate) referer: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
+    pub(crate) range: Option<&'a str>,
+    pub(crate) duration: Duration,
+    pub(crate) ttfb: Duration,
+    /// The cache result's name (see the module docs).
+    pub(crate) result: &'static str,
+    pub(crate) mirror: Option<&'a str>,
+}
+
+/// Counts `line` in the request metrics and writes it to the access log.
+pub(crate) fn record(app: &App, line: &Line<'_>) {
+    let m = &app.metrics;
+    m.request(
+        line.mirror.unwrap_or(""),
+        line.status,
+        line.result,
+        line.bytes,
+    );
+    m.latency(line.duration, line.ttfb);
+    match app.access_log {
+        // Formatted straight into the subscriber's buffer: no line
+        // String of its own (BENCHMARKS.md "Serving": the access log
+        // was a fifth of the endpoint's CPU under wrk).
+        AccessLogFormat::Combined => tracing::info!(target: TARGET, "{}", Combined(line)),
+        AccessLogFormat::Json => tracing::info!(target: TARGET, "{}", line.json()),
     }
 }
 
 /// A combined-format line (see the module docs), written as it is
 /// formatted.
-struct Combined<'a> {
-    entry: &'a Entry,
-    result: &'a str,
-    duration: Duration,
-    ttfb: Duration,
-}
+struct Combined<'a, 'b>(&'a Line<'b>);
 
-impl std::fmt::Display for Combined<'_> {
+impl std::fmt::Display for Combined<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let e = self.entry;
-        let r = &e.request;
+        let l = self.0;
         write!(
             f,
             "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" range=\"{}\" duration={} ttfb={} cache={} mirror={}",
-            r.client,
+            l.client,
             ClfNow,
-            r.method,
-            Replaced(r.target(), b"\" "),
-            r.version,
-            e.status,
-            e.bytes,
-            quoted(text_of(&r.referer)),
-            quoted(text_of(&r.user_agent)),
-            quoted(text_of(&r.range)),
-            Seconds(self.duration),
-            Seconds(self.ttfb),
-            self.result,
-            e.route.mirror.as_deref().unwrap_or("-"),
+            l.method,
+            Replaced(l.target, b"\" "),
+            l.version,
+            l.status,
+            l.bytes,
+            quoted(l.referer),
+            quoted(l.user_agent),
+            quoted(l.range),
+            Seconds(l.duration),
+            Seconds(l.ttfb),
+            l.result,
+            l.mirror.unwrap_or("-"),
         )
     }
 }
@@ -273,41 +304,52 @@ struct ClfNow;
 impl std::fmt::Display for ClfNow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         thread_local! {
-            static LAST: std::cell::RefCell<(u64, String)> =
-                const { std::cell::RefCell::new((u64::MAX, String::new())) };
+            static LAST: SecondCache = const { SecondCache::new((u64::MAX, String::new())) };
         }
-        let now = SystemTime::now();
-        let secs = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        LAST.with_borrow_mut(|(at, text)| {
-            if *at != secs {
-                *at = secs;
-                *text = clf_time(now);
-            }
-            f.write_str(text)
-        })
+        per_second(&LAST, clf_time, |text| f.write_str(text))
     }
 }
 
-impl Entry {
-    fn json(&self, result: &str, duration: Duration, ttfb: Duration) -> String {
-        let r = &self.request;
+/// One thread's text of the current second (see [`per_second`]).
+pub(crate) type SecondCache = std::cell::RefCell<(u64, String)>;
+
+/// Calls `with` on `format(now)`, formatted at most once per second in
+/// each thread: `cache` is a `thread_local!` [`SecondCache`] of the caller.
+pub(crate) fn per_second<R>(
+    cache: &'static std::thread::LocalKey<SecondCache>,
+    format: fn(SystemTime) -> String,
+    with: impl FnOnce(&str) -> R,
+) -> R {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    cache.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = format(now);
+        }
+        with(text)
+    })
+}
+
+impl Line<'_> {
+    fn json(&self) -> String {
         serde_json::json!({
             "time": rfc3339(SystemTime::now()),
-            "client": &*r.client,
-            "method": r.method.as_str(),
-            "path": r.target(),
+            "client": self.client,
+            "method": self.method,
+            "path": self.target,
             "status": self.status,
             "bytes": self.bytes,
-            "range": text_of(&r.range),
-            "duration": duration.as_secs_f64(),
-            "ttfb": ttfb.as_secs_f64(),
-            "cache": result,
-            "mirror": self.route.mirror,
-            "user_agent": text_of(&r.user_agent),
-            "referer": text_of(&r.referer),
+            "range": self.range,
+            "duration": self.duration.as_secs_f64(),
+            "ttfb": self.ttfb.as_secs_f64(),
+            "cache": self.result,
+            "mirror": self.mirror,
+            "user_agent": self.user_agent,
+            "referer": self.referer,
         })
         .to_string()
     }

@@ -79,6 +79,12 @@ impl HotObject {
         }
     }
 
+    /// Whether the object was complete when the entry was made (it stays
+    /// complete: the entry goes when it no longer is).
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete
+    }
+
     fn usable(&self, now: Instant) -> bool {
         now.duration_since(self.made) < TTL
             && (self.complete || self.object.progress().state != FillState::Complete)

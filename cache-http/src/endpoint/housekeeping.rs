@@ -23,6 +23,8 @@ pub(crate) async fn run(app: Arc<App>, interval: Duration) {
         tick.tick().await;
         app.hot_blobs.prune();
         app.hot_keys.prune();
+        // Requests no longer sweep the tracker (`Tracker::track`).
+        app.tracker.prune();
         let a = app.clone();
         let pass = tokio::task::spawn_blocking(move || {
             if let Some(max) = a.max_size {

@@ -82,6 +82,12 @@ impl ServeMeta {
         map
     }
 
+    /// The headers every answer about the object carries, as sent (in
+    /// this order by hyper too: the fast path writes them itself).
+    pub(crate) fn fields(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
     /// Whether an `If-None-Match` value matches (RFC 9110 §13.1.2).
     pub(crate) fn matches_if_none_match(&self, v: &str) -> bool {
         etag::if_none_match(v, &self.etag)

@@ -11,6 +11,7 @@
 //! | --- | --- | --- |
 //! | `blockcache_http_requests_total` | counter | `mirror`, `status`, `result` |
 //! | `blockcache_http_response_bytes_total` | counter | `mirror` |
+//! | `blockcache_http_fast_path_requests_total` | counter | |
 //! | `blockcache_http_request_duration_seconds` | histogram | |
 //! | `blockcache_http_time_to_first_byte_seconds` | histogram | |
 //! | `blockcache_upstream_requests_total` | counter | `mirror`, `status` |
@@ -72,14 +73,26 @@ const LATENCY_BUCKETS: [f64; 16] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    mirror: String,
+    mirror: Label,
     status: u16,
     result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MirrorLabel {
-    mirror: String,
+    mirror: Label,
+}
+
+/// A mirror name as a label: borrowed for `/blobs/` requests (no mirror),
+/// so counting one allocates nothing (BENCHMARKS.md "Serving").
+type Label = std::borrow::Cow<'static, str>;
+
+fn mirror_label(mirror: &str) -> Label {
+    if mirror.is_empty() {
+        Label::Borrowed("")
+    } else {
+        Label::Owned(mirror.to_owned())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +113,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     response_bytes: Family<MirrorLabel, Counter>,
+    fast_path_requests: Counter,
     request_duration: Histogram,
     time_to_first_byte: Histogram,
     upstream_requests: Family<UpstreamLabels, Counter>,
@@ -142,6 +156,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let response_bytes = Family::<MirrorLabel, Counter>::default();
+        let fast_path_requests = Counter::default();
         let request_duration = Histogram::new(LATENCY_BUCKETS);
         let time_to_first_byte = Histogram::new(LATENCY_BUCKETS);
         let upstream_requests = Family::<UpstreamLabels, Counter>::default();
@@ -166,6 +181,11 @@ impl Metrics {
             "blockcache_http_response_bytes",
             "Response body bytes sent to clients, by mirror",
             response_bytes.clone(),
+        );
+        r.register(
+            "blockcache_http_fast_path_requests",
+            "Requests answered without hyper (one range of a complete object by its /blobs/ name); also counted in blockcache_http_requests",
+            fast_path_requests.clone(),
         );
         r.register(
             "blockcache_http_request_duration_seconds",
@@ -236,6 +256,7 @@ impl Metrics {
             registry,
             requests,
             response_bytes,
+            fast_path_requests,
             request_duration,
             time_to_first_byte,
             upstream_requests,
@@ -264,18 +285,23 @@ impl Metrics {
         self.shared_publishes.inc();
     }
 
+    /// Counts one request the fast path answered.
+    pub fn fast_path_request(&self) {
+        self.fast_path_requests.inc();
+    }
+
     /// Records one answered request and the body bytes it sent.
     pub fn request(&self, mirror: &str, status: u16, result: &'static str, bytes: u64) {
         self.requests
             .get_or_create(&RequestLabels {
-                mirror: mirror.to_owned(),
+                mirror: mirror_label(mirror),
                 status,
                 result,
             })
             .inc();
         self.response_bytes
             .get_or_create(&MirrorLabel {
-                mirror: mirror.to_owned(),
+                mirror: mirror_label(mirror),
             })
             .inc_by(bytes);
     }

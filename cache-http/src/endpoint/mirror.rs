@@ -162,8 +162,7 @@ impl App {
             }
             Err(resp) => return resp,
         };
-        self.tracker.track(&object);
-        self.live.track(&object);
+        self.track(&object);
         // Its header values, computed once per few seconds (see `hot`).
         let hot = match self.hot_keys.get(object.key()) {
             Some(hot) => hot,

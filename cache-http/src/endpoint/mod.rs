@@ -24,6 +24,8 @@
 //! - `routes` (the dispatch), `mirror` (the pull-through logic of `/m/`
 //!   and `/u`), `serve_object` (range serving of partial objects),
 //!   `manifest`, `housekeeping` (store gauges, size limit).
+//! - `fast_path`: `/blobs/` single-range requests of complete objects
+//!   answered without hyper (Linux), byte for byte as hyper would.
 //! - `hot` (names resolved in the last seconds) and `meta` (an object's
 //!   validators and header values, made once per entry).
 //! - [`shared_tier`]: the hook of a shared tier (`serve --shared`):
@@ -53,6 +55,8 @@ pub mod shared_tier;
 
 mod app;
 mod conn_threads;
+#[cfg(target_os = "linux")]
+mod fast_path;
 mod hot;
 mod housekeeping;
 pub mod live;

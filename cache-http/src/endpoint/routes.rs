@@ -33,7 +33,11 @@ impl App {
         let (parts, _body) = req.into_parts();
         // hyper bounds its read buffer, but a head that arrives in one read
         // can exceed it: enforce the limit on the parsed head as well.
-        let head_bytes: usize = parts.uri.to_string().len()
+        let uri = &parts.uri;
+        let target_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+            + uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.path_and_query().map_or(1, |p| p.as_str().len());
+        let head_bytes: usize = target_len
             + parts
                 .headers
                 .iter()
@@ -45,7 +49,7 @@ impl App {
                 format!("request head larger than {} bytes\n", self.max_header_bytes),
             );
         }
-        let path = parts.uri.path().to_owned();
+        let path = parts.uri.path();
         let method = parts.method.clone();
         let get_or_head = method == Method::GET || method == Method::HEAD;
         if path == "/" || path == "/events" {
@@ -105,6 +109,39 @@ impl App {
         text(StatusCode::NOT_FOUND, "not found\n".to_owned())
     }
 
+    /// The object `/blobs/` serves for `digest`, if one is complete. A
+    /// name resolved in the last seconds is served from memory (see
+    /// `hot`); else the store resolves it on a blocking thread (an alias
+    /// file, the object's digests for `Repr-Digest`).
+    pub(crate) async fn hot_blob(
+        &self,
+        digest: &Digest,
+    ) -> cache_core::Result<Option<Arc<HotObject>>> {
+        if let Some(hot) = self.hot_blobs.get(digest) {
+            return Ok(Some(hot));
+        }
+        let wanted = digest.clone();
+        let found = self
+            .blocking("look up object", move |s| {
+                let Some(object) = s.get_digest(&wanted)? else {
+                    return Ok(None);
+                };
+                let Some(hash) = object.blake3() else {
+                    return Ok(None);
+                };
+                let etag = super::etag::strong_etag(&hash);
+                Ok(Some(HotObject::new(object, etag, None, None, true)))
+            })
+            .await?;
+        Ok(found.map(|hot| self.hot_blobs.put(digest.clone(), hot)))
+    }
+
+    /// Shows `object` as read on the status page and in `/status`.
+    pub(crate) fn track(&self, object: &cache_core::Object) {
+        self.tracker.track(object);
+        self.live.track(object);
+    }
+
     async fn blob(&self, path: &str, parts: &http::request::Parts) -> Response<Body> {
         // `/blobs/<blake3>/manifest`, `/blobs/<blake3>` or `/blobs/<algo>/<hex>`.
         if let Some(hex) = path.strip_suffix("/manifest") {
@@ -129,36 +166,15 @@ impl App {
                 "expected /blobs/<BLAKE3 hex> or /blobs/sha256/<hex> (or sha512)\n".to_owned(),
             );
         };
-        // A name resolved in the last seconds is served from memory (see
-        // `hot`); else the store resolves it on a blocking thread (an alias
-        // file, the object's digests for `Repr-Digest`).
-        let hot = match self.hot_blobs.get(&digest) {
-            Some(hot) => hot,
-            None => {
-                let wanted = digest.clone();
-                let found = self
-                    .blocking("look up object", move |s| {
-                        let Some(object) = s.get_digest(&wanted)? else {
-                            return Ok(None);
-                        };
-                        let Some(hash) = object.blake3() else {
-                            return Ok(None);
-                        };
-                        let etag = super::etag::strong_etag(&hash);
-                        Ok(Some(HotObject::new(object, etag, None, None, true)))
-                    })
-                    .await;
-                match found {
-                    Ok(Some(hot)) => self.hot_blobs.put(digest, hot),
-                    Ok(None) => {
-                        return text(
-                            StatusCode::NOT_FOUND,
-                            format!("no complete object with {digest}\n"),
-                        )
-                    }
-                    Err(e) => return store_error(&e),
-                }
+        let hot = match self.hot_blob(&digest).await {
+            Ok(Some(hot)) => hot,
+            Ok(None) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("no complete object with {digest}\n"),
+                )
             }
+            Err(e) => return store_error(&e),
         };
         let object = hot.object.clone();
         let found = match object.progress().state {
@@ -166,8 +182,7 @@ impl App {
             FillState::Filling | FillState::Following => Found::Partial,
             _ => Found::Miss,
         };
-        self.tracker.track(&object);
-        self.live.track(&object);
+        self.track(&object);
         tag(
             serve_object::serve(self, parts, object, &hot.meta),
             None,

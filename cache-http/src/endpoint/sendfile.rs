@@ -194,7 +194,7 @@ impl SendfileTcp {
 /// `writev` of `bufs`, as `sendmsg` with `MSG_NOSIGNAL`: a peer that went
 /// away is an `EPIPE` error even in a program that did not ignore SIGPIPE.
 #[cfg(target_os = "linux")]
-fn writev(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+pub(crate) fn writev(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let iovcnt = bufs.len().min(1024);
     // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive
     // the call, and sendmsg only reads them.

@@ -20,6 +20,11 @@
 //! page), `GET /events` (its server-sent events), `GET /status` (JSON),
 //! `GET /metrics` (Prometheus).
 //!
+//! On Linux a TCP connection starts on the fast path (`fast_path`): a
+//! single-range GET of a complete `/blobs/` object is answered there,
+//! without hyper; the first request of any other kind hands the connection
+//! to hyper for good, with the bytes already read.
+//!
 //! Drain: when the shutdown future completes the listeners are closed at
 //! once (new connections are refused), idle keep-alive connections are
 //! closed, and responses in progress run to their end for at most
@@ -290,6 +295,8 @@ impl BoundEndpoint {
         } = self;
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // The fast path's drain signal (hyper's connections have `graceful`).
+        let (draining, drain_seen) = tokio::sync::watch::channel(false);
         let mut conns = JoinSet::new();
         let mut threads = ConnThreads::start(config.connection_threads)?;
         let mut http = http1::Builder::new();
@@ -326,41 +333,24 @@ impl BoundEndpoint {
                     None => break,
                 },
             };
-            let app = app.clone();
-            let http = http.clone();
-            let watcher = graceful.watcher();
+            let conn = Conn {
+                app: app.clone(),
+                client: peer.into(),
+                http: http.clone(),
+                watcher: graceful.watcher(),
+                header_read_timeout: config.header_read_timeout,
+                draining: drain_seen.clone(),
+            };
             // A Unix socket stays registered with this runtime's driver:
             // it is served here.
             let tcp = matches!(stream, AcceptedStream::Tcp(_));
             // Run where the connection lives: on a connection thread, or
-            // here when there are none (or its thread is gone).
+            // here when there are none (or its thread is gone). Made in a
+            // task of that thread's runtime: the socket is registered with
+            // its driver.
             let job: ConnJob = Box::new(move || -> ConnFuture {
-                let (io, spans) = match stream.take_up() {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot take up an accepted connection");
-                        return Box::pin(async move { drop(permit) });
-                    }
-                };
-                let client: Arc<str> = peer.into();
-                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    let client = client.clone();
-                    if let Some(spans) = &spans {
-                        req.extensions_mut().insert(ConnSpans(spans.clone()));
-                    }
-                    async move {
-                        let started = Instant::now();
-                        let request = access::RequestLine::of(&req, &client);
-                        let resp = app.clone().handle(req).await;
-                        Ok::<_, Infallible>(access::log_response(&app, request, started, resp))
-                    }
-                });
-                let conn = watcher.watch(http.serve_connection(TokioIo::new(io), service));
                 Box::pin(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    conn.serve(stream).await;
                     drop(permit);
                 })
             });
@@ -375,6 +365,7 @@ impl BoundEndpoint {
         }
         acceptors.shutdown().await;
         drop(accepted);
+        let _ = draining.send(true);
         housekeeper.abort();
         app.live.close(); // event streams never end by themselves
                           // Said once the listeners are closed: from here on a new
@@ -394,6 +385,81 @@ impl BoundEndpoint {
         conns.shutdown().await;
         threads.shutdown().await;
         Ok(())
+    }
+}
+
+/// What serving one accepted connection needs.
+struct Conn {
+    app: Arc<App>,
+    client: Arc<str>,
+    http: http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_read_timeout: Duration,
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Conn {
+    /// Serves `stream` until it closes: a TCP connection on Linux first on
+    /// the fast path (`fast_path`), then, or else, with hyper.
+    async fn serve(self, stream: AcceptedStream) {
+        #[cfg(target_os = "linux")]
+        let stream = match stream {
+            AcceptedStream::Tcp(s) => {
+                let s = match tokio::net::TcpStream::from_std(s) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot take up an accepted connection");
+                        return;
+                    }
+                };
+                let fast = super::fast_path::FastPath {
+                    app: self.app.clone(),
+                    header_read_timeout: self.header_read_timeout,
+                    draining: self.draining.clone(),
+                };
+                match fast.serve(s, &self.client).await {
+                    super::fast_path::Exit::Closed => return,
+                    super::fast_path::Exit::HandOff(s, read) => {
+                        let (s, spans) = SendfileTcp::new(s);
+                        let io = super::fast_path::Rewind::new(read.freeze(), s);
+                        return self.serve_with_hyper(Box::new(io), Some(spans)).await;
+                    }
+                }
+            }
+            other => other,
+        };
+        match stream.take_up() {
+            Ok((io, spans)) => self.serve_with_hyper(io, spans).await,
+            Err(e) => tracing::debug!(error = %e, "cannot take up an accepted connection"),
+        }
+    }
+
+    /// Serves `io` with hyper until the connection ends.
+    async fn serve_with_hyper(self, io: Box<dyn Io>, spans: Option<Arc<Spans>>) {
+        let Conn {
+            app,
+            client,
+            http,
+            watcher,
+            ..
+        } = self;
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            let client = client.clone();
+            if let Some(spans) = &spans {
+                req.extensions_mut().insert(ConnSpans(spans.clone()));
+            }
+            async move {
+                let started = Instant::now();
+                let request = access::RequestLine::of(&req, &client);
+                let resp = app.clone().handle(req).await;
+                Ok::<_, Infallible>(access::log_response(&app, request, started, resp))
+            }
+        });
+        let conn = watcher.watch(http.serve_connection(TokioIo::new(io), service));
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 

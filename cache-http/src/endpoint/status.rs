@@ -32,6 +32,11 @@ impl Tracker {
     /// Remembers `object` (a request is about to read it).
     pub(crate) fn track(&self, object: &Object) {
         let mut map = self.objects.lock();
+        // Every request of an object tracked already ends here: no key
+        // copied, no sweep (housekeeping prunes).
+        if map.contains_key(object.key()) {
+            return;
+        }
         map.retain(|_, t| !idle_done(t));
         map.entry(object.key().to_owned())
             .or_insert_with(|| Tracked {

@@ -262,7 +262,12 @@ impl Live {
     /// before the request's reader has said which chunk it waits for
     /// (wasting a cut request's bytes).
     pub(crate) fn track(&self, object: &Object) {
-        self.pending.lock().push(object.clone());
+        let mut pending = self.pending.lock();
+        // Once per object and tick: under wrk every request of one object
+        // queued a handle, and the tick watched it again thousands of times.
+        if !pending.iter().any(|o| o.key() == object.key()) {
+            pending.push(object.clone());
+        }
     }
 
     /// Starts watching the objects [`Live::track`] queued.

@@ -1,0 +1,317 @@
+//! The fast path of `/blobs/` range requests (`endpoint::fast_path`)
+//! against hyper's answer to the same request, over raw sockets: the same
+//! head byte for byte (bar `Date`) and body, pipelined requests answered
+//! in order across the hand-off to hyper, a head that arrives in pieces,
+//! the access log's metrics, the header read time-out and the drain.
+
+mod support;
+
+use std::time::Duration;
+
+use support::endpoint::{data, Origin, TestEndpoint, CLIENT_BOUND, MIRROR};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One response: the status line and header lines as sent (`Date`
+/// left out), and the body.
+#[derive(Debug, PartialEq)]
+struct Raw {
+    head: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.iter().find_map(|l| {
+            let (n, v) = l.split_once(": ")?;
+            n.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+}
+
+/// Reads one response (a body of `Content-Length` bytes, none for HEAD).
+async fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> Raw {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).await.expect("read head");
+        assert!(n > 0, "connection closed in a head: {head:?}");
+        let line = line.trim_end_matches("\r\n").to_owned();
+        if line.is_empty() {
+            break;
+        }
+        if !line.to_ascii_lowercase().starts_with("date: ") {
+            head.push(line);
+        }
+    }
+    let raw = Raw { head, body: vec![] };
+    let len: usize = raw
+        .header("content-length")
+        .map(|v| v.parse().expect("content-length"))
+        .unwrap_or(0);
+    let mut body = vec![0; if head_request { 0 } else { len }];
+    r.read_exact(&mut body).await.expect("read body");
+    Raw { body, ..raw }
+}
+
+/// Sends `request` on a new connection and reads its one response.
+async fn exchange(ep: &TestEndpoint, request: &str) -> Raw {
+    let mut s = TcpStream::connect(ep.addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut r = BufReader::new(s);
+    tokio::time::timeout(CLIENT_BOUND, read_response(&mut r, false))
+        .await
+        .expect("a response within the bound")
+}
+
+/// An endpoint with one complete object of `len` bytes: (endpoint,
+/// bytes, `/blobs/` path, its ETag).
+async fn with_object(
+    len: usize,
+    tweak: impl FnOnce(&mut cache_http::endpoint::EndpointConfig),
+) -> (TestEndpoint, Vec<u8>, String, String) {
+    let origin = Origin::default();
+    let bytes = data(77, len);
+    origin.put("img.raw", bytes.clone(), 0);
+    let ep = TestEndpoint::start(&origin, tweak).await;
+    let whole = exchange(
+        &ep,
+        &format!("GET /m/{MIRROR}/img.raw HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(whole.body == bytes, "filled through the mirror");
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    let path = format!("/blobs/{hash}");
+    // The content hash names the object once its fill has finished.
+    let named = async {
+        loop {
+            let r = exchange(&ep, &get(&path, "0-0", "")).await;
+            if r.head[0].starts_with("HTTP/1.1 206") {
+                return r.header("etag").expect("etag").to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let etag = tokio::time::timeout(CLIENT_BOUND, named)
+        .await
+        .expect("named");
+    (ep, bytes, path, etag)
+}
+
+/// `blockcache_http_fast_path_requests_total` now.
+async fn fast_count(ep: &TestEndpoint) -> u64 {
+    let r = exchange(ep, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let text = String::from_utf8(r.body).expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("blockcache_http_fast_path_requests_total "))
+        .expect("the fast path counter")
+        .parse()
+        .expect("a number")
+}
+
+/// Reads `s` to its end (bounded): it must close without another byte.
+async fn assert_closed_without_more(mut s: impl tokio::io::AsyncRead + Unpin) {
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(CLIENT_BOUND, s.read_to_end(&mut rest))
+        .await
+        .expect("closed within the bound")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "closed without more: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+fn get(path: &str, range: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: test\r\nRange: bytes={range}\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_answers_as_hyper_does() {
+    let len = (3 << 20) + 777;
+    let (ep, bytes, path, etag) = with_object(len, |_| {}).await;
+    // Small (written from memory), large (sendfile), across a chunk
+    // boundary (256 KiB chunks), the last byte, a suffix, an open end.
+    let cases = [
+        ("0-99", 0..100),
+        ("1000-70000", 1000..70_001),
+        ("262000-600000", 262_000..600_001),
+        (&*format!("{}-{}", len - 1, len - 1), len - 1..len),
+        ("-5000", len - 5000..len),
+        (&*format!("{}-", len - 300_000), len - 300_000..len),
+    ];
+    for (spec, want) in cases {
+        for close in ["", "Connection: close\r\n"] {
+            let before = fast_count(&ep).await;
+            let fast = exchange(&ep, &get(&path, spec, close)).await;
+            assert_eq!(fast_count(&ep).await, before + 1, "{spec}: the fast path's");
+            // A matching If-Range keeps the Range but is hyper's to answer.
+            let by_hyper = exchange(
+                &ep,
+                &get(&path, spec, &format!("If-Range: {etag}\r\n{close}")),
+            )
+            .await;
+            assert_eq!(fast_count(&ep).await, before + 1, "{spec}: hyper's");
+            assert_eq!(fast.head, by_hyper.head, "{spec} {close:?}");
+            assert!(
+                fast.head[0] == "HTTP/1.1 206 Partial Content",
+                "{:?}",
+                fast.head
+            );
+            assert!(fast.body == bytes[want.clone()], "{spec}: body");
+            assert!(by_hyper.body == fast.body, "{spec}: hyper's body");
+        }
+    }
+    ep.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_keep_their_order_across_the_hand_off() {
+    let len = 1 << 20;
+    let (ep, bytes, path, _) = with_object(len, |_| {}).await;
+    let before = fast_count(&ep).await;
+    let s = TcpStream::connect(ep.addr).await.expect("connect");
+    let mut r = BufReader::new(s);
+    // Two fast requests, a HEAD (hyper's), then one more that hyper
+    // answers too (the connection is hyper's from the HEAD on), a 416,
+    // and a fast one again: all in one write.
+    let all = [
+        get(&path, "0-9", ""),
+        get(&path, "100000-199999", ""),
+        format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        get(&path, "10-19", ""),
+        get(&path, &format!("{len}-"), ""),
+        get(&path, "20-29", ""),
+    ]
+    .concat();
+    r.get_mut().write_all(all.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    for head_request in [false, false, true, false, false, false] {
+        let resp = tokio::time::timeout(CLIENT_BOUND, read_response(&mut r, head_request))
+            .await
+            .expect("response within the bound");
+        got.push(resp);
+    }
+    assert!(got[0].body == bytes[0..10]);
+    assert!(got[1].body == bytes[100_000..200_000]);
+    assert_eq!(got[2].head[0], "HTTP/1.1 200 OK");
+    assert_eq!(got[2].header("content-length"), Some(&*len.to_string()));
+    assert!(got[3].body == bytes[10..20]);
+    assert_eq!(got[4].head[0], "HTTP/1.1 416 Range Not Satisfiable");
+    assert!(got[5].body == bytes[20..30]);
+    assert_eq!(
+        fast_count(&ep).await,
+        before + 2,
+        "only the first two were fast"
+    );
+    ep.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_in_pieces_is_answered_and_counted() {
+    let (ep, bytes, path, _) = with_object(600_000, |_| {}).await;
+    let metrics = |ep: &TestEndpoint| {
+        let addr = ep.addr;
+        async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("write");
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.expect("read");
+            let count = |prefix: &str| -> f64 {
+                text.lines()
+                    .find(|l| l.starts_with(prefix))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .map_or(0.0, |v| v.parse().expect("a number"))
+            };
+            let body = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+            (
+                count("blockcache_http_requests_total{mirror=\"\",status=\"206\",result=\"hit\"}"),
+                count("blockcache_http_response_bytes_total{mirror=\"\"}"),
+                body as f64,
+            )
+        }
+    };
+    let fast = fast_count(&ep).await;
+    let (requests, sent, metrics_body) = metrics(&ep).await;
+    let s = TcpStream::connect(ep.addr).await.expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut r = BufReader::new(s);
+    let request = get(&path, "5-500004", "");
+    for piece in request.as_bytes().chunks(7) {
+        r.get_mut().write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let resp = tokio::time::timeout(CLIENT_BOUND, read_response(&mut r, false))
+        .await
+        .expect("response");
+    assert!(resp.body == bytes[5..500_005]);
+    let (requests2, sent2, _) = metrics(&ep).await;
+    assert_eq!(requests2 - requests, 1.0, "one more 206 hit counted");
+    assert_eq!(fast_count(&ep).await, fast + 1, "answered by the fast path");
+    // The first /metrics answer's own bytes may be counted in between.
+    let more = sent2 - sent;
+    assert!(
+        (500_000.0..=500_000.0 + metrics_body).contains(&more),
+        "its body bytes counted: {more}"
+    );
+    ep.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_never_ends_is_cut_at_the_header_read_time_out() {
+    let (ep, _, path, _) = with_object(100_000, |c| {
+        c.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = TcpStream::connect(ep.addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n").as_bytes())
+        .await
+        .expect("write");
+    assert_closed_without_more(s).await;
+    ep.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_closes_an_idle_fast_connection_at_once() {
+    let (ep, bytes, path, _) = with_object(100_000, |c| {
+        // Long enough that only closing the idle connection ends it.
+        c.shutdown_grace = Duration::from_secs(60);
+    })
+    .await;
+    let s = TcpStream::connect(ep.addr).await.expect("connect");
+    let mut r = BufReader::new(s);
+    r.get_mut()
+        .write_all(get(&path, "0-9", "").as_bytes())
+        .await
+        .expect("write");
+    let resp = read_response(&mut r, false).await;
+    assert!(resp.body == bytes[..10]);
+    // The connection idles on the fast path; the drain must not wait for it.
+    let stopped = tokio::time::timeout(Duration::from_secs(20), ep.stop()).await;
+    assert!(stopped.is_ok(), "serve waited for an idle connection");
+    assert_closed_without_more(r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_body_leaves_the_endpoint_serving() {
+    let len = 8 << 20;
+    let (ep, bytes, path, _) = with_object(len, |_| {}).await;
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(ep.addr).await.expect("connect");
+        s.write_all(get(&path, "0-", "").as_bytes())
+            .await
+            .expect("write");
+        let mut some = [0u8; 1000];
+        let _ = s.read(&mut some).await.expect("a first read");
+        drop(s); // reset with most of 8 MiB unsent
+    }
+    let resp = exchange(&ep, &get(&path, "4000000-4000099", "")).await;
+    assert!(resp.body == bytes[4_000_000..4_000_100]);
+    ep.stop().await;
+}
