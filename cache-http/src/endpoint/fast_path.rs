@@ -567,6 +567,52 @@ mod tests {
         other(&req(&lines));
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, `parse` never panics, and a fast head's
+        /// positions lie inside it and hold what they name.
+        #[test]
+        fn any_bytes_parse_to_positions_inside_the_head(
+            prefix in proptest::prop_oneof![
+                proptest::strategy::Just(Vec::new()),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            ],
+            extra in proptest::collection::vec(
+                "(Host|User-Agent|Referer|Accept|Connection|X-[a-z]{1,4}|[ -~]{0,8}): [ -~]{0,12}",
+                0..4,
+            ),
+            range in "[ -~]{0,20}",
+            cut in 0usize..400,
+        ) {
+            let mut lines: Vec<String> = extra;
+            lines.push(format!("Range: {range}"));
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut bytes = prefix;
+            bytes.extend_from_slice(req(&refs).as_bytes());
+            let bytes = &bytes[..cut.min(bytes.len())];
+            if let Parsed::Fast(h) = parse(bytes) {
+                FAST_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                proptest::prop_assert!(h.len <= bytes.len());
+                for r in [Some(&h.target), Some(&h.range), h.user_agent.as_ref(), h.referer.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    proptest::prop_assert!(r.start <= r.end && r.end <= h.len);
+                }
+                proptest::prop_assert!(bytes[h.target.clone()].starts_with(b"/blobs/"));
+            }
+        }
+    }
+
+    /// Fast heads the property above met (it must meet some to mean
+    /// anything; checked below).
+    static FAST_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    #[test]
+    fn the_property_meets_fast_heads() {
+        any_bytes_parse_to_positions_inside_the_head();
+        assert!(FAST_SEEN.load(std::sync::atomic::Ordering::Relaxed) > 10);
+    }
+
     #[test]
     fn a_head_cut_anywhere_waits_for_more() {
         let text = req(&["Host: x", "Range: bytes=0-1"]);
