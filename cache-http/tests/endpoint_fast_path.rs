@@ -109,6 +109,20 @@ async fn fast_count(ep: &TestEndpoint) -> u64 {
         .expect("a number")
 }
 
+/// The body of `GET path` on a connection of its own, as text.
+async fn body_text(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    text.split_once("\r\n\r\n")
+        .expect("a head and a body")
+        .1
+        .to_owned()
+}
+
 /// Reads `s` to its end (bounded): it must close without another byte.
 async fn assert_closed_without_more(mut s: impl tokio::io::AsyncRead + Unpin) {
     let mut rest = Vec::new();
@@ -217,19 +231,14 @@ async fn a_head_in_pieces_is_answered_and_counted() {
     let metrics = |ep: &TestEndpoint| {
         let addr = ep.addr;
         async move {
-            let mut s = TcpStream::connect(addr).await.expect("connect");
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                .await
-                .expect("write");
-            let mut text = String::new();
-            s.read_to_string(&mut text).await.expect("read");
+            let text = body_text(addr, "/metrics").await;
             let count = |prefix: &str| -> f64 {
                 text.lines()
                     .find(|l| l.starts_with(prefix))
                     .and_then(|l| l.rsplit(' ').next())
                     .map_or(0.0, |v| v.parse().expect("a number"))
             };
-            let body = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+            let body = text.len();
             (
                 count("blockcache_http_requests_total{mirror=\"\",status=\"206\",result=\"hit\"}"),
                 count("blockcache_http_response_bytes_total{mirror=\"\"}"),
@@ -313,5 +322,50 @@ async fn a_client_gone_mid_body_leaves_the_endpoint_serving() {
     }
     let resp = exchange(&ep, &get(&path, "4000000-4000099", "")).await;
     assert!(resp.body == bytes[4_000_000..4_000_100]);
+    ep.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_answer_in_progress_counts_as_a_reader() {
+    let len = 32 << 20;
+    let (ep, _, path, _) = with_object(len, |_| {}).await;
+    let hash = path.trim_start_matches("/blobs/").to_owned();
+    let readers = |ep: &TestEndpoint| {
+        let addr = ep.addr;
+        let hash = hash.clone();
+        async move {
+            let body = body_text(addr, "/status").await;
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            v["objects"]
+                .as_array()
+                .expect("objects")
+                .iter()
+                .find(|o| o["blake3"].as_str() == Some(&hash))
+                .map_or(0, |o| o["readers"].as_u64().expect("readers"))
+        }
+    };
+    // A whole-object range the client does not read: the answer waits on
+    // a full socket buffer.
+    let mut s = TcpStream::connect(ep.addr).await.expect("connect");
+    s.write_all(get(&path, "0-", "").as_bytes())
+        .await
+        .expect("write");
+    let seen = async {
+        while readers(&ep).await == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(CLIENT_BOUND, seen)
+        .await
+        .expect("the object shows a reader while the answer is sent");
+    drop(s);
+    let gone = async {
+        while readers(&ep).await != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(CLIENT_BOUND, gone)
+        .await
+        .expect("and none once the client is gone");
     ep.stop().await;
 }

@@ -296,6 +296,7 @@ impl FastPath {
             body,
             file: Some(file),
             head_sent: None,
+            _reading: object.reader(),
         })
     }
 }
@@ -316,6 +317,10 @@ struct Answer {
     /// When the head went out, from the request's start (its first byte
     /// with the head, as hyper's log has it).
     head_sent: Option<Duration>,
+    /// Counts as a reader of the object while the answer lives, as
+    /// hyper's body stream does (the status page's readers; an object
+    /// being read is not let go of).
+    _reading: cache_core::ObjectReader,
 }
 
 impl Answer {
