@@ -98,15 +98,56 @@ async fn with_object(
     (ep, bytes, path, etag)
 }
 
-/// `blockcache_http_fast_path_requests_total` now.
-async fn fast_count(ep: &TestEndpoint) -> u64 {
-    let r = exchange(ep, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
-    let text = String::from_utf8(r.body).expect("text");
+/// The value of the metric line starting with `prefix` now (0 before
+/// its first count).
+async fn metric(ep: &TestEndpoint, prefix: &str) -> f64 {
+    let text = body_text(ep.addr, "/metrics").await;
     text.lines()
-        .find_map(|l| l.strip_prefix("blockcache_http_fast_path_requests_total "))
-        .expect("the fast path counter")
-        .parse()
-        .expect("a number")
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().expect("a number"))
+}
+
+const FAST: &str = "blockcache_http_fast_path_requests_total ";
+const HITS: &str = "blockcache_http_requests_total{mirror=\"\",status=\"206\",result=\"hit\"}";
+const SENT: &str = "blockcache_http_response_bytes_total{mirror=\"\"}";
+
+/// A request is counted once its answer is sent, a moment after its
+/// client has read the last byte: waits (bounded) until the metric
+/// reaches `want`, and returns the value it has then (more than `want`
+/// when something else was counted too).
+async fn reaches(ep: &TestEndpoint, prefix: &str, want: f64) -> f64 {
+    let wait = async {
+        loop {
+            let v = metric(ep, prefix).await;
+            if v >= want {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(CLIENT_BOUND, wait)
+        .await
+        .expect("the metric reached its value within the bound")
+}
+
+/// The metric once every answer already sent is counted (two reads
+/// 100 ms apart agree).
+async fn settled(ep: &TestEndpoint, prefix: &str) -> f64 {
+    let wait = async {
+        let mut last = metric(ep, prefix).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let v = metric(ep, prefix).await;
+            if v == last {
+                return v;
+            }
+            last = v;
+        }
+    };
+    tokio::time::timeout(CLIENT_BOUND, wait)
+        .await
+        .expect("the metric settled within the bound")
 }
 
 /// The body of `GET path` on a connection of its own, as text.
@@ -158,18 +199,24 @@ async fn the_fast_path_answers_as_hyper_does() {
         ("-5000", len - 5000..len),
         (&*format!("{}-", len - 300_000), len - 300_000..len),
     ];
+    let mut fast_answers = settled(&ep, FAST).await;
     for (spec, want) in cases {
         for close in ["", "Connection: close\r\n"] {
-            let before = fast_count(&ep).await;
             let fast = exchange(&ep, &get(&path, spec, close)).await;
-            assert_eq!(fast_count(&ep).await, before + 1, "{spec}: the fast path's");
+            // Counted as fast, and nothing before it was (hyper's answer
+            // of the last turn included).
+            fast_answers += 1.0;
+            assert_eq!(
+                reaches(&ep, FAST, fast_answers).await,
+                fast_answers,
+                "{spec}: the fast path's"
+            );
             // A matching If-Range keeps the Range but is hyper's to answer.
             let by_hyper = exchange(
                 &ep,
                 &get(&path, spec, &format!("If-Range: {etag}\r\n{close}")),
             )
             .await;
-            assert_eq!(fast_count(&ep).await, before + 1, "{spec}: hyper's");
             assert_eq!(fast.head, by_hyper.head, "{spec} {close:?}");
             assert!(
                 fast.head[0] == "HTTP/1.1 206 Partial Content",
@@ -180,6 +227,7 @@ async fn the_fast_path_answers_as_hyper_does() {
             assert!(by_hyper.body == fast.body, "{spec}: hyper's body");
         }
     }
+    assert_eq!(settled(&ep, FAST).await, fast_answers, "hyper's answers");
     ep.stop().await;
 }
 
@@ -187,7 +235,7 @@ async fn the_fast_path_answers_as_hyper_does() {
 async fn pipelined_requests_keep_their_order_across_the_hand_off() {
     let len = 1 << 20;
     let (ep, bytes, path, _) = with_object(len, |_| {}).await;
-    let before = fast_count(&ep).await;
+    let before = settled(&ep, FAST).await;
     let s = TcpStream::connect(ep.addr).await.expect("connect");
     let mut r = BufReader::new(s);
     // Two fast requests, a HEAD (hyper's), then one more that hyper
@@ -217,9 +265,10 @@ async fn pipelined_requests_keep_their_order_across_the_hand_off() {
     assert!(got[3].body == bytes[10..20]);
     assert_eq!(got[4].head[0], "HTTP/1.1 416 Range Not Satisfiable");
     assert!(got[5].body == bytes[20..30]);
+    reaches(&ep, FAST, before + 2.0).await;
     assert_eq!(
-        fast_count(&ep).await,
-        before + 2,
+        settled(&ep, FAST).await,
+        before + 2.0,
         "only the first two were fast"
     );
     ep.stop().await;
@@ -228,26 +277,8 @@ async fn pipelined_requests_keep_their_order_across_the_hand_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_in_pieces_is_answered_and_counted() {
     let (ep, bytes, path, _) = with_object(600_000, |_| {}).await;
-    let metrics = |ep: &TestEndpoint| {
-        let addr = ep.addr;
-        async move {
-            let text = body_text(addr, "/metrics").await;
-            let count = |prefix: &str| -> f64 {
-                text.lines()
-                    .find(|l| l.starts_with(prefix))
-                    .and_then(|l| l.rsplit(' ').next())
-                    .map_or(0.0, |v| v.parse().expect("a number"))
-            };
-            let body = text.len();
-            (
-                count("blockcache_http_requests_total{mirror=\"\",status=\"206\",result=\"hit\"}"),
-                count("blockcache_http_response_bytes_total{mirror=\"\"}"),
-                body as f64,
-            )
-        }
-    };
-    let fast = fast_count(&ep).await;
-    let (requests, sent, metrics_body) = metrics(&ep).await;
+    let (fast, hits) = (settled(&ep, FAST).await, settled(&ep, HITS).await);
+    let sent = metric(&ep, SENT).await;
     let s = TcpStream::connect(ep.addr).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
     let mut r = BufReader::new(s);
@@ -260,13 +291,21 @@ async fn a_head_in_pieces_is_answered_and_counted() {
         .await
         .expect("response");
     assert!(resp.body == bytes[5..500_005]);
-    let (requests2, sent2, _) = metrics(&ep).await;
-    assert_eq!(requests2 - requests, 1.0, "one more 206 hit counted");
-    assert_eq!(fast_count(&ep).await, fast + 1, "answered by the fast path");
-    // The first /metrics answer's own bytes may be counted in between.
-    let more = sent2 - sent;
+    assert_eq!(
+        reaches(&ep, HITS, hits + 1.0).await,
+        hits + 1.0,
+        "one more 206 hit"
+    );
+    assert_eq!(
+        settled(&ep, FAST).await,
+        fast + 1.0,
+        "answered by the fast path"
+    );
+    // Its body counted; /metrics answers count their own bytes too (a few
+    // KiB each).
+    let more = metric(&ep, SENT).await - sent;
     assert!(
-        (500_000.0..=500_000.0 + metrics_body).contains(&more),
+        (500_000.0..1_500_000.0).contains(&more),
         "its body bytes counted: {more}"
     );
     ep.stop().await;
