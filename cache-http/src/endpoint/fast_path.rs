@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use super::access::{per_second, record, Line, SecondCache};
 use super::app::App;
 use super::meta::CONTENT_TYPE;
-use super::range::{parse_range_header, RangeOutcome};
+use super::range::{content_range, parse_range_header, RangeOutcome};
 use super::sendfile::{writev, MIN_SENDFILE};
 
 /// Header fields a fast request may have at most (more: hyper's).
@@ -281,8 +281,7 @@ impl FastPath {
             field(&mut h, name.as_str(), value.as_bytes());
         }
         field(&mut h, "content-type", CONTENT_TYPE.as_bytes());
-        let content_range = format!("bytes {}-{}/{len}", r.start, r.end - 1);
-        field(&mut h, "content-range", content_range.as_bytes());
+        field(&mut h, "content-range", content_range(&r, len).as_bytes());
         field(
             &mut h,
             "content-length",
