@@ -140,14 +140,24 @@ fn a_child_fetches_from_a_parent_still_downloading_and_the_origin_sends_the_imag
             .map(|l| (&l.range, l.body_bytes_sent))
             .collect::<Vec<_>>()
     );
-    // The child's bytes came from the parent.
-    let (_, _, metrics) = http_get(&parent, "/metrics", None);
-    let served: u64 = String::from_utf8_lossy(&metrics)
-        .lines()
-        .filter(|l| l.starts_with("blockcache_http_response_bytes_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(served >= len as u64, "parent served {served} bytes");
+    // The child's bytes came from the parent. A request is counted once
+    // its answer is sent, a moment after the child read the last byte:
+    // read until it is (bounded).
+    let served = || {
+        let (_, _, metrics) = http_get(&parent, "/metrics", None);
+        String::from_utf8_lossy(&metrics)
+            .lines()
+            .filter(|l| l.starts_with("blockcache_http_response_bytes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut got = served();
+    while got < len as u64 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        got = served();
+    }
+    assert!(got >= len as u64, "parent served {got} bytes");
 }
 
 /// A proxy in front of a parent that flips one byte at object offset
