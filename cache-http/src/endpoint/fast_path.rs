@@ -215,7 +215,7 @@ impl FastPath {
                 }
             };
             let started = Instant::now();
-            let Some(mut answer) = self.answer(&buf, &head).await else {
+            let Some(mut answer) = self.answer(&buf, &head, &mut out).await else {
                 return Exit::HandOff(stream, buf);
             };
             let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("");
@@ -255,8 +255,9 @@ impl FastPath {
         }
     }
 
-    /// The answer to `head`, when the object is there for the fast path.
-    async fn answer(&self, buf: &[u8], head: &Head) -> Option<Answer> {
+    /// The answer to `head`, when the object is there for the fast path;
+    /// its head (bar `Date` and the blank line) goes into `out`.
+    async fn answer(&self, buf: &[u8], head: &Head, out: &mut Vec<u8>) -> Option<Answer> {
         let hex = std::str::from_utf8(&buf[head.target.clone()])
             .ok()?
             .strip_prefix("/blobs/")?;
@@ -275,23 +276,23 @@ impl FastPath {
         let body = object.try_read_at(r.start, r.end - r.start).ok()?;
         let file = object.file_span(&body)?;
         self.app.track(object);
-        let mut h = Vec::with_capacity(320);
+        let h = out;
+        h.clear();
         h.extend_from_slice(b"HTTP/1.1 206 Partial Content\r\n");
         for (name, value) in hot.meta.fields() {
-            field(&mut h, name.as_str(), value.as_bytes());
+            field(h, name.as_str(), value.as_bytes());
         }
-        field(&mut h, "content-type", CONTENT_TYPE.as_bytes());
-        field(&mut h, "content-range", content_range(&r, len).as_bytes());
+        field(h, "content-type", CONTENT_TYPE.as_bytes());
+        field(h, "content-range", content_range(&r, len).as_bytes());
         field(
-            &mut h,
+            h,
             "content-length",
             (r.end - r.start).to_string().as_bytes(),
         );
         if head.close {
-            field(&mut h, "connection", b"close");
+            field(h, "connection", b"close");
         }
         Some(Answer {
-            head: h,
             body,
             file: Some(file),
             head_sent: None,
@@ -307,10 +308,9 @@ fn field(h: &mut Vec<u8>, name: &str, value: &[u8]) {
     h.extend_from_slice(b"\r\n");
 }
 
-/// A response ready to go: its head (bar `Date` and the blank line) and
-/// its body, from memory or from the data file.
+/// A response ready to go (its head is in the connection's `out`): its
+/// body, from memory or from the data file.
 struct Answer {
-    head: Vec<u8>,
     body: Bytes,
     file: Option<cache_core::FileSpan>,
     /// When the head went out, from the request's start (its first byte
@@ -323,16 +323,14 @@ struct Answer {
 }
 
 impl Answer {
-    /// Writes the response; the body bytes sent, and with an error the
-    /// bytes sent before it.
+    /// Writes the response, its head from `out` (`Date` appended here);
+    /// the body bytes sent, and with an error the bytes sent before it.
     async fn send(
         &mut self,
         stream: &TcpStream,
         out: &mut Vec<u8>,
         started: Instant,
     ) -> Result<u64, (u64, io::Error)> {
-        out.clear();
-        out.extend_from_slice(&self.head);
         out.extend_from_slice(b"date: ");
         http_date(out);
         out.extend_from_slice(b"\r\n\r\n");
@@ -342,15 +340,14 @@ impl Answer {
             // Small: head and body in one `writev` from memory (see
             // `MIN_SENDFILE`).
             None => {
-                let body = self.body.clone();
-                write_all(stream, &[IoSlice::new(out), IoSlice::new(&body)])
+                write_all(stream, &mut [IoSlice::new(out), IoSlice::new(&self.body)])
                     .await
                     .map_err(|(sent, e)| (sent.saturating_sub(out.len() as u64), e))?;
                 self.head_sent = Some(started.elapsed());
                 Ok(n)
             }
             Some(file) => {
-                write_all(stream, &[IoSlice::new(out)])
+                write_all(stream, &mut [IoSlice::new(out)])
                     .await
                     .map_err(|(_, e)| (0, e))?;
                 self.head_sent = Some(started.elapsed());
@@ -360,19 +357,21 @@ impl Answer {
     }
 }
 
-/// Writes all of `bufs`; with an error, the bytes written before it.
-async fn write_all(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> Result<u64, (u64, io::Error)> {
+/// Writes all of `bufs` (advancing them); with an error, the bytes
+/// written before it.
+async fn write_all(
+    stream: &TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+) -> Result<u64, (u64, io::Error)> {
     let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
-    let mut slices = &mut owned[..];
     let mut done = 0;
     while done < total {
         let fd = stream.as_raw_fd();
-        match stream.try_io(Interest::WRITABLE, || writev(fd, slices)) {
+        match stream.try_io(Interest::WRITABLE, || writev(fd, bufs)) {
             Ok(0) => return Err((done as u64, io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 done += n;
-                IoSlice::advance_slices(&mut slices, n);
+                IoSlice::advance_slices(&mut bufs, n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if let Err(e) = stream.writable().await {

@@ -394,7 +394,10 @@ struct Conn {
     client: Arc<str>,
     http: http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
+    // The fast path's (Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     header_read_timeout: Duration,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     draining: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -402,36 +405,45 @@ impl Conn {
     /// Serves `stream` until it closes: a TCP connection on Linux first on
     /// the fast path (`fast_path`), then, or else, with hyper.
     async fn serve(self, stream: AcceptedStream) {
+        let taken = match stream {
+            AcceptedStream::Tcp(s) => self.take_up_tcp(s).await,
+            AcceptedStream::Unix(s) => Some((s, None)),
+        };
+        if let Some((io, spans)) = taken {
+            self.serve_with_hyper(io, spans).await;
+        }
+    }
+
+    /// A TCP connection registered with the current runtime, for hyper:
+    /// on Linux once the fast path hands it over (`None`: it closed
+    /// there), with the bytes it read and where body frames register for
+    /// `sendfile`.
+    async fn take_up_tcp(&self, s: std::net::TcpStream) -> Option<TakenUp> {
+        let s = match tokio::net::TcpStream::from_std(s) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot take up an accepted connection");
+                return None;
+            }
+        };
         #[cfg(target_os = "linux")]
-        let stream = match stream {
-            AcceptedStream::Tcp(s) => {
-                let s = match tokio::net::TcpStream::from_std(s) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot take up an accepted connection");
-                        return;
-                    }
-                };
-                let fast = super::fast_path::FastPath {
-                    app: self.app.clone(),
-                    header_read_timeout: self.header_read_timeout,
-                    draining: self.draining.clone(),
-                };
-                match fast.serve(s, &self.client).await {
-                    super::fast_path::Exit::Closed => return,
-                    super::fast_path::Exit::HandOff(s, read) => {
-                        let (s, spans) = SendfileTcp::new(s);
-                        let io = super::fast_path::Rewind::new(read.freeze(), s);
-                        return self.serve_with_hyper(Box::new(io), Some(spans)).await;
-                    }
+        {
+            use super::fast_path::{Exit, FastPath, Rewind};
+            let fast = FastPath {
+                app: self.app.clone(),
+                header_read_timeout: self.header_read_timeout,
+                draining: self.draining.clone(),
+            };
+            match fast.serve(s, &self.client).await {
+                Exit::Closed => None,
+                Exit::HandOff(s, read) => {
+                    let (s, spans) = SendfileTcp::new(s);
+                    Some((Box::new(Rewind::new(read.freeze(), s)), Some(spans)))
                 }
             }
-            other => other,
-        };
-        match stream.take_up() {
-            Ok((io, spans)) => self.serve_with_hyper(io, spans).await,
-            Err(e) => tracing::debug!(error = %e, "cannot take up an accepted connection"),
         }
+        #[cfg(not(target_os = "linux"))]
+        Some((Box::new(s), None))
     }
 
     /// Serves `io` with hyper until the connection ends.
@@ -476,26 +488,6 @@ type TakenUp = (Box<dyn Io>, Option<Arc<Spans>>);
 enum AcceptedStream {
     Tcp(std::net::TcpStream),
     Unix(Box<dyn Io>),
-}
-
-impl AcceptedStream {
-    /// The stream registered with the current runtime and, on TCP, where
-    /// its body frames register for `sendfile`.
-    fn take_up(self) -> std::io::Result<TakenUp> {
-        match self {
-            AcceptedStream::Tcp(s) => {
-                let s = tokio::net::TcpStream::from_std(s)?;
-                #[cfg(target_os = "linux")]
-                {
-                    let (s, spans) = SendfileTcp::new(s);
-                    Ok((Box::new(s), Some(spans)))
-                }
-                #[cfg(not(target_os = "linux"))]
-                Ok((Box::new(s), None))
-            }
-            AcceptedStream::Unix(s) => Ok((s, None)),
-        }
-    }
 }
 
 /// Accepts connections on `l` and hands them to the serve loop with the
