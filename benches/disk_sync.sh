@@ -5,10 +5,15 @@
 # includes its `sync`: what counts is when the bytes are on the disk.
 #
 #   benches/disk_sync.sh [--size SIZE] [--runs N] [--bin PATH] [--dir DIR]
-#                        [--against PATH]
+#                        [--against PATH] [--ceiling]
 #
 # --against PATH measures a second blockcache binary in the same rounds
 # (an A/B of a change, same disk, same moment).
+# --ceiling then runs benches/examples/copy_ceiling against the same nginx
+# and file: the same work plan without blockcache, once with the bytes
+# copied through user space (recv + pwrite, as any HTTP client library
+# does) and once moved in the kernel (splice). It shows how far the
+# machine's CPU lets a fill go on each path (built with cargo if needed).
 #
 # Prints each round, the medians and fetch/cp as a ratio of throughputs
 # (target >= 0.8x). Env: BLOCKCACHE (binary; default target/release),
@@ -27,6 +32,7 @@ BIN=${BLOCKCACHE:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/blockcache}
 PARENT=${COMPARE_DIR:-${TMPDIR:-/tmp}}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 BIN2=
+CEILING=0
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -35,6 +41,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN=$2; shift 2 ;;
     --dir) PARENT=$2; shift 2 ;;
     --against) BIN2=$2; shift 2 ;;
+    --ceiling) CEILING=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "$SCRIPT: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -108,4 +115,10 @@ if [ -n "$BIN2" ]; then
     gm=$(median "${G[@]}")
     printf -- '--against: fetch+sync %s MB/s | ratio to cp+sync %sx | to --bin %sx\n' \
         "$(calc "round($SIZE / $gm / 1e6)")" "$(calc "round($cm / $gm, 2)")" "$(calc "round($fm / $gm, 2)")"
+fi
+if [ "$CEILING" = 1 ]; then
+    log "copy ceiling (benches/examples/copy_ceiling, $RUNS rounds)"
+    (cd "$ROOT_DIR" && cargo build --release -q -p benches --example copy_ceiling)
+    "${CARGO_TARGET_DIR:-$ROOT_DIR/target}/release/examples/copy_ceiling" \
+        --url "$URL" --len "$SIZE" --dir "$WORK" --rounds "$RUNS"
 fi

@@ -18,13 +18,7 @@ use tokio::net::TcpListener;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let upstream = args
-        .iter()
-        .position(|a| a == "--upstream")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .expect("--upstream HOST:PORT");
+    let upstream = benches::arg_str("--upstream").expect("--upstream HOST:PORT");
     let link = Link::new(WanShape {
         rtt: Duration::from_millis(benches::arg("--rtt-ms", 40) as u64),
         conn_rate: benches::arg("--conn-mb", 20) as f64 * 1e6,
@@ -32,7 +26,7 @@ async fn main() {
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("listening on {}", listener.local_addr().expect("addr"));
-    if args.iter().any(|a| a == "--stats") {
+    if std::env::args().any(|a| a == "--stats") {
         let link = link.clone();
         tokio::spawn(async move {
             let (mut bytes, mut idle) = (link.bytes(), link.idle());

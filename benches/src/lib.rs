@@ -28,12 +28,18 @@ pub fn full_run() -> bool {
 /// The value after command-line flag `name` (`--size 64`), else `default`
 /// (for the examples, which take a few numeric flags).
 pub fn arg(name: &str, default: usize) -> usize {
+    arg_str(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The value after `name` on the command line, if any.
+pub fn arg_str(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
 }
 
 /// `full` in a real run, `quick` in test mode.
