@@ -132,6 +132,9 @@ pub fn store_dir(g: &cli::Global) -> Result<PathBuf, Failure> {
 pub fn http_config(a: Option<&cli::HttpArgs>) -> HttpSourceConfig {
     HttpSourceConfig {
         limit_rate: a.and_then(|a| a.limit_rate),
+        // BLOCKCACHE_SPLICE=0: every body through hyper's buffers (for
+        // comparisons, or a file system whose splice misbehaves).
+        direct_bodies: std::env::var_os("BLOCKCACHE_SPLICE").is_none_or(|v| v != "0"),
         ..HttpSourceConfig::default()
     }
 }

@@ -194,6 +194,26 @@ impl DataFile {
             .map_err(|e| Error::io(&self.path, "write chunk", e))
     }
 
+    /// Lets `mover` write `len` bytes at `offset` straight into the file
+    /// (a [`crate::DirectBody`]), after the same fault hook as
+    /// [`DataFile::write_at`].
+    pub(crate) fn move_in(
+        &self,
+        offset: u64,
+        len: usize,
+        mover: impl FnOnce(&File) -> std::result::Result<(), crate::MoveError>,
+    ) -> std::result::Result<(), crate::MoveError> {
+        if let Some(fault) = &self.fault {
+            fault(offset, len).map_err(crate::MoveError::Write)?;
+        }
+        mover(&self.file)
+    }
+
+    /// The path of the file (for messages).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Makes every completed write durable (fdatasync).
     pub(crate) fn sync(&self) -> Result<()> {
         self.file

@@ -259,7 +259,10 @@ pub use plan::{
     FillOptions, FillPolicy, DEFAULT_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_READAHEAD_CHUNKS,
 };
-pub use source::{RangeBody, Source, SourceError, SourceErrorKind, SourceInfo};
+pub use source::{
+    DirectBody, DirectRanges, MoveError, RangeBody, Source, SourceError, SourceErrorKind,
+    SourceInfo,
+};
 pub use store::{
     check_chunk_size, object_key, FetchOptions, GcReport, ObjectSummary, Store, DEFAULT_CHUNK_SIZE,
 };

@@ -8,6 +8,15 @@
 //! A source must guarantee invariant 2 of the design: every body it returns
 //! belongs to the version described by the `expect` [`SourceInfo`] it was
 //! given, or it fails with [`SourceErrorKind::Changed`].
+//!
+//! A source may also offer [`Source::direct`]: range bodies that move
+//! themselves into the object's data file without passing through user
+//! space ([`DirectBody`]; `cache-http` uses Linux `splice` for plain-HTTP
+//! origins). On two cores a fill that copies every byte through a buffer
+//! is bound by the CPU, not the disk (BENCHMARKS.md, fill at the disk's
+//! speed). The fill then hashes each chunk from the file, so invariant 1
+//! holds as before: a chunk is visible only once its bytes are in the
+//! file and its chaining value was computed from them.
 
 use std::fmt;
 use std::ops::Range;
@@ -53,6 +62,35 @@ impl fmt::Debug for RangeBody {
     }
 }
 
+/// Range bodies that move into a file in the kernel (see the module docs).
+pub trait DirectRanges: Send + Sync {
+    /// Asks for `range` of the version `expect` (blocking: the fill calls
+    /// it on a blocking thread). `None` when the answer is anything but
+    /// exactly that range, or the request fails: the fill then asks
+    /// [`Source::read_range`], which retries, follows redirects and reports
+    /// errors. The body must hold exactly the bytes of `range`.
+    fn open(&self, range: Range<u64>, expect: &SourceInfo) -> Option<Box<dyn DirectBody>>;
+}
+
+/// One body of [`DirectRanges::open`], in order.
+pub trait DirectBody: Send {
+    /// Moves the next `len` bytes of the body into `file` at `offset`
+    /// (blocking).
+    fn move_into(&mut self, file: &std::fs::File, offset: u64, len: usize)
+        -> Result<(), MoveError>;
+}
+
+/// Why [`DirectBody::move_into`] stopped.
+#[derive(Debug)]
+pub enum MoveError {
+    /// The body broke (closed early, stalled, reset): the fill asks
+    /// [`Source::read_range`] for the rest.
+    Source(SourceError),
+    /// Writing the file failed (a full disk): the fill fails, as with any
+    /// write of the data file.
+    Write(std::io::Error),
+}
+
 /// A place bytes of an object come from (an HTTP URL, a file, a test double).
 pub trait Source: Send + Sync + 'static {
     /// Stable identity of the upstream object, e.g. its URL. Together with
@@ -81,6 +119,13 @@ pub trait Source: Send + Sync + 'static {
     /// caller expects. Default: none (an origin has no manifest).
     fn manifest(&self) -> BoxFuture<'_, Result<Option<Manifest>, SourceError>> {
         Box::pin(async { Ok(None) })
+    }
+
+    /// Range bodies that move into the data file in the kernel, when this
+    /// source has them (see the module docs). Asked for origins only.
+    /// Default: none.
+    fn direct(&self) -> Option<&dyn DirectRanges> {
+        None
     }
 }
 

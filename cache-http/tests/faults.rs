@@ -16,11 +16,7 @@ const ETAG: &str = "\"v1\"";
 const LEN: usize = 1 << 20;
 
 fn info() -> SourceInfo {
-    SourceInfo {
-        len: LEN as u64,
-        validator: ETAG.into(),
-        ranges: true,
-    }
+    support::source_info(LEN, ETAG)
 }
 
 /// Origin where request `n` (0-based, counting every request) gets

@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::Arc;
 
-use cache_core::{FetchOptions, FillOptions, SourceErrorKind, Store};
+use cache_core::{FetchOptions, FillOptions, Object, SourceErrorKind, Store, StoreOptions};
 use cache_http::HttpSource;
 use support::fault_origin::{Action, FaultOrigin};
 use support::nginx::Nginx;
@@ -56,6 +56,20 @@ async fn nginx_256_mib_four_connections_each_byte_once() {
     assert!(fill.len() >= 4, "merged into {} requests", fill.len());
 }
 
+/// A fill of `o`'s `/obj` into a fresh store opened with `store`; the
+/// store's directory lives as long as the returned guard.
+async fn fill_obj(
+    o: &FaultOrigin,
+    store: StoreOptions,
+    options: FetchOptions,
+) -> (tempfile::TempDir, Store, Object) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), store).unwrap();
+    let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
+    let object = store.fetch(Arc::new(src), options).await.unwrap();
+    (dir, store, object)
+}
+
 /// One connection, requests of 1 MiB: a fill in predictable steps.
 fn one_by_one() -> FetchOptions {
     FetchOptions {
@@ -81,10 +95,7 @@ async fn whole_body_for_a_range_falls_back_to_one_stream() {
         _ => Action::Serve,
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
-    let object = store.fetch(Arc::new(src), options(4)).await.unwrap();
+    let (_dir, _store, object) = fill_obj(&o, StoreOptions::default(), options(4)).await;
     assert_eq!(
         bounded(object.wait_complete()).await.unwrap(),
         blake3::hash(&data)
@@ -109,10 +120,7 @@ async fn ranges_refused_mid_fill_end_in_one_stream_from_offset_0() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
-    let object = store.fetch(Arc::new(src), one_by_one()).await.unwrap();
+    let (_dir, _store, object) = fill_obj(&o, StoreOptions::default(), one_by_one()).await;
     assert_eq!(
         bounded(object.wait_complete()).await.unwrap(),
         blake3::hash(&data)
@@ -132,10 +140,7 @@ async fn resets_mid_body_still_complete_correctly() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
-    let object = store.fetch(Arc::new(src), options(2)).await.unwrap();
+    let (_dir, _store, object) = fill_obj(&o, StoreOptions::default(), options(2)).await;
     assert_eq!(
         bounded(object.wait_complete()).await.unwrap(),
         blake3::hash(&data)
@@ -155,10 +160,7 @@ async fn etag_change_mid_fill_is_source_changed() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let src = HttpSource::new(&o.url("/obj"), fast_config()).unwrap();
-    let object = store.fetch(Arc::new(src), one_by_one()).await.unwrap();
+    let (_dir, _store, object) = fill_obj(&o, StoreOptions::default(), one_by_one()).await;
     let err = bounded(object.wait_complete()).await.unwrap_err();
     assert_eq!(
         err.source_error().map(|e| e.kind),
@@ -192,4 +194,79 @@ async fn not_found_is_final_and_names_the_url() {
         "{err}"
     );
     assert!(err.to_string().contains(&url), "{err}");
+}
+
+/// A body moved in the kernel (`HttpSource::direct`) that breaks mid-run:
+/// the chunk it was in is asked again through hyper from its start, and
+/// the fill completes with the right bytes.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_body_that_breaks_is_finished_through_hyper() {
+    const LEN: usize = 4 << 20;
+    let data = pattern(3, LEN);
+    // Request 0 is the probe, 1 the fill's one range (moved): it breaks
+    // half way into chunk 1. More than the socket buffers hold, so the
+    // head is read before the reset.
+    let o = FaultOrigin::start(data.clone(), ETAG, |_, i| {
+        if i == 1 {
+            Action::Reset { after: 1_500_000 }
+        } else {
+            Action::Serve
+        }
+    })
+    .await;
+    let (_dir, _store, object) = fill_obj(&o, StoreOptions::default(), options(1)).await;
+    assert_eq!(
+        bounded(object.wait_complete()).await.unwrap(),
+        blake3::hash(&data)
+    );
+    assert!(object.read_at(0, LEN as u64).await.unwrap()[..] == data[..]);
+    let ranges: Vec<Option<String>> = o.seen().into_iter().map(|s| s.range).collect();
+    assert_eq!(
+        ranges,
+        [
+            Some("bytes=0-0".to_owned()),
+            Some(format!("bytes=0-{}", LEN - 1)),
+            Some(format!("bytes={}-{}", 1 << 20, LEN - 1)),
+        ],
+        "probe, the moved body, then the rest from chunk 1 through hyper"
+    );
+}
+
+/// A full disk while a body is moved in the kernel: the fill fails with
+/// the write error naming the data file, and the chunks written before
+/// it stay complete.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_a_moved_body_fails_the_fill_and_keeps_what_came() {
+    const LEN: usize = 4 << 20;
+    let data = pattern(4, LEN);
+    let o = FaultOrigin::start(data.clone(), ETAG, |_, _| Action::Serve).await;
+    let fault: cache_core::WriteFault = Arc::new(|offset, _| {
+        if offset >= 2 << 20 {
+            Err(std::io::Error::from_raw_os_error(28))
+        } else {
+            Ok(())
+        }
+    });
+    let full_disk = StoreOptions {
+        write_fault: Some(fault),
+        ..StoreOptions::default()
+    };
+    let (_dir, _store, object) = fill_obj(&o, full_disk, options(1)).await;
+    let err = bounded(object.wait_complete()).await.unwrap_err();
+    let shown = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(shown.contains("write chunk"), "{shown}");
+    assert!(
+        shown.contains(&object.data_path().display().to_string()),
+        "{shown}"
+    );
+    assert_eq!(object.state(), cache_core::ObjectState::Failed);
+    assert_eq!(object.progress().chunks_done, 2, "chunks 0 and 1 stay");
+    assert!(object.read_at(0, 2 << 20).await.unwrap()[..] == data[..2 << 20]);
 }

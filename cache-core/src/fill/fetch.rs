@@ -23,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
+use super::direct::Moved;
 use super::filler::FillCtx;
 use crate::error::{Error, Result};
 use crate::source::{Source, SourceError, SourceErrorKind, SourceInfo};
@@ -39,7 +40,7 @@ pub(crate) struct RunCtl {
     pub(crate) ending: AtomicBool,
     /// Whether the request watches for its end at all: only when the
     /// fill overlaps requests (two connections or more).
-    watch_end: bool,
+    pub(super) watch_end: bool,
 }
 
 impl RunCtl {
@@ -59,13 +60,21 @@ const MAX_OVERLAP_CHUNKS: u64 = 4;
 /// When a request is ending (see [`RunCtl::ending`]): it measures the time
 /// to its first byte (a round trip plus the source's own latency) and the
 /// rate of its body so far.
-struct EndWatch {
+pub(super) struct EndWatch {
     sent: Instant,
     first_byte: Option<(Instant, Duration)>,
     received: u64,
 }
 
 impl EndWatch {
+    pub(super) fn new() -> EndWatch {
+        EndWatch {
+            sent: Instant::now(),
+            first_byte: None,
+            received: 0,
+        }
+    }
+
     /// Whether `remaining` bytes arrive within one time-to-first-byte at
     /// the rate seen so far; always when one chunk is left, never when
     /// more than [`MAX_OVERLAP_CHUNKS`] are (a client starved of CPU reads
@@ -93,7 +102,7 @@ impl EndWatch {
 /// (its successor started) and ended: one `debug` event per request,
 /// target `blockcache::requests`, in Unix milliseconds, so a fill's
 /// requests can be laid out on one time line (BENCHMARKS.md, WAN).
-struct Timeline {
+pub(super) struct Timeline {
     /// Whether the event is wanted (checked once per request).
     on: bool,
     sent: u128,
@@ -108,7 +117,7 @@ fn unix_ms() -> u128 {
 }
 
 impl Timeline {
-    fn start() -> Timeline {
+    pub(super) fn start() -> Timeline {
         let on = tracing::enabled!(target: "blockcache::requests", tracing::Level::DEBUG);
         Timeline {
             on,
@@ -118,7 +127,7 @@ impl Timeline {
         }
     }
 
-    fn piece(&mut self) {
+    pub(super) fn piece(&mut self) {
         if self.on && self.first_byte.is_none() {
             self.first_byte = Some(unix_ms());
         }
@@ -130,7 +139,7 @@ impl Timeline {
         }
     }
 
-    fn done(&self, range: &Range<u64>) {
+    pub(super) fn done(&self, range: &Range<u64>) {
         if !self.on {
             return;
         }
@@ -148,9 +157,35 @@ impl Timeline {
 }
 
 /// A request that ended early: the first chunk not committed, and why.
-struct Interrupted {
-    at: u32,
-    error: Error,
+pub(super) struct Interrupted {
+    pub(super) at: u32,
+    pub(super) error: Error,
+}
+
+/// Tells the request's end watch (when it has one) that the body is at
+/// object offset `at` after `got` more bytes, of a body that ends at
+/// `body_end` unless cut: once the rest arrives within a time to first
+/// byte, the filler starts the next request (see [`RunCtl::ending`]).
+pub(super) fn note_progress(
+    watch: &mut Option<EndWatch>,
+    timeline: &mut Timeline,
+    ctx: &FillCtx,
+    ctl: &RunCtl,
+    (at, got, body_end): (u64, usize, u64),
+) {
+    let Some(w) = watch else { return };
+    let header = &ctx.obj.header;
+    let end = body_end.min(
+        header
+            .chunk_range(ctl.limit.load(Ordering::Acquire).max(1) - 1)
+            .end,
+    );
+    if w.ending(got, end.saturating_sub(at), u64::from(header.chunk_size)) {
+        timeline.ending();
+        ctl.ending.store(true, Ordering::Release);
+        ctx.obj.filler_wake.notify_one();
+        *watch = None;
+    }
 }
 
 /// Fetches chunks `run` and commits each as it completes; `ctl.limit` is
@@ -182,6 +217,13 @@ pub(crate) async fn fetch_run(ctx: Arc<FillCtx>, run: Range<u32>, ctl: Arc<RunCt
         }
     }
     let origin = ctx.source.clone();
+    if origin.direct().is_some() {
+        match super::direct::move_run(&ctx, &origin, from..run.end, &ctl).await {
+            Ok(Moved::Done) => return Ok(()),
+            Ok(Moved::From(chunk)) => from = chunk,
+            Err(interrupted) => return Err(interrupted.error),
+        }
+    }
     fetch_from(&ctx, &origin, &ctx.info, from..run.end, &ctl, true)
         .await
         .map_err(|i| i.error)
@@ -228,11 +270,7 @@ async fn fetch_from(
     let want = header.chunk_range(run.start).start..header.chunk_range(run.end - 1).end;
     // Only requests to the origin overlap: alternates get one request at
     // a time (see `alternates::connections`).
-    let mut watch = (is_origin && ctl.watch_end).then(|| EndWatch {
-        sent: Instant::now(),
-        first_byte: None,
-        received: 0,
-    });
+    let mut watch = (is_origin && ctl.watch_end).then(EndWatch::new);
     let mut timeline = Timeline::start();
     let body = match tokio::time::timeout(stall, source.read_range(want.clone(), info)).await {
         Ok(Ok(body)) => body,
@@ -294,20 +332,14 @@ async fn fetch_from(
             }
         };
         timeline.piece();
-        if let Some(w) = &mut watch {
-            let end = range.end.min(
-                header
-                    .chunk_range(limit.load(Ordering::Acquire).max(1) - 1)
-                    .end,
-            );
-            let at = header.chunk_range(chunk).start + (buf.len() + piece.len()) as u64;
-            if w.ending(piece.len(), end.saturating_sub(at), cs) {
-                timeline.ending();
-                ctl.ending.store(true, Ordering::Release);
-                ctx.obj.filler_wake.notify_one();
-                watch = None;
-            }
-        }
+        let at = header.chunk_range(chunk).start + (buf.len() + piece.len()) as u64;
+        note_progress(
+            &mut watch,
+            &mut timeline,
+            ctx,
+            ctl,
+            (at, piece.len(), range.end),
+        );
         while !piece.is_empty() {
             if chunk >= limit.load(Ordering::Acquire) && chunk >= run.start {
                 // Cut short: a demand took the rest. Dropping the body

@@ -3,6 +3,9 @@
 //! * [`scheduler`] decides which chunks to request (demand first).
 //! * `filler` runs the requests, up to N at once plus one lane kept for
 //!   demands, and turns their bytes into committed chunks.
+//! * `fetch` turns one range request's body into committed chunks;
+//!   `direct` does it for bodies that move into the data file in the
+//!   kernel (see [`crate::DirectBody`]).
 //! * `durability` batches the `fdatasync` of the data file and the
 //!   appending of index records (data first, never one sync per chunk).
 //!
@@ -12,6 +15,7 @@
 //! module is the mechanism it uses.
 
 mod alternates;
+mod direct;
 mod durability;
 mod fetch;
 mod filler;

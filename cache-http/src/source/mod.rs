@@ -42,6 +42,8 @@
 mod client;
 pub mod credentials;
 mod diagnose;
+#[cfg(target_os = "linux")]
+mod direct;
 mod factory;
 mod parent;
 mod probe;
@@ -131,6 +133,11 @@ pub struct HttpSourceConfig {
     /// The object's identity is the URL without its query string, so a
     /// re-signed (presigned) URL resumes the same object (`--ignore-query`).
     pub ignore_query: bool,
+    /// Range bodies from a plain-HTTP URL (no proxy, no rate limit) move
+    /// into the data file in the kernel (Linux `splice`) instead of
+    /// through hyper's buffers (default true; elsewhere it does nothing).
+    /// Off: every body goes through hyper, as over TLS.
+    pub direct_bodies: bool,
 }
 
 /// Shows header names only: a caller may not have marked a value
@@ -154,6 +161,7 @@ impl std::fmt::Debug for HttpSourceConfig {
             .field("basic_auth", &self.basic_auth)
             .field("netrc", &self.netrc)
             .field("ignore_query", &self.ignore_query)
+            .field("direct_bodies", &self.direct_bodies)
             .finish()
     }
 }
@@ -176,6 +184,7 @@ impl Default for HttpSourceConfig {
             basic_auth: None,
             netrc: None,
             ignore_query: false,
+            direct_bodies: true,
         }
     }
 }
@@ -209,6 +218,9 @@ pub enum HttpSourceError {
 #[derive(Debug)]
 pub struct HttpSource {
     inner: Arc<Inner>,
+    /// Bodies moved in the kernel (see `direct`), when configured.
+    #[cfg(target_os = "linux")]
+    direct: Option<direct::DirectRanges>,
 }
 
 /// State shared by the source and the body streams it hands out (the
@@ -278,18 +290,24 @@ impl HttpSource {
         } else {
             url.to_owned()
         };
+        let inner = Arc::new(Inner {
+            original,
+            identity,
+            origin_headers,
+            client,
+            matcher,
+            config,
+            resolved: Mutex::new(None),
+            answered: AtomicBool::new(false),
+            limiter,
+        });
         Ok(HttpSource {
-            inner: Arc::new(Inner {
-                original,
-                identity,
-                origin_headers,
-                client,
-                matcher,
-                config,
-                resolved: Mutex::new(None),
-                answered: AtomicBool::new(false),
-                limiter,
-            }),
+            #[cfg(target_os = "linux")]
+            direct: inner
+                .config
+                .direct_bodies
+                .then(|| direct::DirectRanges::new(inner.clone())),
+            inner,
         })
     }
 
@@ -354,5 +372,12 @@ impl Source for HttpSource {
         expect: &'a SourceInfo,
     ) -> BoxFuture<'a, Result<RangeBody, SourceError>> {
         Box::pin(read::read_range(self.inner.clone(), range, expect.clone()))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn direct(&self) -> Option<&dyn cache_core::DirectRanges> {
+        self.direct
+            .as_ref()
+            .map(|d| d as &dyn cache_core::DirectRanges)
     }
 }

@@ -125,56 +125,7 @@ impl Reader {
         self.used = fin.clone();
         let status = resp.status();
         if status == StatusCode::PARTIAL_CONTENT {
-            check_encoding(&resp)?;
-            check_validator(&resp, &self.expect)?;
-            let cr = match content_range_of(resp.headers()) {
-                Some(Ok(cr)) => cr,
-                Some(Err(e)) => {
-                    return Err(Failure::transient(SourceErrorKind::Protocol, e.to_string()))
-                }
-                None => {
-                    return Err(Failure::transient(
-                        SourceErrorKind::Protocol,
-                        "206 without Content-Range",
-                    ))
-                }
-            };
-            let want = ContentRange::Bytes {
-                first: pos,
-                last: end - 1,
-                complete: Some(len),
-            };
-            if cr != want {
-                if let ContentRange::Bytes {
-                    complete: Some(n), ..
-                } = cr
-                {
-                    if n != len {
-                        return Err(Failure::fatal(
-                            SourceErrorKind::Changed,
-                            format!("length changed from {len} to {n}"),
-                        ));
-                    }
-                }
-                return Err(Failure::transient(
-                    SourceErrorKind::Protocol,
-                    format!(
-                        "Content-Range {cr:?} does not match requested bytes {pos}-{}/{len}",
-                        end - 1
-                    ),
-                ));
-            }
-            if let Some(cl) = content_length_of(resp.headers()) {
-                if cl != end - pos {
-                    return Err(Failure::transient(
-                        SourceErrorKind::Protocol,
-                        format!(
-                            "Content-Length {cl} does not match range length {}",
-                            end - pos
-                        ),
-                    ));
-                }
-            }
+            check_partial(&resp, pos..end, &self.expect)?;
             self.inner.set_resolved(Some(fin));
             self.body_pos = pos;
             self.body = Some(resp.into_body());
@@ -296,6 +247,67 @@ impl Reader {
             }
         }
     }
+}
+
+/// Checks a 206 answer to a request for `range` of the version `expect`:
+/// identity encoding, the same validator, a Content-Range of exactly that
+/// range of an object of the same length, a Content-Length (if any) of the
+/// range's.
+pub(crate) fn check_partial<B>(
+    resp: &http::Response<B>,
+    range: Range<u64>,
+    expect: &SourceInfo,
+) -> Result<(), Failure> {
+    let (pos, end, len) = (range.start, range.end, expect.len);
+    check_encoding(resp)?;
+    check_validator(resp, expect)?;
+    let cr = match content_range_of(resp.headers()) {
+        Some(Ok(cr)) => cr,
+        Some(Err(e)) => return Err(Failure::transient(SourceErrorKind::Protocol, e.to_string())),
+        None => {
+            return Err(Failure::transient(
+                SourceErrorKind::Protocol,
+                "206 without Content-Range",
+            ))
+        }
+    };
+    let want = ContentRange::Bytes {
+        first: pos,
+        last: end - 1,
+        complete: Some(len),
+    };
+    if cr != want {
+        if let ContentRange::Bytes {
+            complete: Some(n), ..
+        } = cr
+        {
+            if n != len {
+                return Err(Failure::fatal(
+                    SourceErrorKind::Changed,
+                    format!("length changed from {len} to {n}"),
+                ));
+            }
+        }
+        return Err(Failure::transient(
+            SourceErrorKind::Protocol,
+            format!(
+                "Content-Range {cr:?} does not match requested bytes {pos}-{}/{len}",
+                end - 1
+            ),
+        ));
+    }
+    if let Some(cl) = content_length_of(resp.headers()) {
+        if cl != end - pos {
+            return Err(Failure::transient(
+                SourceErrorKind::Protocol,
+                format!(
+                    "Content-Length {cl} does not match range length {}",
+                    end - pos
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// [`cache_core::Source::read_range`] for [`super::HttpSource`].

@@ -186,6 +186,23 @@ pub(crate) async fn send_following(
     }
 }
 
+/// The headers of a request to `uri`: ours, the user's and the
+/// credentials for its origin, then `headers` (which replace them).
+pub(crate) fn request_headers(inner: &Inner, uri: &Uri, headers: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(ua) = HeaderValue::from_str(&inner.config.user_agent) {
+        h.insert(USER_AGENT, ua);
+    }
+    // User headers and credentials; a user `User-Agent` replaces ours.
+    add_origin_headers(&mut h, &inner.origin_headers, &inner.original, uri);
+    for (name, value) in headers {
+        h.insert(name.clone(), value.clone());
+    }
+    // Compressed bodies would make byte ranges meaningless.
+    h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    h
+}
+
 async fn send_once(
     inner: &Inner,
     method: &Method,
@@ -196,16 +213,7 @@ async fn send_once(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri.clone();
     let h = req.headers_mut();
-    if let Ok(ua) = HeaderValue::from_str(&inner.config.user_agent) {
-        h.insert(USER_AGENT, ua);
-    }
-    // User headers and credentials; a user `User-Agent` replaces ours.
-    add_origin_headers(h, &inner.origin_headers, &inner.original, uri);
-    for (name, value) in headers {
-        h.insert(name.clone(), value.clone());
-    }
-    // Compressed bodies would make byte ranges meaningless.
-    h.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    *h = request_headers(inner, uri, headers);
     if uri.scheme_str() == Some("http") {
         if let Some(auth) = inner
             .matcher
@@ -275,7 +283,7 @@ pub(crate) fn classify_status(resp: &Response<Incoming>) -> Failure {
 }
 
 /// Rejects encoded bodies: their bytes are not the object's bytes.
-pub(crate) fn check_encoding(resp: &Response<Incoming>) -> Result<(), Failure> {
+pub(crate) fn check_encoding<B>(resp: &Response<B>) -> Result<(), Failure> {
     match resp.headers().get(CONTENT_ENCODING).map(|v| v.as_bytes()) {
         None => Ok(()),
         Some(v) if v.eq_ignore_ascii_case(b"identity") => Ok(()),
@@ -290,10 +298,7 @@ pub(crate) fn check_encoding(resp: &Response<Incoming>) -> Result<(), Failure> {
 }
 
 /// Fails with `Changed` unless the response carries the expected validator.
-pub(crate) fn check_validator(
-    resp: &Response<Incoming>,
-    expect: &SourceInfo,
-) -> Result<(), Failure> {
+pub(crate) fn check_validator<B>(resp: &Response<B>, expect: &SourceInfo) -> Result<(), Failure> {
     if expect.validator.is_empty() {
         return Ok(());
     }

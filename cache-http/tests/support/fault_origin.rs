@@ -34,6 +34,8 @@ pub struct Seen {
     /// Every request header (credentials tests look for what must not be
     /// there).
     pub headers: http::HeaderMap,
+    /// The client's port: requests on one connection share it.
+    pub peer_port: u16,
 }
 
 /// What to answer to one request.
@@ -120,7 +122,7 @@ impl FaultOrigin {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
                 let st = st.clone();
@@ -128,7 +130,7 @@ impl FaultOrigin {
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
-                        async move { Ok::<_, Infallible>(handle(&st, req)) }
+                        async move { Ok::<_, Infallible>(handle(&st, req, peer.port())) }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match acceptor {
@@ -175,7 +177,7 @@ impl Drop for FaultOrigin {
     }
 }
 
-fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
+fn handle(st: &State, req: Request<Incoming>, peer_port: u16) -> Response<Body> {
     let h = req.headers();
     let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let seen = Seen {
@@ -190,6 +192,7 @@ fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         if_range: get("if-range"),
         version: req.version(),
         headers: req.headers().clone(),
+        peer_port,
     };
     let n = {
         let mut s = st.seen.lock().unwrap();

@@ -28,6 +28,15 @@ pub fn fast_config() -> HttpSourceConfig {
     }
 }
 
+/// What a probe of an origin serving `len` bytes with `etag` finds.
+pub fn source_info(len: usize, etag: &str) -> SourceInfo {
+    SourceInfo {
+        len: len as u64,
+        validator: etag.into(),
+        ranges: true,
+    }
+}
+
 /// Bound for any single test step; generous, never used as an assertion
 /// about speed, only to turn a hang into a failure.
 pub const STEP: Duration = Duration::from_secs(60);
