@@ -16,6 +16,11 @@
 //!   validator, length), and returns a body stream. A broken body (reset,
 //!   stall, short) is resumed transparently from the last byte received by a
 //!   new request that is validated the same way.
+//! * [`Source::direct`] (Linux, plain `http://`, no proxy, no rate limit):
+//!   the same request over a plain socket, and a 206 of exactly the range
+//!   moves into the data file with `splice`, without a copy through the
+//!   process (`direct`; [`HttpSourceConfig::direct_bodies`]). Any other
+//!   answer is left to `read_range`.
 //! * Redirects are followed by hand (at most `max_redirects`, loops are
 //!   detected); the final URL is remembered and used by later range reads.
 //!   When it stops working (401/403/404/410 — typically an expired signed
