@@ -36,8 +36,12 @@ use super::request::request_headers;
 use super::validate::is_strong_etag;
 use super::Inner;
 
-/// Idle connections kept per source.
+/// Idle connections kept per source...
 const MAX_IDLE: usize = 16;
+/// ... and for how long: servers close idle connections after a while
+/// (nginx: 75 s), and a closed one would otherwise hold its descriptor
+/// until the source goes away.
+const IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest response head read.
 const MAX_HEAD: usize = 64 * 1024;
 /// Pipe capacity asked for: one chunk of the default size per `splice`
@@ -48,8 +52,22 @@ const PIPE_SIZE: usize = 1 << 20;
 #[derive(Debug)]
 pub(crate) struct DirectRanges {
     inner: Arc<Inner>,
-    /// Idle keep-alive connections, with the `host:port` they go to.
-    idle: Arc<Mutex<Vec<(String, TcpStream)>>>,
+    /// Idle keep-alive connections.
+    idle: Arc<Mutex<Vec<Idle>>>,
+}
+
+/// A keep-alive connection waiting for the next request.
+#[derive(Debug)]
+struct Idle {
+    /// The `host:port` it goes to.
+    authority: String,
+    sock: TcpStream,
+    since: std::time::Instant,
+}
+
+/// Drops connections idle for longer than [`IDLE_FOR`].
+fn prune(idle: &mut Vec<Idle>) {
+    idle.retain(|i| i.since.elapsed() < IDLE_FOR);
 }
 
 impl DirectRanges {
@@ -62,8 +80,9 @@ impl DirectRanges {
 
     fn take_idle(&self, authority: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock();
-        let at = idle.iter().rposition(|(a, _)| a == authority)?;
-        Some(idle.swap_remove(at).1)
+        prune(&mut idle);
+        let at = idle.iter().rposition(|i| i.authority == authority)?;
+        Some(idle.swap_remove(at).sock)
     }
 }
 
@@ -228,7 +247,7 @@ struct Body {
     keep_alive: bool,
     broken: bool,
     authority: String,
-    idle: Arc<Mutex<Vec<(String, TcpStream)>>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
     stall: std::time::Duration,
 }
 
@@ -390,8 +409,13 @@ impl DirectBody for Body {
             // The whole body was read: the connection may serve another.
             if let Some(sock) = self.sock.take().filter(|_| self.keep_alive) {
                 let mut idle = self.idle.lock();
+                prune(&mut idle);
                 if idle.len() < MAX_IDLE {
-                    idle.push((std::mem::take(&mut self.authority), sock));
+                    idle.push(Idle {
+                        authority: std::mem::take(&mut self.authority),
+                        sock,
+                        since: std::time::Instant::now(),
+                    });
                 }
             }
         }
