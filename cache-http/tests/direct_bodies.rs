@@ -251,3 +251,29 @@ async fn moved_bodies_reuse_their_connection() {
         "the second moved request reused the connection"
     );
 }
+
+/// A file that refuses splice (here: opened for appending, which splice
+/// rejects with EINVAL, as a file system without it would) is not a write
+/// error: the body ends as a source error, so the fill asks hyper, and
+/// later requests are not moved at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_refuses_splice_sends_bodies_through_hyper() {
+    let (o, _) = origin(|_| Action::Serve).await;
+    let src = std::sync::Arc::new(HttpSource::new(&o.url("/img"), fast_config()).unwrap());
+    let path = tempfile::NamedTempFile::new().unwrap();
+    let appending = std::sync::Arc::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path.path())
+            .unwrap(),
+    );
+    let body = open(&src, 0..(1 << 20)).await.expect("moved");
+    let (_, results) = move_pieces(body, appending, 0, vec![1 << 20]).await;
+    match &results[0] {
+        Err(MoveError::Source(e)) => assert!(e.message.contains("refuses splice"), "{e}"),
+        other => panic!("expected a source error, got {other:?}"),
+    }
+    assert_eq!(o.seen().len(), 1);
+    assert!(open(&src, 0..4096).await.is_none(), "no longer moved");
+    assert_eq!(o.seen().len(), 1, "and not even asked");
+}

@@ -54,6 +54,9 @@ pub(crate) struct DirectRanges {
     inner: Arc<Inner>,
     /// Idle keep-alive connections.
     idle: Arc<Mutex<Vec<Idle>>>,
+    /// Set when a file refused `splice` (a file system without it): from
+    /// then on every body goes through hyper.
+    refused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A keep-alive connection waiting for the next request.
@@ -75,6 +78,7 @@ impl DirectRanges {
         DirectRanges {
             inner,
             idle: Arc::default(),
+            refused: Arc::default(),
         }
     }
 
@@ -99,7 +103,10 @@ enum Exchange {
 impl cache_core::DirectRanges for DirectRanges {
     fn open(&self, range: Range<u64>, expect: &SourceInfo) -> Option<Box<dyn DirectBody>> {
         let inner = &self.inner;
-        if inner.limiter.is_some() || range.is_empty() {
+        if inner.limiter.is_some()
+            || range.is_empty()
+            || self.refused.load(std::sync::atomic::Ordering::Relaxed)
+        {
             return None;
         }
         let uri = inner.current();
@@ -248,6 +255,7 @@ struct Body {
     broken: bool,
     authority: String,
     idle: Arc<Mutex<Vec<Idle>>>,
+    refused: Arc<std::sync::atomic::AtomicBool>,
     stall: std::time::Duration,
 }
 
@@ -296,6 +304,7 @@ impl Body {
             broken: false,
             authority,
             idle: ranges.idle.clone(),
+            refused: ranges.refused.clone(),
             stall: ranges.inner.config.stall_timeout,
         })
     }
@@ -393,6 +402,26 @@ impl DirectBody for Body {
                     // What is left in the pipe is lost: the body is over.
                     self.broken = true;
                     self.sock = None;
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+                    ) && put < 0
+                    {
+                        // The file cannot take splice (its file system, or
+                        // how it was opened): not a write error. The rest
+                        // of this body, and every later one, goes through
+                        // hyper.
+                        if !self
+                            .refused
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            tracing::info!("the data file refuses splice ({e}); bodies go through the HTTP client");
+                        }
+                        return Err(MoveError::Source(SourceError::new(
+                            SourceErrorKind::Other,
+                            format!("the data file refuses splice: {e}"),
+                        )));
+                    }
                     return Err(MoveError::Write(if put == 0 {
                         io::ErrorKind::WriteZero.into()
                     } else {
