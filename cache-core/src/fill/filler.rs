@@ -554,9 +554,6 @@ impl FillCtx {
         file.read_exact_at(range.start, buf)
             .map_err(|e| Error::io(file.path(), "read back a written chunk", e))?;
         let cv = self.checked_cv(c, buf, from)?;
-        if self.pending.lock().stopped {
-            return Ok(());
-        }
         self.publish(c, cv, buf.len());
         Ok(())
     }

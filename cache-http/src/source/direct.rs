@@ -309,9 +309,15 @@ impl Body {
         })
     }
 
-    fn broken(&mut self, kind: SourceErrorKind, cause: String) -> MoveError {
+    /// The body is over (broken): its connection closes, and nothing
+    /// more is moved.
+    fn end(&mut self) {
         self.broken = true;
         self.sock = None;
+    }
+
+    fn broken(&mut self, kind: SourceErrorKind, cause: String) -> MoveError {
+        self.end();
         MoveError::Source(SourceError::new(kind, cause))
     }
 }
@@ -339,9 +345,9 @@ impl DirectBody for Body {
         let mut need = len;
         if !self.leftover.is_empty() {
             let n = need.min(self.leftover.len());
-            let head: Vec<u8> = self.leftover.drain(..n).collect();
-            std::os::unix::fs::FileExt::write_all_at(file, &head, offset)
+            std::os::unix::fs::FileExt::write_all_at(file, &self.leftover[..n], offset)
                 .map_err(MoveError::Write)?;
+            self.leftover.drain(..n);
             off += n as libc::loff_t;
             need -= n;
         }
@@ -400,8 +406,6 @@ impl DirectBody for Body {
                         continue;
                     }
                     // What is left in the pipe is lost: the body is over.
-                    self.broken = true;
-                    self.sock = None;
                     if matches!(
                         e.raw_os_error(),
                         Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
@@ -417,11 +421,12 @@ impl DirectBody for Body {
                         {
                             tracing::info!("the data file refuses splice ({e}); bodies go through the HTTP client");
                         }
-                        return Err(MoveError::Source(SourceError::new(
+                        return Err(self.broken(
                             SourceErrorKind::Other,
                             format!("the data file refuses splice: {e}"),
-                        )));
+                        ));
                     }
+                    self.end();
                     return Err(MoveError::Write(if put == 0 {
                         io::ErrorKind::WriteZero.into()
                     } else {
