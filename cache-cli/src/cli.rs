@@ -265,9 +265,12 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// Range requests kept in flight (more reach a far origin's full speed
-    /// when each connection is rate-limited); from 2 on, each request's
-    /// successor starts on another connection as it ends, so up to twice
-    /// as many connections are open for a moment
+    /// when each connection is rate-limited). A fast origin (≥ 100 MB/s
+    /// per request: this host, a fast LAN) gets one per CPU core (at
+    /// least 2), where more would only compete for the CPU; the rest open
+    /// as soon as 50 ms of the download are slower than that. From 2 on,
+    /// each request's successor starts on another connection as it ends,
+    /// so up to twice as many connections are open for a moment
     #[arg(long, value_name = "N", default_value_t = cache_core::DEFAULT_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
     /// Bandwidth limit for this download (RATE, e.g. 10MB/s)

@@ -256,8 +256,8 @@ pub use object::{
 };
 pub use options::{SourceFactory, StoreOptions};
 pub use plan::{
-    FillOptions, FillPolicy, DEFAULT_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_READAHEAD_CHUNKS,
+    default_fast_origin_connections, FillOptions, FillPolicy, DEFAULT_CONNECTIONS,
+    DEFAULT_FAST_ORIGIN_RATE, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_READAHEAD_CHUNKS,
 };
 pub use source::{
     DirectBody, DirectRanges, MoveError, RangeBody, Source, SourceError, SourceErrorKind,

@@ -23,10 +23,23 @@ pub enum FillPolicy {
 /// 8, from `benches/wan.sh` (RTT 40 ms, 20 MB/s per connection, 100 MB/s
 /// link; BENCHMARKS.md): 4 connections cap a fill at 4 x the per-connection
 /// rate (~75 MB/s there), 8 reach 0.91 x the link (as aria2c -x16 does),
-/// 16 add 1.5-3 % for twice the origin's connections. On loopback 8 cost
-/// ~10 % against 4 (CPU), a price paid for the downloads this is for: far
-/// origins with per-connection limits.
+/// 16 add 1.5-3 % for twice the origin's connections. A fill opens them
+/// all only once the origin shows it is not fast
+/// ([`FillOptions::fast_origin_connections`]).
 pub const DEFAULT_CONNECTIONS: usize = 8;
+/// Default [`FillOptions::fast_origin_rate`]: 100 MB/s per connection,
+/// far above what a connection through a WAN gets (20-60 MB/s in
+/// `benches/wan.sh` and typical CDNs), far below what one from this host
+/// or a fast LAN gets (~440 MB/s each of two from a loopback nginx).
+pub const DEFAULT_FAST_ORIGIN_RATE: u64 = 100_000_000;
+
+/// Default [`FillOptions::fast_origin_connections`]: one per CPU core, at
+/// least 2, at most [`DEFAULT_CONNECTIONS`].
+pub fn default_fast_origin_connections() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, DEFAULT_CONNECTIONS)
+}
 /// Default upper bound of one merged range request.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// Default number of chunks fetched after a demanded one.
@@ -48,6 +61,23 @@ pub struct FillOptions {
     pub readahead_chunks: u32,
     /// Eager (everything, demand first) or lazy (demand only).
     pub policy: FillPolicy,
+    /// Range requests kept in flight (at most `connections`) while the
+    /// origin is fast: while every window of the fill (50 ms) brings at
+    /// least [`FillOptions::fast_origin_rate`] per request in flight. From
+    /// the first window that does not, the fill keeps `connections`.
+    ///
+    /// A fast origin (this host, a fast LAN) makes a fill CPU-bound, and
+    /// requests beyond the cores only take turns on them: from a loopback
+    /// nginx on 2 vCPUs, 1 GiB fetched and synced ran at 879 MB/s with 2
+    /// requests, 825 with 4 and 813 with 8 (7 rounds, BENCHMARKS.md).
+    /// A far origin shows itself in the first window (its first byte
+    /// takes a round trip or more), which costs a fill through a WAN
+    /// 50 ms of fewer connections.
+    pub fast_origin_connections: usize,
+    /// Bytes per second per request in flight that count as a fast
+    /// origin (see [`FillOptions::fast_origin_connections`]); 0 keeps
+    /// `fast_origin_connections` for the whole fill.
+    pub fast_origin_rate: u64,
 }
 
 impl Default for FillOptions {
@@ -57,6 +87,8 @@ impl Default for FillOptions {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             readahead_chunks: DEFAULT_READAHEAD_CHUNKS,
             policy: FillPolicy::Eager,
+            fast_origin_connections: default_fast_origin_connections(),
+            fast_origin_rate: DEFAULT_FAST_ORIGIN_RATE,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cache_core::{FetchOptions, FillOptions, Object, SourceErrorKind, Store, StoreOptions};
 use cache_http::HttpSource;
 use support::fault_origin::{Action, FaultOrigin};
-use support::nginx::Nginx;
+use support::nginx::{Nginx, NginxOptions};
 use support::{fast_config, pattern, STEP};
 
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
@@ -54,6 +54,98 @@ async fn nginx_256_mib_four_connections_each_byte_once() {
     let sent: u64 = fill.iter().map(|l| l.body_bytes_sent).sum();
     assert_eq!(sent, LEN as u64, "bytes nginx sent for the fill");
     assert!(fill.len() >= 4, "merged into {} requests", fill.len());
+}
+
+/// The connections nginx saw the fill's requests on (the probe's aside).
+fn fill_connections(nginx: &Nginx, requests: usize) -> std::collections::BTreeSet<u64> {
+    let log = nginx.wait_log_lines(requests + 1);
+    let fill: Vec<_> = log.iter().filter(|l| l.range != "bytes=0-0").collect();
+    assert!(fill.len() >= requests, "{} requests: {fill:?}", fill.len());
+    assert!(fill.iter().all(|l| l.status == 206), "{fill:?}");
+    fill.iter().map(|l| l.connection).collect()
+}
+
+/// Fills nginx's `name` with `fill` options; checks the root.
+async fn fill_from(nginx: &Nginx, name: &str, want: blake3::Hash, fill: FillOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let src = HttpSource::new(&nginx.url(name), fast_config()).unwrap();
+    let options = FetchOptions {
+        fill,
+        ..FetchOptions::default()
+    };
+    let object = store.fetch(Arc::new(src), options).await.unwrap();
+    assert_eq!(bounded(object.wait_complete()).await.unwrap(), want);
+}
+
+/// A fast origin keeps the fill at `fast_origin_connections` requests at
+/// a time (each with at most one successor overlapping its end); the
+/// same fill allowed all its lanes opens them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_origin_keeps_the_fill_to_its_fast_lanes() {
+    const LEN: usize = 48 << 20;
+    let data = pattern(48, LEN);
+    let want = blake3::hash(&data);
+    let lanes = |fast: usize| FillOptions {
+        connections: 8,
+        max_request_bytes: 2 << 20,
+        fast_origin_connections: fast,
+        // Never judged slow: what is tested is the cap, not the clock.
+        fast_origin_rate: 0,
+        ..FillOptions::default()
+    };
+
+    let nginx = Nginx::start();
+    nginx.put("img", &data);
+    fill_from(&nginx, "img", want, lanes(2)).await;
+    let narrow = fill_connections(&nginx, 24);
+    assert!(
+        narrow.len() <= 4,
+        "2 lanes used {} connections",
+        narrow.len()
+    );
+
+    let nginx = Nginx::start();
+    nginx.put("img", &data);
+    fill_from(&nginx, "img", want, lanes(8)).await;
+    let wide = fill_connections(&nginx, 24);
+    assert!(wide.len() >= 8, "8 lanes used {} connections", wide.len());
+}
+
+/// An origin slower than `fast_origin_rate` per connection gets every
+/// connection from the first window on. nginx's `limit_rate` lets each
+/// response start with one second's worth at once, so the requests are
+/// twice that: 128 KiB at 64 KiB/s (chunks of 64 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_opens_every_lane() {
+    const LEN: usize = 2 << 20;
+    let data = pattern(16, LEN);
+    let want = blake3::hash(&data);
+    let nginx = Nginx::start_with(NginxOptions {
+        limit_rate: Some("64k".into()),
+    });
+    nginx.put("img", &data);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let src = HttpSource::new(&nginx.url("img"), fast_config()).unwrap();
+    let options = FetchOptions {
+        chunk_size: 64 << 10,
+        fill: FillOptions {
+            connections: 8,
+            max_request_bytes: 128 << 10,
+            fast_origin_connections: 2,
+            ..FillOptions::default()
+        },
+        ..FetchOptions::default()
+    };
+    let object = store.fetch(Arc::new(src), options).await.unwrap();
+    assert_eq!(bounded(object.wait_complete()).await.unwrap(), want);
+    let used = fill_connections(&nginx, 16);
+    assert!(
+        used.len() >= 6,
+        "a slow origin got {} connections",
+        used.len()
+    );
 }
 
 /// A fill of `o`'s `/obj` into a fresh store opened with `store`; the

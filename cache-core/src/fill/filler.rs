@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
 use super::durability::{Durability, Pending};
 use super::fetch::RunCtl;
+use super::lanes::LaneRamp;
 use super::prefix::{remove_checkpoint, Checkpoints, Prefix};
 use super::scheduler::{FillPolicy, FillScheduler, Run, RunId};
 use super::{FillPlan, WriterLease};
@@ -240,6 +241,12 @@ async fn drive(
         sched.chunk_done(0);
     }
     let configured = options.connections.max(1);
+    let chunk_bytes = u64::from(header.chunk_size);
+    let mut ramp = LaneRamp::new(
+        options,
+        std::time::Instant::now(),
+        sched.done_chunks() * chunk_bytes,
+    );
     // Every request's task, owned here: its end (or its panic) is seen by
     // the select below. `limits` holds each running request's end.
     let mut runs: JoinSet<(RunId, Result<()>)> = JoinSet::new();
@@ -264,7 +271,7 @@ async fn drive(
         }
         // Launch what the free connections allow; one extra lane is kept
         // for demanded chunks so a far read never waits behind prefetch.
-        let connections = super::alternates::connections(&ctx.alternates, configured);
+        let connections = ramp.lanes(super::alternates::connections(&ctx.alternates, configured));
         loop {
             let mut demanded = ctx.obj.state.lock().demand.oldest(64);
             demanded.extend_from_slice(&remote);
@@ -350,6 +357,16 @@ async fn drive(
                 None => {}
             },
             _ = ctx.obj.filler_wake.notified() => {}
+            () = tokio::time::sleep_until(ramp.deadline().into()), if !ramp.is_wide() => {
+                let done = sched.done_chunks() * chunk_bytes;
+                if ramp.tick(std::time::Instant::now(), done, connections) {
+                    tracing::debug!(
+                        object = %ctx.obj.key,
+                        connections = ramp.lanes(configured),
+                        "origin slower than a fast one: every connection opens"
+                    );
+                }
+            }
             _ = remote_tick.tick() => read_remote(ctx, &sched, &mut remote),
             () = bell.rung() => {
                 read_remote(ctx, &sched, &mut remote);

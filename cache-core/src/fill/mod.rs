@@ -2,7 +2,8 @@
 //!
 //! * [`scheduler`] decides which chunks to request (demand first).
 //! * `filler` runs the requests, up to N at once plus one lane kept for
-//!   demands, and turns their bytes into committed chunks.
+//!   demands, and turns their bytes into committed chunks; `lanes`
+//!   decides N (few while the origin is fast, all once it is not).
 //! * `fetch` turns one range request's body into committed chunks;
 //!   `direct` does it for bodies that move into the data file in the
 //!   kernel (see [`crate::DirectBody`]).
@@ -19,6 +20,7 @@ mod direct;
 mod durability;
 mod fetch;
 mod filler;
+mod lanes;
 pub(crate) mod prefix;
 mod scheduler;
 mod verify;

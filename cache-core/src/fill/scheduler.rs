@@ -86,6 +86,11 @@ impl FillScheduler {
         self.done.len() == u64::from(self.chunk_count)
     }
 
+    /// How many chunks are complete.
+    pub fn done_chunks(&self) -> u64 {
+        self.done.len()
+    }
+
     /// Whether chunk `c` is complete.
     pub fn is_done(&self, c: u32) -> bool {
         self.done.contains(c)

@@ -22,6 +22,8 @@ pub struct LogLine {
     pub body_bytes_sent: u64,
     /// The `Range` request header, empty when absent.
     pub range: String,
+    /// nginx's serial number of the connection the request came on.
+    pub connection: u64,
 }
 
 /// Options for [`Nginx::start`].
@@ -184,17 +186,16 @@ impl Nginx {
 }
 
 fn parse_line(line: &str) -> Option<LogLine> {
-    let (head, range) = line.split_once(" \"")?;
+    let (head, rest) = line.split_once(" \"")?;
+    let (range, connection) = rest.rsplit_once("\" ")?;
     let mut it = head.split(' ');
     Some(LogLine {
         method: it.next()?.to_owned(),
         uri: it.next()?.to_owned(),
         status: it.next()?.parse().ok()?,
         body_bytes_sent: it.next()?.parse().ok()?,
-        range: range
-            .trim_end_matches('"')
-            .trim_start_matches('-')
-            .to_owned(),
+        range: range.trim_start_matches('-').to_owned(),
+        connection: connection.trim().parse().ok()?,
     })
 }
 
