@@ -38,12 +38,7 @@ async fn nginx_256_mib_four_connections_each_byte_once() {
     nginx.put("big.img", &data);
     drop(data);
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let src = HttpSource::new(&nginx.url("big.img"), fast_config()).unwrap();
-    let object = store.fetch(Arc::new(src), options(4)).await.unwrap();
-    let root = bounded(object.wait_complete()).await.unwrap();
-    assert_eq!(root, want);
+    fill_from(&nginx, "big.img", want, options(4)).await;
 
     let log = nginx.access_log();
     // The probe asks for one byte; every other request is a 206 range of
@@ -65,15 +60,11 @@ fn fill_connections(nginx: &Nginx, requests: usize) -> std::collections::BTreeSe
     fill.iter().map(|l| l.connection).collect()
 }
 
-/// Fills nginx's `name` with `fill` options; checks the root.
-async fn fill_from(nginx: &Nginx, name: &str, want: blake3::Hash, fill: FillOptions) {
+/// Fills nginx's `name` into a fresh store with `options`; checks the root.
+async fn fill_from(nginx: &Nginx, name: &str, want: blake3::Hash, options: FetchOptions) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let src = HttpSource::new(&nginx.url(name), fast_config()).unwrap();
-    let options = FetchOptions {
-        fill,
-        ..FetchOptions::default()
-    };
     let object = store.fetch(Arc::new(src), options).await.unwrap();
     assert_eq!(bounded(object.wait_complete()).await.unwrap(), want);
 }
@@ -86,13 +77,16 @@ async fn a_fast_origin_keeps_the_fill_to_its_fast_lanes() {
     const LEN: usize = 48 << 20;
     let data = pattern(48, LEN);
     let want = blake3::hash(&data);
-    let lanes = |fast: usize| FillOptions {
-        connections: 8,
-        max_request_bytes: 2 << 20,
-        fast_origin_connections: fast,
-        // Never judged slow: what is tested is the cap, not the clock.
-        fast_origin_rate: 0,
-        ..FillOptions::default()
+    let lanes = |fast: usize| FetchOptions {
+        fill: FillOptions {
+            connections: 8,
+            max_request_bytes: 2 << 20,
+            fast_origin_connections: fast,
+            // Never judged slow: what is tested is the cap, not the clock.
+            fast_origin_rate: 0,
+            ..FillOptions::default()
+        },
+        ..FetchOptions::default()
     };
 
     let nginx = Nginx::start();
@@ -125,9 +119,6 @@ async fn a_slow_origin_opens_every_lane() {
         limit_rate: Some("64k".into()),
     });
     nginx.put("img", &data);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let src = HttpSource::new(&nginx.url("img"), fast_config()).unwrap();
     let options = FetchOptions {
         chunk_size: 64 << 10,
         fill: FillOptions {
@@ -138,8 +129,7 @@ async fn a_slow_origin_opens_every_lane() {
         },
         ..FetchOptions::default()
     };
-    let object = store.fetch(Arc::new(src), options).await.unwrap();
-    assert_eq!(bounded(object.wait_complete()).await.unwrap(), want);
+    fill_from(&nginx, "img", want, options).await;
     let used = fill_connections(&nginx, 16);
     assert!(
         used.len() >= 6,

@@ -25,15 +25,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use cache_core::{DirectBody, MoveError, SourceError, SourceErrorKind, SourceInfo};
-use http::header::{
-    HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, IF_RANGE, RANGE, TRANSFER_ENCODING,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode, Uri};
 use parking_lot::Mutex;
 
-use super::read::check_partial;
+use super::read::{check_partial, range_headers};
 use super::request::request_headers;
-use super::validate::is_strong_etag;
 use super::Inner;
 
 /// Idle connections kept per source...
@@ -114,14 +111,7 @@ impl cache_core::DirectRanges for DirectRanges {
             return None;
         }
         let authority = host_port(&uri)?;
-        let mut asked = HeaderMap::new();
-        let spec = format!("bytes={}-{}", range.start, range.end - 1);
-        asked.insert(RANGE, HeaderValue::from_str(&spec).ok()?);
-        if is_strong_etag(&expect.validator) {
-            if let Ok(v) = HeaderValue::from_str(&expect.validator) {
-                asked.insert(IF_RANGE, v);
-            }
-        }
+        let asked = range_headers(range.clone(), expect).ok()?;
         let head = request_head(&uri, &authority, &request_headers(inner, &uri, &asked));
         let stall = inner.config.stall_timeout;
         for fresh in [false, true] {

@@ -107,18 +107,8 @@ impl Reader {
     async fn open_once(&mut self, first: bool) -> Result<Opened, Failure> {
         self.body = None;
         let (pos, end, len) = (self.pos, self.end, self.expect.len);
-        let mut headers = HeaderMap::new();
-        let range = format!("bytes={}-{}", pos, end - 1);
-        headers.insert(
-            RANGE,
-            HeaderValue::from_str(&range)
-                .map_err(|e| Failure::fatal(SourceErrorKind::Other, e.to_string()))?,
-        );
-        if is_strong_etag(&self.expect.validator) {
-            if let Ok(v) = HeaderValue::from_str(&self.expect.validator) {
-                headers.insert(IF_RANGE, v);
-            }
-        }
+        let headers = range_headers(pos..end, &self.expect)
+            .map_err(|e| Failure::fatal(SourceErrorKind::Other, e.to_string()))?;
         let start = self.inner.current();
         self.used = start.clone();
         let (resp, fin) = send_following(&self.inner, &Method::GET, start, &headers).await?;
@@ -247,6 +237,24 @@ impl Reader {
             }
         }
     }
+}
+
+/// The headers that ask for `range` of the version `expect`: `Range`, and
+/// `If-Range` with its validator when that is a strong ETag (a changed
+/// object then answers 200, never bytes of another version).
+pub(crate) fn range_headers(
+    range: Range<u64>,
+    expect: &SourceInfo,
+) -> Result<HeaderMap, http::header::InvalidHeaderValue> {
+    let mut headers = HeaderMap::new();
+    let spec = format!("bytes={}-{}", range.start, range.end - 1);
+    headers.insert(RANGE, HeaderValue::from_str(&spec)?);
+    if is_strong_etag(&expect.validator) {
+        if let Ok(v) = HeaderValue::from_str(&expect.validator) {
+            headers.insert(IF_RANGE, v);
+        }
+    }
+    Ok(headers)
 }
 
 /// Checks a 206 answer to a request for `range` of the version `expect`:
