@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, Result};
 
@@ -51,6 +51,28 @@ use crate::error::{Error, Result};
 /// (a real full disk is hard to arrange in a test). Called with the offset
 /// and length of each write before it is done.
 pub type WriteFault = Arc<dyn Fn(u64, usize) -> io::Result<()> + Send + Sync>;
+
+/// Offsets of a map must be a multiple of the allocation granularity:
+/// 4 KiB on Linux, 64 KiB on Windows.
+const MAP_ALIGN: u64 = 64 << 10;
+
+/// Part of a data file mapped for one pass over its bytes
+/// ([`DataFile::map_range`]); unmapped when dropped, so what it covered
+/// does not stay in the process's resident size (as it does in the whole
+/// file's map, which readers share).
+pub(crate) struct MappedRange {
+    map: Mmap,
+    /// Bytes mapped before the range (the map starts aligned).
+    skip: usize,
+}
+
+impl std::ops::Deref for MappedRange {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map[self.skip..]
+    }
+}
 
 pub(crate) struct DataFile {
     path: PathBuf,
@@ -209,9 +231,37 @@ impl DataFile {
         mover(&self.file)
     }
 
+    /// Maps `range` (not empty) of the file read-only, for one pass over
+    /// it. For bytes of done chunks only: the mapping contract above is
+    /// what makes the map safe.
+    pub(crate) fn map_range(&self, range: Range<u64>) -> io::Result<MappedRange> {
+        if range.is_empty() || range.end > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot map bytes {range:?} of a {}-byte file", self.len),
+            ));
+        }
+        let start = range.start - range.start % MAP_ALIGN;
+        let len = usize::try_from(range.end - start).map_err(io::Error::other)?;
+        // SAFETY: the mapping contract of this module; the caller maps
+        // done chunks only, whose bytes never change.
+        let map = unsafe { MmapOptions::new().offset(start).len(len).map(&self.file) }?;
+        Ok(MappedRange {
+            map,
+            skip: (range.start - start) as usize,
+        })
+    }
+
     /// The path of the file (for messages).
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Starts writing the file's dirty pages to disk, without waiting
+    /// (see [`crate::platform::start_writeback`]).
+    pub(crate) fn start_writeback(&self) -> Result<()> {
+        crate::platform::start_writeback(&self.file)
+            .map_err(|e| Error::io(&self.path, "start writeback of the data file", e))
     }
 
     /// Makes every completed write durable (fdatasync).
@@ -262,5 +312,52 @@ impl DataFile {
             Some(map) => map.slice(range.start as usize..range.end as usize),
             None => Bytes::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(len: usize) -> (tempfile::TempDir, DataFile, Vec<u8>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("data");
+        let bytes: Vec<u8> = (0..len as u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let file = DataFile::open(&path, len as u64, None).expect("open");
+        (dir, file, bytes)
+    }
+
+    #[test]
+    fn a_mapped_range_is_exactly_those_bytes() {
+        let (_dir, file, bytes) = file_of(300_000);
+        // Aligned, unaligned (the map starts before it), up to the end.
+        for range in [
+            0..65_536u64,
+            70_000..70_001,
+            1_000..200_000,
+            131_073..300_000,
+        ] {
+            let map = file.map_range(range.clone()).expect("map");
+            assert_eq!(&map[..], &bytes[range.start as usize..range.end as usize]);
+        }
+    }
+
+    #[test]
+    fn a_range_past_the_end_or_empty_is_refused() {
+        let (_dir, file, _) = file_of(10_000);
+        for range in [0..10_001u64, 5_000..5_000, 20_000..30_000] {
+            let e = file.map_range(range.clone()).err().expect("refused");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{range:?}");
+            assert!(e.to_string().contains("10000-byte file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn writeback_starts_on_a_data_file() {
+        let (_dir, file, _) = file_of(1 << 20);
+        file.write_at(4096, &[7; 8192]).expect("write");
+        file.start_writeback().expect("writeback");
+        file.sync().expect("sync");
     }
 }

@@ -242,6 +242,9 @@ mod testing;
 pub use chain::SourceChain;
 #[cfg(feature = "internals")]
 pub use data::WriteFault;
+/// SHA-256 as the prefix hasher computes it, for a benchmark (`internals`).
+#[cfg(feature = "internals")]
+pub use digest::Sha256AsPrefix;
 pub use digest::{Algo, Digest, Expected};
 pub use error::{Error, ErrorClass, Result};
 /// The `prefix` checkpoint file's codec, for the fuzz target (`internals`).

@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | [`pread`], [`pwrite_all`] | `FileExt::read_at` / `write_at` | `FileExt::seek_read` / `seek_write` (they move the file cursor, which the store never uses) |
 //! | [`sync_parent`] | `fsync` of the directory | nothing: NTFS journals directory entries |
+//! | [`start_writeback`] | `sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux, nothing elsewhere | nothing |
 //! | [`disk_usage`] | allocated blocks / hard links | the file length (no allocated size in `std`) |
 //! | [`process_alive`] | `/proc/PID` on Linux, unknown elsewhere | unknown |
 //! | [`DatagramListener`], [`DatagramSender`] | Unix datagram sockets named in a directory (through `/proc/self/fd` on Linux when the path is too long for a socket address) | none: `bind`/`new` fail with `Unsupported` and callers poll instead |
@@ -47,6 +48,29 @@
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::Path;
+
+/// Starts writing `file`'s dirty pages to its disk and returns without
+/// waiting for them. Durability still comes from `fdatasync` alone (this
+/// neither waits nor flushes the disk's cache): it only gets the disk
+/// busy with a fill's bytes before the flush that makes them durable asks
+/// for them (BENCHMARKS.md, fill at the disk's speed). Where there is no
+/// such call it does nothing, and the flushes write everything.
+pub(crate) fn start_writeback(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a descriptor `file` owns; offset 0
+        // and length 0 name the whole file.
+        let r =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+    Ok(())
+}
 
 /// Positional read: never moves a shared cursor, so readers and the
 /// writer's appends need no seeking. Returns the bytes read (0 at the end).
@@ -250,5 +274,18 @@ impl DatagramSender {
         _buf: &[u8],
     ) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn writeback_reports_what_the_system_refuses() {
+        // A pipe has no pages to write back: the call's error comes back.
+        let (reader, _writer) = std::io::pipe().expect("pipe");
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
+        let e = super::start_writeback(&file).expect_err("a pipe");
+        assert_eq!(e.raw_os_error(), Some(libc::ESPIPE), "{e}");
     }
 }

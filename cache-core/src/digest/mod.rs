@@ -290,6 +290,26 @@ impl PrefixHasher {
         self.pos += bytes.len() as u64;
     }
 
+    /// [`PrefixHasher::update`] for bytes that are not in the CPU's
+    /// cache (a map of the page cache): it starts the loads of each next
+    /// KiB while it hashes this one.
+    ///
+    /// Why: SHA-256 with SHA-NI waits on every load of such bytes, which
+    /// the hardware prefetchers here do not start early enough. On the
+    /// project's 2-core Xeon (`benches/examples/sha_from_cache.rs`):
+    /// 1.55 GB/s through a map as is, 1.70 GB/s with this, 1.45 GB/s
+    /// through a `pread` into a buffer first, 1.73 GB/s over bytes
+    /// already in the cache.
+    pub(crate) fn update_streaming(&mut self, bytes: &[u8]) {
+        const STEP: usize = 1024;
+        for (i, piece) in bytes.chunks(STEP).enumerate() {
+            if let Some(next) = bytes.get((i + 1) * STEP..) {
+                prefetch(&next[..next.len().min(STEP)]);
+            }
+            self.update(piece);
+        }
+    }
+
     pub(crate) fn finish(self) -> Vec<Digest> {
         let mut out = Vec::new();
         if let Some(h) = self.sha256 {
@@ -306,6 +326,52 @@ impl PrefixHasher {
         }
         out
     }
+}
+
+/// SHA-256 as the fill's prefix hasher computes it, fed with loads
+/// started ahead (`update_streaming`) or plain updates: for the benchmark
+/// that compares them (`benches/examples/sha_from_cache.rs`).
+#[cfg(feature = "internals")]
+pub struct Sha256AsPrefix(PrefixHasher);
+
+#[cfg(feature = "internals")]
+impl Default for Sha256AsPrefix {
+    fn default() -> Self {
+        Sha256AsPrefix(PrefixHasher::new(&[Algo::Sha256]))
+    }
+}
+
+#[cfg(feature = "internals")]
+impl Sha256AsPrefix {
+    /// The next bytes; `streaming`: with the loads started ahead.
+    pub fn update(&mut self, bytes: &[u8], streaming: bool) {
+        match streaming {
+            true => self.0.update_streaming(bytes),
+            false => self.0.update(bytes),
+        }
+    }
+
+    /// The digest.
+    pub fn finish(self) -> Vec<u8> {
+        self.0.finish().remove(0).bytes
+    }
+}
+
+/// Asks the CPU to load `bytes` into its cache (a hint: nothing happens
+/// where there is no such instruction).
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing into the program and cannot
+        // fault; the address is inside `bytes` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 #[cfg(test)]
@@ -336,6 +402,23 @@ mod tests {
         let d = p.finish();
         assert_eq!(d[0].bytes, sha2::Sha256::digest(&bytes).to_vec());
         assert_eq!(d[1].bytes, sha2::Sha512::digest(&bytes).to_vec());
+    }
+
+    #[test]
+    fn streaming_updates_hash_the_same_bytes() {
+        let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+        // Lengths around the prefetch step (1 KiB) and none at all.
+        for len in [0, 1, 1023, 1024, 1025, 4096, 65_537, 70_000] {
+            let mut plain = PrefixHasher::new(&Algo::SEQUENTIAL);
+            let mut streaming = PrefixHasher::new(&Algo::SEQUENTIAL);
+            plain.update(&bytes[..len]);
+            // In two calls, split off the step: the state carries over.
+            let cut = len / 3;
+            streaming.update_streaming(&bytes[..cut]);
+            streaming.update_streaming(&bytes[cut..len]);
+            assert_eq!(streaming.pos, len as u64);
+            assert_eq!(streaming.finish(), plain.finish(), "len {len}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! 3. append the records to the index (one write, one `fdatasync`).
 //!
 //! Flushes happen by bytes or by time (`StoreOptions::flush_bytes`,
-//! `flush_interval`). So a record on disk is never ahead of its data (invariant 1), and the
+//! `flush_interval`). Between them, every `StoreOptions::writeback_bytes`
+//! of commits the filler starts the data file's writeback without waiting
+//! ([`crosses`]), so the disk is busy with the batch before its flush. So a record on disk is never ahead of its data (invariant 1), and the
 //! cost is one pair of syncs per batch (by bytes or by time), not per chunk.
 
 use parking_lot::Mutex;
@@ -28,6 +30,13 @@ pub(crate) struct Pending {
     pub(crate) bytes: u64,
     /// Set when the fill ends with an error: nothing commits after it.
     pub(crate) stopped: bool,
+}
+
+/// Whether a batch that grew from `before` to `after` bytes passed a
+/// multiple of `every` (never for 0): the filler starts the writeback of
+/// the data file there.
+pub(crate) fn crosses(before: u64, after: u64, every: u64) -> bool {
+    every > 0 && before / every != after / every
 }
 
 pub(crate) struct Durability {
@@ -90,5 +99,26 @@ impl DurableIndex {
             self.since_snapshot = 0;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crosses;
+
+    #[test]
+    fn writeback_starts_at_each_multiple_passed() {
+        let mib = 1u64 << 20;
+        // 1 MiB commits with a 4 MiB step: at 4, 8, ... MiB.
+        let starts: Vec<u64> = (0..12)
+            .filter(|i| crosses(i * mib, (i + 1) * mib, 4 * mib))
+            .map(|i| i + 1)
+            .collect();
+        assert_eq!(starts, vec![4, 8, 12]);
+        // A commit larger than the step passes it once.
+        assert!(crosses(mib, 10 * mib, 4 * mib));
+        assert!(!crosses(5 * mib, 7 * mib, 4 * mib));
+        // Off.
+        assert!(!crosses(0, u64::MAX, 0));
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
 use super::alternates::{count_chunk_verify_failure, prepare, Alternate};
-use super::durability::{Durability, Pending};
+use super::durability::{crosses, Durability, Pending};
 use super::fetch::RunCtl;
 use super::lanes::LaneRamp;
 use super::prefix::{remove_checkpoint, Checkpoints, Prefix};
@@ -61,6 +61,8 @@ pub(crate) struct FillCtx {
     pending: Mutex<Pending>,
     durability: Durability,
     flush_wake: Notify,
+    /// Rung every `writeback_bytes` of commits (see `durability`).
+    writeback_wake: Notify,
     events: mpsc::UnboundedSender<Event>,
     /// Sequential digests over the completed prefix (see `crate::digest`).
     pub(super) prefix: Mutex<Prefix>,
@@ -198,6 +200,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
         }),
         durability: Durability::new(writer, state),
         flush_wake: Notify::new(),
+        writeback_wake: Notify::new(),
         events,
         prefix: Prefix::new(&plan.digests),
         checkpoints: Mutex::default(),
@@ -206,6 +209,7 @@ async fn run(obj: Arc<ObjectShared>, plan: FillPlan, lease: WriterLease) -> Resu
     // Aborted when dropped, however this function ends.
     let mut helpers = JoinSet::new();
     helpers.spawn(flush_loop(ctx.clone()));
+    helpers.spawn(writeback_loop(ctx.clone()));
     helpers.spawn(prefix_loop(ctx.clone()));
     let result = drive(&ctx, &options, rx).await;
     helpers.abort_all();
@@ -484,6 +488,21 @@ async fn prefix_loop(ctx: Arc<FillCtx>) {
     }
 }
 
+/// Starts the data file's writeback when commits ring for it; the flushes
+/// that make the bytes durable come as before. A failure only loses the
+/// head start: the next flush writes (and reports) what is left.
+async fn writeback_loop(ctx: Arc<FillCtx>) {
+    loop {
+        ctx.writeback_wake.notified().await;
+        let c = ctx.clone();
+        let started =
+            crate::task::blocking("start writeback", move || c.obj.data().start_writeback()).await;
+        if let Err(e) = started {
+            tracing::debug!(object = %ctx.obj.key, "{e}");
+        }
+    }
+}
+
 /// Flushes by bytes (woken by commits) or by time.
 async fn flush_loop(ctx: Arc<FillCtx>) {
     loop {
@@ -557,8 +576,9 @@ impl FillCtx {
     /// stays in the CPU's cache), not through the map: through the map,
     /// each chunk must be released again (`madvise`) or the process's
     /// resident size grows with the object, and that was no faster here
-    /// (802 against 794 MB/s; for the prefix hasher it was 10 % slower,
-    /// BENCHMARKS.md, fill at the disk's speed).
+    /// (802 against 794 MB/s, BENCHMARKS.md, fill at the disk's speed).
+    /// The bytes are in the cache here, just written; the prefix hasher,
+    /// which comes to them later, maps them instead (`prefix`).
     pub(crate) fn commit_moved(
         &self,
         c: u32,
@@ -612,11 +632,15 @@ impl FillCtx {
             }
             self.cvs.lock()[c as usize] = Some(cv);
             p.records.push(Record::Chunk { index: c, cv });
+            let before = p.bytes;
             p.bytes += len as u64;
-            if p.bytes >= obj.host.options().flush_bytes
+            let options = obj.host.options();
+            if p.bytes >= options.flush_bytes
                 || (self.remote_demand.lock().contains(c) && !self.wake.has_followers())
             {
                 self.flush_wake.notify_one();
+            } else if crosses(before, p.bytes, options.writeback_bytes) {
+                self.writeback_wake.notify_one();
             }
             // Visible to readers only now: bytes written, CV known.
             obj.mark_done(c);

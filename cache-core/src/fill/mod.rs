@@ -8,7 +8,9 @@
 //!   `direct` does it for bodies that move into the data file in the
 //!   kernel (see [`crate::DirectBody`]).
 //! * `durability` batches the `fdatasync` of the data file and the
-//!   appending of index records (data first, never one sync per chunk).
+//!   appending of index records (data first, never one sync per chunk);
+//!   the filler starts the data's writeback ahead of each batch's sync.
+//! * `prefix` hashes SHA-256 (and SHA-512) over the completed prefix.
 //!
 //! Who fills: the process that holds the exclusive OS lock on the object's
 //! index file. Within a process, the object's supervisor
