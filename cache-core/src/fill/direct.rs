@@ -16,7 +16,9 @@
 //! 2. move the chunk's bytes into the file at its place;
 //! 3. stop without committing if the run was cut meanwhile (the chunk
 //!    belongs to another request now);
-//! 4. commit it from the file ([`FillCtx::commit_moved`]): its chaining
+//! 4. commit it from the file ([`FillCtx::commit_moved`]), read back
+//!    through a map of the next few chunks of the request's range
+//!    ([`READ_BACK_WINDOW`]; `pread` if no map can be had): its chaining
 //!    value is computed from the bytes readers will see, checked against
 //!    a trusted manifest, and only then is the chunk visible (invariant 1).
 //!
@@ -33,8 +35,14 @@ use std::sync::Arc;
 
 use super::fetch::{note_progress, EndWatch, Interrupted, RunCtl, Timeline};
 use super::filler::FillCtx;
+use crate::data::MappedRange;
 use crate::error::Error;
 use crate::source::{MoveError, Source};
+
+/// Bytes of a request's file range mapped at a time to read its moved
+/// chunks back (see [`FillCtx::commit_moved`]): 4 chunks of the default
+/// size, so a fill with eight requests in flight maps at most 32 MiB.
+const READ_BACK_WINDOW: u64 = 4 << 20;
 
 /// How a moved run ended.
 pub(super) enum Moved {
@@ -118,6 +126,9 @@ fn move_chunks(
     // The file of this fill (a repair moves to a fresh copy before it
     // starts): moved into and hashed from the same one.
     let file = ctx.obj.data();
+    // Where the moved chunks are read back and hashed from (see
+    // `FillCtx::commit_moved`); `buf` when a map cannot be had.
+    let mut window: Option<(Range<u64>, MappedRange)> = None;
     let mut buf = Vec::new();
     for chunk in run {
         if cancel.load(Ordering::Acquire) || cut(chunk) || ctx.obj.is_done(chunk) {
@@ -147,7 +158,30 @@ fn move_chunks(
         if cut(chunk) {
             return Ok(Moved::Done);
         }
-        ctx.commit_moved(chunk, &file, &mut buf, origin.as_ref())
+        if window.as_ref().is_none_or(|(w, _)| w.end < range.end) {
+            // Drop the last window first: at most one per request mapped.
+            drop(window.take());
+            let end = want.end.min(range.start + READ_BACK_WINDOW).max(range.end);
+            window = file
+                .map_range(range.start..end)
+                .ok()
+                .map(|map| (range.start..end, map));
+        }
+        let bytes = match &window {
+            Some((w, map)) => {
+                &map[(range.start - w.start) as usize..(range.end - w.start) as usize]
+            }
+            None => {
+                buf.resize(len, 0);
+                file.read_exact_at(range.start, &mut buf)
+                    .map_err(|e| Interrupted {
+                        at: chunk,
+                        error: Error::io(file.path(), "read back a written chunk", e),
+                    })?;
+                &buf[..]
+            }
+        };
+        ctx.commit_moved(chunk, bytes, origin.as_ref())
             .map_err(|error| Interrupted { at: chunk, error })?;
         note_progress(
             &mut watch,
