@@ -324,7 +324,21 @@ fn a_serve_with_a_parent_fills_its_mirror_from_the_parent() {
     let (status, head, body) = http_get(&child, "/m/img/disk.img", None);
     assert_eq!(status, 200, "{head}");
     assert!(body == data, "the right bytes");
-    let (_, _, blob) = http_get(&parent, &format!("/blobs/{want}"), Some("0-9"));
+    // The parent completes its own fill after its last commit (a final
+    // flush, the digests, the names): the child may have read the last
+    // bytes just before. Bounded wait for the object to be there by hash.
+    let deadline = std::time::Instant::now() + STEP;
+    let blob = loop {
+        let (status, head, blob) = http_get(&parent, &format!("/blobs/{want}"), Some("0-9"));
+        if status == 206 {
+            break blob;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the parent never completed: {status} {head}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(blob, &data[..10], "the parent holds it too");
     assert_eq!(
         fill_bytes(&settled_log(&ng)),

@@ -5,6 +5,9 @@
 //! memory map of the whole file, handed out as [`Bytes`] slices that share
 //! the map (no copy). The kernel's page cache makes a `pwrite` visible to
 //! the map at once; the chunk index decides *whether* a reader may look.
+//! A fill's own one-pass reads (its hashers, its read-back of moved
+//! chunks) map a few MiB at a time instead ([`DataFile::map_range`]), so
+//! what they read does not stay mapped in the process.
 //!
 //! # The mapping contract
 //!
@@ -232,8 +235,12 @@ impl DataFile {
     }
 
     /// Maps `range` (not empty) of the file read-only, for one pass over
-    /// it. For bytes of done chunks only: the mapping contract above is
-    /// what makes the map safe.
+    /// it. The caller reads through it only bytes nothing writes while
+    /// they are read: done chunks (the prefix hasher), or chunks its own
+    /// request has just written and not yet committed (a fill's
+    /// read-back). Like the whole file's map, it may cover other chunks
+    /// while they are written; the mapping contract above keeps it from
+    /// shrinking.
     pub(crate) fn map_range(&self, range: Range<u64>) -> io::Result<MappedRange> {
         if range.is_empty() || range.end > self.len {
             return Err(io::Error::new(
