@@ -65,15 +65,21 @@ const MAP_ALIGN: u64 = 64 << 10;
 /// file's map, which readers share).
 pub(crate) struct MappedRange {
     map: Mmap,
-    /// Bytes mapped before the range (the map starts aligned).
-    skip: usize,
+    /// The file's bytes it was asked for (the map starts aligned before).
+    range: Range<u64>,
 }
 
-impl std::ops::Deref for MappedRange {
-    type Target = [u8];
+impl MappedRange {
+    /// Whether file bytes `r` are inside the mapped range.
+    pub(crate) fn covers(&self, r: &Range<u64>) -> bool {
+        self.range.start <= r.start && r.end <= self.range.end
+    }
 
-    fn deref(&self) -> &[u8] {
-        &self.map[self.skip..]
+    /// File bytes `r`, which must be inside the mapped range.
+    pub(crate) fn bytes(&self, r: Range<u64>) -> &[u8] {
+        let skip = self.range.start % MAP_ALIGN;
+        &self.map[(r.start - self.range.start + skip) as usize
+            ..(r.end - self.range.start + skip) as usize]
     }
 }
 
@@ -250,13 +256,11 @@ impl DataFile {
         }
         let start = range.start - range.start % MAP_ALIGN;
         let len = usize::try_from(range.end - start).map_err(io::Error::other)?;
-        // SAFETY: the mapping contract of this module; the caller maps
-        // done chunks only, whose bytes never change.
+        // SAFETY: the mapping contract of this module (the file never
+        // shrinks while open); the caller reads only bytes nothing writes
+        // meanwhile (see above).
         let map = unsafe { MmapOptions::new().offset(start).len(len).map(&self.file) }?;
-        Ok(MappedRange {
-            map,
-            skip: (range.start - start) as usize,
-        })
+        Ok(MappedRange { map, range })
     }
 
     /// The path of the file (for messages).
@@ -346,7 +350,11 @@ mod tests {
             131_073..300_000,
         ] {
             let map = file.map_range(range.clone()).expect("map");
-            assert_eq!(&map[..], &bytes[range.start as usize..range.end as usize]);
+            assert!(map.covers(&range));
+            assert_eq!(
+                map.bytes(range.clone()),
+                &bytes[range.start as usize..range.end as usize]
+            );
         }
     }
 

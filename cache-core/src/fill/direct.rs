@@ -128,7 +128,7 @@ fn move_chunks(
     let file = ctx.obj.data();
     // Where the moved chunks are read back and hashed from (see
     // `FillCtx::commit_moved`); `buf` when a map cannot be had.
-    let mut window: Option<(Range<u64>, MappedRange)> = None;
+    let mut window: Option<MappedRange> = None;
     let mut buf = Vec::new();
     for chunk in run {
         if cancel.load(Ordering::Acquire) || cut(chunk) || ctx.obj.is_done(chunk) {
@@ -158,19 +158,14 @@ fn move_chunks(
         if cut(chunk) {
             return Ok(Moved::Done);
         }
-        if window.as_ref().is_none_or(|(w, _)| w.end < range.end) {
+        if window.as_ref().is_none_or(|w| !w.covers(&range)) {
             // Drop the last window first: at most one per request mapped.
             drop(window.take());
             let end = want.end.min(range.start + READ_BACK_WINDOW).max(range.end);
-            window = file
-                .map_range(range.start..end)
-                .ok()
-                .map(|map| (range.start..end, map));
+            window = file.map_range(range.start..end).ok();
         }
         let bytes = match &window {
-            Some((w, map)) => {
-                &map[(range.start - w.start) as usize..(range.end - w.start) as usize]
-            }
+            Some(map) => map.bytes(range.clone()),
             None => {
                 buf.resize(len, 0);
                 file.read_exact_at(range.start, &mut buf)

@@ -13,8 +13,10 @@
 //! Flushes happen by bytes or by time (`StoreOptions::flush_bytes`,
 //! `flush_interval`). Between them, every `StoreOptions::writeback_bytes`
 //! of commits the filler starts the data file's writeback without waiting
-//! ([`crosses`]), so the disk is busy with the batch before its flush. So a record on disk is never ahead of its data (invariant 1), and the
-//! cost is one pair of syncs per batch (by bytes or by time), not per chunk.
+//! ([`crosses`]), so the disk is busy with the batch before its flush.
+//! So a record on disk is never ahead of its data (invariant 1), and the
+//! cost is one pair of syncs per batch (by bytes or by time), not per
+//! chunk.
 
 use parking_lot::Mutex;
 

@@ -262,7 +262,7 @@ impl FillCtx {
             let run = header.chunk_range(first).start..header.chunk_range(end - 1).end;
             let map = match run.is_empty() {
                 true => None,
-                false => obj.data().map_range(run.clone()).ok(),
+                false => obj.data().map_range(run).ok(),
             };
             for c in first..end {
                 let Some(cv) = self.cv(c) else { break 'runs };
@@ -271,9 +271,7 @@ impl FillCtx {
                     hasher, buf, cvs, ..
                 } = &mut *p;
                 match &map {
-                    Some(map) => hasher.update_streaming(
-                        &map[(range.start - run.start) as usize..(range.end - run.start) as usize],
-                    ),
+                    Some(map) => hasher.update_streaming(map.bytes(range)),
                     None => {
                         buf.resize((range.end - range.start) as usize, 0);
                         match obj.data().read_exact_at(range.start, buf) {
