@@ -165,6 +165,8 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
     let (_t2, second) = store_dir();
     let mut c = node(&s3, &second, &url, &[]);
     c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{relay}"));
+    // Info: the bucket's retries and the fill's switch are in its output.
+    c.env("RUST_LOG", "info");
     let child = spawn(c);
     wait_bytes_done(&second, 2 * MIB as u64);
     s3.kill();

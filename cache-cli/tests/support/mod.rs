@@ -86,9 +86,19 @@ pub fn finish_within(mut child: Child, bound: Duration) -> Output {
             break s;
         }
         if Instant::now() > deadline {
+            let threads = threads_of(child.id());
             let _ = child.kill();
             let _ = child.wait();
-            panic!("blockcache did not finish within {bound:?}");
+            // Killed: the pipes close, the readers end. What the child
+            // said before it hung is what explains the hang.
+            let said = |t: std::thread::JoinHandle<Vec<u8>>| {
+                String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned()
+            };
+            panic!(
+                "blockcache did not finish within {bound:?}\n--- its threads ---\n{threads}\n--- its stderr ---\n{}\n--- its stdout ---\n{}",
+                said(t_err),
+                said(t_out)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -97,6 +107,59 @@ pub fn finish_within(mut child: Child, bound: Duration) -> Output {
         stdout: t_out.join().expect("stdout thread"),
         stderr: t_err.join().expect("stderr thread"),
     }
+}
+
+/// Where each thread of a hung process waits (Linux `/proc`): its name,
+/// state, kernel wait channel and kernel stack. Tells a hang in a system
+/// call (a socket, a sync) from a lost wake-up (every thread parked).
+fn threads_of(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(no /proc)".into();
+    };
+    let mut out = String::new();
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let stat = read("stat");
+        // The state follows the parenthesised name.
+        let state = stat.rsplit_once(") ").map_or("?", |(_, r)| &r[..1]);
+        let stack: Vec<String> = read("stack").lines().take(6).map(str::to_owned).collect();
+        out += &format!(
+            "{} {} state {state} wchan {} | {}\n",
+            t.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan"),
+            stack.join(" < ")
+        );
+    }
+    out + &user_stacks(pid)
+}
+
+/// Each thread's innermost user-space frames, when gdb is installed
+/// (bounded: a minute, 400 lines): names the call a hang waits in.
+fn user_stacks(pid: u32) -> String {
+    let gdb = Command::new("timeout")
+        .args(["60", "gdb", "-q", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(o) = gdb else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&o.stdout);
+    // The innermost frames of each thread, a line each.
+    let frames: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("Thread ")
+                || l.strip_prefix('#')
+                    .and_then(|f| f.split_whitespace().next()?.parse::<u32>().ok())
+                    .is_some_and(|n| n < 16)
+        })
+        .map(|l| l.chars().take(240).collect())
+        .take(400)
+        .collect();
+    format!("--- user stacks (gdb) ---\n{}\n", frames.join("\n"))
 }
 
 fn read_all(pipe: Option<impl Read>) -> Vec<u8> {
