@@ -318,6 +318,13 @@ pub struct SharedArgs {
     /// lasts without renewal (the others take over after it) [default: 60s]
     #[arg(long, value_name = "DUR", env = "BLOCKCACHE_SHARED_LEASE", value_parser = crate::upstream::parse_duration)]
     pub shared_lease: Option<std::time::Duration>,
+    /// How long the bucket may leave a request unanswered (a HEAD, a
+    /// pointer or lease read or write) before it counts as down and the
+    /// next source is asked; a request that carries bytes gets a second
+    /// more per MB. After one went unanswered, the bucket is not asked for
+    /// three times as long [default: 20s]
+    #[arg(long, value_name = "DUR", env = "BLOCKCACHE_SHARED_TIMEOUT", value_parser = crate::upstream::parse_duration)]
+    pub shared_timeout: Option<std::time::Duration>,
 }
 
 /// Private and signed origins (issue 9): credentials, TLS trust, retries.

@@ -215,8 +215,12 @@ pub async fn run(g: &cli::Global, a: ServeArgs, config: ServeConfig) -> Result<(
             "using the sockets systemd passed (LISTEN_FDS)"
         );
     }
-    let shared = crate::shared::open_url(config.shared.as_deref(), config.shared_lease)?
-        .map(|t| Arc::new(crate::shared::ServeShared(t)) as Arc<dyn ServeTier>);
+    let shared = crate::shared::open_url(
+        config.shared.as_deref(),
+        config.shared_lease,
+        config.shared_timeout,
+    )?
+    .map(|t| Arc::new(crate::shared::ServeShared(t)) as Arc<dyn ServeTier>);
     let defaults = EndpointConfig::default();
     let endpoint_config = EndpointConfig {
         mirrors: endpoint_mirrors(&config.mirrors, &http)?,

@@ -33,6 +33,7 @@ struct FileConfig {
     parents: Option<Vec<Spanned<String>>>,
     shared: Option<Spanned<String>>,
     shared_lease: Option<Spanned<Seconds>>,
+    shared_timeout: Option<Spanned<Seconds>>,
     #[serde(default)]
     mirrors: BTreeMap<String, MirrorFile>,
 }
@@ -163,6 +164,9 @@ pub struct ServeConfig {
     pub shared: Option<String>,
     /// Its lease duration (`--shared-lease` wins over `shared_lease`).
     pub shared_lease: Option<Duration>,
+    /// How long it may leave a request unanswered (`--shared-timeout`
+    /// wins over `shared_timeout`).
+    pub shared_timeout: Option<Duration>,
     pub mirrors: Vec<Mirror>,
 }
 
@@ -388,20 +392,27 @@ fn merge(
             None => None,
         },
     };
-    let shared_lease = match (a.shared.shared_lease, file.shared_lease) {
-        (Some(d), _) => Some(d),
-        (None, Some(d)) => {
-            let start = d.span().start;
-            match d.into_inner() {
-                Seconds::Secs(n) => Some(Duration::from_secs(n)),
-                Seconds::Text(t) => Some(
-                    crate::upstream::parse_duration(&t)
-                        .map_err(|e| at(start, "shared_lease", e))?,
-                ),
-            }
+    // A flag wins over the file's key; the file's value is seconds or a
+    // duration string.
+    let duration = |flag: Option<Duration>, key: &str, value: Option<Spanned<Seconds>>| {
+        let Some(value) = value.filter(|_| flag.is_none()) else {
+            return Ok(flag);
+        };
+        let start = value.span().start;
+        match value.into_inner() {
+            Seconds::Secs(0) => Err(at(start, key, "0: must be above zero".into())),
+            Seconds::Secs(n) => Ok(Some(Duration::from_secs(n))),
+            Seconds::Text(t) => crate::upstream::parse_duration(&t)
+                .map(Some)
+                .map_err(|e| at(start, key, e)),
         }
-        (None, None) => None,
     };
+    let shared_lease = duration(a.shared.shared_lease, "shared_lease", file.shared_lease)?;
+    let shared_timeout = duration(
+        a.shared.shared_timeout,
+        "shared_timeout",
+        file.shared_timeout,
+    )?;
     let json_log = match a.access_log_format.as_deref() {
         Some(f) => f == "json",
         None => file.access_log_format == Some(LogFormat::Json),
@@ -426,6 +437,7 @@ fn merge(
         parents,
         shared,
         shared_lease,
+        shared_timeout,
         mirrors,
     })
 }
@@ -519,11 +531,13 @@ impl ServeConfig {
         if let Some(s) = &self.shared {
             t.insert("shared".into(), Value::from(s.as_str()));
         }
-        if let Some(d) = self.shared_lease {
-            t.insert(
-                "shared_lease".into(),
-                Value::from(format!("{}s", d.as_secs_f64())),
-            );
+        for (key, d) in [
+            ("shared_lease", self.shared_lease),
+            ("shared_timeout", self.shared_timeout),
+        ] {
+            if let Some(d) = d {
+                t.insert(key.into(), Value::from(format!("{}s", d.as_secs_f64())));
+            }
         }
         let mut mirrors = Table::new();
         for m in &self.mirrors {

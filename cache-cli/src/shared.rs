@@ -18,14 +18,16 @@ use crate::Failure;
 /// The tier named by `--shared`, if given (a malformed URL is a usage
 /// error; nothing is contacted yet).
 pub fn open(a: &SharedArgs) -> Result<Option<SharedTier>, Failure> {
-    open_url(a.shared.as_deref(), a.shared_lease)
+    open_url(a.shared.as_deref(), a.shared_lease, a.shared_timeout)
 }
 
 /// The tier at `url` (`s3://BUCKET[/PREFIX]`; none when absent or empty),
-/// its lease lasting `lease` (default 60 s).
+/// its lease lasting `lease` (default 60 s), a request unanswered for
+/// `timeout` failing (default [`cache_s3::DEFAULT_ANSWER_TIMEOUT`]).
 pub fn open_url(
     url: Option<&str>,
     lease: Option<std::time::Duration>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<Option<SharedTier>, Failure> {
     let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok(None);
@@ -33,6 +35,7 @@ pub fn open_url(
     let defaults = SharedOptions::default();
     let options = SharedOptions {
         lease: lease.unwrap_or(defaults.lease),
+        answer_timeout: timeout.unwrap_or(defaults.answer_timeout),
         ..defaults
     };
     SharedTier::from_url(url, options)

@@ -11,7 +11,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use support::relay::{relay, Gate, Relay};
-use support::seaweed::Seaweed;
+use support::seaweed::{aws_env, Seaweed};
 use support::*;
 
 const BUCKET: &str = "fleet";
@@ -177,6 +177,44 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
     eprintln!("{err}");
     assert!(err.contains("shared-tier error(s)"), "{err}");
     assert!(err.contains("not published"), "{err}");
+}
+
+#[test]
+fn a_bucket_that_never_answers_costs_one_timeout_then_the_origin_serves() {
+    let len = 5 * MIB + 9;
+    let (ng, _data, want) = origin(None, len, 85);
+    // A bucket that accepts connections and never answers (hung, or a
+    // middlebox that swallows requests): each connection is held open
+    // for as long as the test runs. SeaweedFS cannot be made to do this.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = hole.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = hole.incoming().collect();
+        drop(held);
+    });
+    let (_t, store) = store_dir();
+    let mut c = bc(&store);
+    aws_env(&mut c, &format!("http://127.0.0.1:{port}"));
+    c.args(["fetch", &ng.url("disk.img"), "--shared", "s3://fleet/ci"])
+        .args(["--shared-timeout", "1s"]);
+    // Bounded by STEP, as every run: the client's own time-out (120 s
+    // per request) would not finish within it.
+    let o = run(c);
+    assert_eq!(last_line(ok(&o).as_bytes()), want);
+    let err = stderr_of(&o);
+    eprintln!("{err}");
+    // The pointer lookup waited 1 s; the lease's probe right after it
+    // was not sent (3 s of cool-down), nor publish's HEAD when the fill
+    // took less than that. Each counts as a bucket error.
+    assert!(err.contains("src/"), "the pointer: {err}");
+    assert!(err.contains("no answer within 1s"), "{err}");
+    assert!(
+        err.contains("skipped: the bucket left a request unanswered"),
+        "{err}"
+    );
+    assert!(err.contains("not published"), "{err}");
+    assert!(err.contains("shared-tier error(s)"), "{err}");
+    assert_eq!(fill_bytes(&settled_log(&ng)), len as u64);
 }
 
 #[test]

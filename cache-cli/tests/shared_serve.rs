@@ -239,6 +239,7 @@ fn check_config_shows_the_shared_tier() {
         let mut c = bc(&store);
         c.env_remove("BLOCKCACHE_SHARED")
             .env_remove("BLOCKCACHE_SHARED_LEASE")
+            .env_remove("BLOCKCACHE_SHARED_TIMEOUT")
             .env("XDG_CONFIG_HOME", t.path())
             .args(["serve", "--check-config"])
             .args(args);
@@ -248,15 +249,24 @@ fn check_config_shows_the_shared_tier() {
         run(c)
     };
     let o = check(
-        &["--shared", "s3://fleet/ci", "--shared-lease", "90s"],
+        &[
+            "--shared",
+            "s3://fleet/ci",
+            "--shared-lease",
+            "90s",
+            "--shared-timeout",
+            "2.5s",
+        ],
         None,
     );
     let out = ok(&o);
     assert!(out.contains("shared = \"s3://fleet/ci\"\n"), "{out}");
     assert!(out.contains("shared_lease = \"90s\"\n"), "{out}");
+    assert!(out.contains("shared_timeout = \"2.5s\"\n"), "{out}");
     let out = ok(&check(&[], Some("s3://env-bucket")));
     assert!(out.contains("shared = \"s3://env-bucket\"\n"), "{out}");
     assert!(!out.contains("shared_lease"), "{out}");
+    assert!(!out.contains("shared_timeout"), "{out}");
     let out = ok(&check(&[], None));
     assert!(
         !out.contains("shared ="),
@@ -265,16 +275,53 @@ fn check_config_shows_the_shared_tier() {
 
     // The config file's keys; the flag wins over the file.
     let file = t.path().join("serve.toml");
-    std::fs::write(&file, "shared = \"s3://images/fleet\"\nshared_lease = 45\n").unwrap();
+    std::fs::write(
+        &file,
+        "shared = \"s3://images/fleet\"\nshared_lease = 45\nshared_timeout = \"1m\"\n",
+    )
+    .unwrap();
     let file_arg = file.to_str().unwrap();
     let out = ok(&check(&["--config", file_arg], None));
     assert!(out.contains("shared = \"s3://images/fleet\"\n"), "{out}");
     assert!(out.contains("shared_lease = \"45s\"\n"), "{out}");
+    assert!(out.contains("shared_timeout = \"60s\"\n"), "{out}");
     let out = ok(&check(
-        &["--config", file_arg, "--shared", "s3://other"],
+        &[
+            "--config",
+            file_arg,
+            "--shared",
+            "s3://other",
+            "--shared-timeout",
+            "7",
+        ],
         None,
     ));
     assert!(out.contains("shared = \"s3://other\"\n"), "{out}");
+    assert!(out.contains("shared_timeout = \"7s\"\n"), "{out}");
+
+    // A bad duration names the file, line and key.
+    std::fs::write(
+        &file,
+        "shared = \"s3://images/fleet\"\nshared_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let (code, err) = code_and_err(&check(&["--config", file_arg], None));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{file_arg}:2: shared_timeout:")),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        "shared = \"s3://images/fleet\"\nshared_timeout = 0\n",
+    )
+    .unwrap();
+    let (code, err) = code_and_err(&check(&["--config", file_arg], None));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{file_arg}:2: shared_timeout:")) && err.contains("above zero"),
+        "{err}"
+    );
 
     // A bad value is one line naming the file, line and key.
     std::fs::write(&file, "revalidate = 5\nshared = \"http://images/fleet\"\n").unwrap();

@@ -53,6 +53,13 @@
 //! body, a chunk that does not match) makes the fill fall back to the next
 //! source (the origin at the end); it is logged and counted
 //! ([`shared_errors`]), never fatal to a fetch.
+//!
+//! Down is not the only way a bucket fails: one that accepts connections
+//! and never answers would hold each request for the client's
+//! whole-request time-out (minutes). So every request outside the object's
+//! bytes has its own bound, [`SharedOptions::answer_timeout`] (20 s, plus a
+//! second per MB it carries); the object's bytes have the fill's stall
+//! bound.
 
 #![deny(missing_docs)]
 
@@ -68,4 +75,7 @@ pub use layout::{source_id, Pointer};
 pub use lease::{Claim, LeaseGuard, WaitOutcome};
 pub use publish::Published;
 pub use source::S3Source;
-pub use tier::{shared_errors, shared_read_bytes, SharedError, SharedOptions, SharedTier};
+pub use tier::{
+    shared_errors, shared_read_bytes, SharedError, SharedOptions, SharedTier,
+    DEFAULT_ANSWER_TIMEOUT,
+};

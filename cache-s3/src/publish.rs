@@ -88,11 +88,14 @@ impl SharedTier {
         let path = object.data_path();
         let part = self.inner.options.part_bytes.max(5 << 20);
         let upload = self
-            .inner
-            .store
-            .put_multipart(key)
-            .await
-            .map_err(|e| self.fail(key, e))?;
+            .answered(key, 0, async {
+                self.inner
+                    .store
+                    .put_multipart(key)
+                    .await
+                    .map_err(|e| self.fail(key, e))
+            })
+            .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
         // The file is read on a blocking thread, one part at a time.

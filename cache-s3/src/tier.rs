@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
@@ -52,6 +52,10 @@ pub enum SharedError {
     },
 }
 
+/// [`SharedOptions::answer_timeout`] by default: a healthy bucket answers
+/// a HEAD in milliseconds, a busy one in seconds.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How the shared tier behaves.
 #[derive(Clone, Debug)]
 pub struct SharedOptions {
@@ -67,6 +71,13 @@ pub struct SharedOptions {
     pub max_get_bytes: u64,
     /// Part size of the multipart upload.
     pub part_bytes: usize,
+    /// How long a request may go unanswered (a HEAD; a pointer, lease or
+    /// manifest read or write; the start of an upload) before it counts as
+    /// a bucket error and the next source is asked. A request that
+    /// carries bytes gets a second more per MB. Without it, a bucket that
+    /// accepts connections and never answers holds each request for the
+    /// client's whole-request time-out (minutes).
+    pub answer_timeout: Duration,
 }
 
 impl Default for SharedOptions {
@@ -77,6 +88,7 @@ impl Default for SharedOptions {
             max_wait: Duration::from_secs(6 * 3600),
             max_get_bytes: 64 << 20,
             part_bytes: 16 << 20,
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
         }
     }
 }
@@ -95,6 +107,11 @@ pub(crate) struct Inner {
     pub(crate) options: SharedOptions,
     /// Whether the store refuses a second create-only write (probed once).
     pub(crate) create_only: tokio::sync::OnceCell<bool>,
+    /// When the tier was opened: the origin of `silent_at`.
+    pub(crate) opened: Instant,
+    /// When the bucket last left a request unanswered, in milliseconds
+    /// after `opened` plus one (0: never); see [`SharedTier::answered`].
+    pub(crate) silent_at: AtomicU64,
 }
 
 impl std::fmt::Debug for SharedTier {
@@ -125,7 +142,9 @@ impl SharedTier {
             ));
         }
         // Short connect time-out and few retries: a dead bucket must cost
-        // seconds, then the fill falls through to the next source.
+        // seconds, then the fill falls through to the next source. The
+        // whole-request time-out is long (uploads of big parts); requests
+        // that must be answered soon are bounded by `answered`.
         let client = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(120));
@@ -157,6 +176,8 @@ impl SharedTier {
                 layout: Layout::new(parsed.path()),
                 options,
                 create_only: tokio::sync::OnceCell::new(),
+                opened: Instant::now(),
+                silent_at: AtomicU64::new(0),
             }),
         })
     }
@@ -186,43 +207,93 @@ impl SharedTier {
         e
     }
 
+    /// `request` (about `key`, carrying up to `bytes` bytes), failed as
+    /// a bucket error when it has no answer within
+    /// [`SharedOptions::answer_timeout`] plus a second per MB.
+    ///
+    /// After a request went unanswered, the next ones for three times
+    /// that time-out fail at once without asking: a hung bucket costs a
+    /// fetch one time-out, not one per request (pointer, lease, publish).
+    pub(crate) async fn answered<T>(
+        &self,
+        key: &Path,
+        bytes: u64,
+        request: impl std::future::Future<Output = Result<T, SharedError>>,
+    ) -> Result<T, SharedError> {
+        let timeout = self.inner.options.answer_timeout;
+        let cool_down = timeout.saturating_mul(3);
+        let silent_at = self.inner.silent_at.load(Ordering::Relaxed);
+        if silent_at > 0 {
+            let at = Duration::from_millis(silent_at - 1);
+            let since = self.inner.opened.elapsed().saturating_sub(at);
+            if since < cool_down {
+                return Err(self.fail(
+                    key,
+                    format!(
+                        "skipped: the bucket left a request unanswered {:.1}s ago (asked again {cool_down:?} after that)",
+                        since.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        let bound = timeout + Duration::from_secs(bytes / 1_000_000);
+        match tokio::time::timeout(bound, request).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let now = self.inner.opened.elapsed().as_millis() as u64;
+                self.inner.silent_at.store(now + 1, Ordering::Relaxed);
+                Err(self.fail(key, format!("no answer within {bound:?}")))
+            }
+        }
+    }
+
     /// The whole (small) object at `key`; `Ok(None)` when it does not exist.
     pub(crate) async fn get_small(
         &self,
         key: &Path,
         limit: u64,
     ) -> Result<Option<Bytes>, SharedError> {
-        let got = match self.inner.store.get(key).await {
-            Ok(g) => g,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.fail(key, e)),
-        };
-        if got.meta.size > limit {
-            return Err(self.fail(
-                key,
-                format!("{} bytes, more than the {limit} expected", got.meta.size),
-            ));
-        }
-        got.bytes().await.map(Some).map_err(|e| self.fail(key, e))
+        self.answered(key, limit, async {
+            let got = match self.inner.store.get(key).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.fail(key, e)),
+            };
+            if got.meta.size > limit {
+                return Err(self.fail(
+                    key,
+                    format!("{} bytes, more than the {limit} expected", got.meta.size),
+                ));
+            }
+            got.bytes().await.map(Some).map_err(|e| self.fail(key, e))
+        })
+        .await
     }
 
     /// The size of the object at `key`; `Ok(None)` when it does not exist.
     pub(crate) async fn size_of(&self, key: &Path) -> Result<Option<u64>, SharedError> {
-        match self.inner.store.head(key).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.fail(key, e)),
-        }
+        self.answered(key, 0, async {
+            match self.inner.store.head(key).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.fail(key, e)),
+            }
+        })
+        .await
     }
 
     /// Writes `bytes` at `key`, replacing what is there.
     pub(crate) async fn put(&self, key: &Path, bytes: Vec<u8>) -> Result<(), SharedError> {
-        self.inner
-            .store
-            .put(key, PutPayload::from(bytes))
-            .await
-            .map(|_| ())
-            .map_err(|e| self.fail(key, e))
+        let len = bytes.len() as u64;
+        self.answered(key, len, async {
+            self.inner
+                .store
+                .put(key, PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.fail(key, e))
+        })
+        .await
     }
 
     /// Create-only write: `Ok(true)` when created, `Ok(false)` when `key`
@@ -232,25 +303,32 @@ impl SharedTier {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
-            .inner
-            .store
-            .put_opts(key, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.fail(key, e)),
-        }
+        let len = bytes.len() as u64;
+        self.answered(key, len, async {
+            match self
+                .inner
+                .store
+                .put_opts(key, PutPayload::from(bytes), opts)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => Ok(false),
+                Err(e) => Err(self.fail(key, e)),
+            }
+        })
+        .await
     }
 
     /// Deletes `key` (a missing key is fine).
     pub(crate) async fn delete(&self, key: &Path) -> Result<(), SharedError> {
-        match self.inner.store.delete(key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.fail(key, e)),
-        }
+        self.answered(key, 0, async {
+            match self.inner.store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.fail(key, e)),
+            }
+        })
+        .await
     }
 
     /// The pointer of (`identity`, `validator`) when the bucket has one
@@ -292,11 +370,19 @@ impl SharedTier {
             .get_or_init(|| async {
                 let key = self.inner.layout.probe(rand::random());
                 let first = self.create(&key, b"probe".to_vec()).await;
-                let second = self.create(&key, b"probe".to_vec()).await;
-                let _ = self.delete(&key).await;
+                // Only a first write that worked is worth a second (and
+                // leaves a key to delete).
+                let second = match first {
+                    Ok(true) => {
+                        let second = self.create(&key, b"probe".to_vec()).await;
+                        let _ = self.delete(&key).await;
+                        Some(second)
+                    }
+                    _ => None,
+                };
                 match (first, second) {
-                    (Ok(true), Ok(false)) => true,
-                    (Ok(true), Ok(true)) => {
+                    (Ok(true), Some(Ok(false))) => true,
+                    (Ok(true), Some(Ok(true))) => {
                         tracing::warn!(bucket = %self.url(), "the shared store ignores create-only writes (If-None-Match: *): running without the lease, so nodes missing the same image at once each download it from the origin");
                         false
                     }
