@@ -10,7 +10,7 @@ mod support;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::relay::{relay, Gate, Relay};
+use support::relay::{black_hole, relay, Gate, Relay};
 use support::seaweed::{aws_env, Seaweed};
 use support::*;
 
@@ -183,15 +183,8 @@ fn the_bucket_stopped_mid_download_leaves_the_rest_to_the_origin() {
 fn a_bucket_that_never_answers_costs_one_timeout_then_the_origin_serves() {
     let len = 5 * MIB + 9;
     let (ng, _data, want) = origin(None, len, 85);
-    // A bucket that accepts connections and never answers (hung, or a
-    // middlebox that swallows requests): each connection is held open
-    // for as long as the test runs. SeaweedFS cannot be made to do this.
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = hole.local_addr().expect("address").port();
-    std::thread::spawn(move || {
-        let held: Vec<_> = hole.incoming().collect();
-        drop(held);
-    });
+    // A bucket that accepts connections and never answers.
+    let port = black_hole();
     let (_t, store) = store_dir();
     let mut c = bc(&store);
     aws_env(&mut c, &format!("http://127.0.0.1:{port}"));

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::relay::black_hole;
 use support::seaweed::{aws_env, Seaweed};
 use support::*;
 
@@ -343,15 +344,41 @@ fn check_config_shows_the_shared_tier() {
 
 #[test]
 fn a_server_whose_bucket_is_down_answers_from_the_origin() {
+    // Nothing listens on port 1: every bucket request is refused at once.
+    a_server_whose_bucket_fails_answers_from_the_origin("http://127.0.0.1:1", &[], 84, None);
+}
+
+#[test]
+fn a_server_whose_bucket_never_answers_answers_from_the_origin() {
+    // Every bucket request is accepted, then nothing: each costs the
+    // configured second (and the next ones are skipped).
+    let hole = format!("http://127.0.0.1:{}", black_hole());
+    a_server_whose_bucket_fails_answers_from_the_origin(
+        &hole,
+        &["--shared-timeout", "1s"],
+        86,
+        Some("no answer within 1s"),
+    );
+}
+
+/// A `serve --shared` node whose bucket at `endpoint` fails: a client
+/// still gets the image (from the origin), the errors are counted, and
+/// the background publish fails; `says`: what the log must name.
+fn a_server_whose_bucket_fails_answers_from_the_origin(
+    endpoint: &str,
+    extra: &[&str],
+    seed: u64,
+    says: Option<&str>,
+) {
     let len = 3 * MIB + 11;
-    let (ng, data, _want) = origin(None, len, 84);
+    let (ng, data, _want) = origin(None, len, seed);
     let (_t, store) = store_dir();
     let mut c = bc(&store);
-    // Nothing listens on port 1: every bucket request is refused at once.
-    aws_env(&mut c, "http://127.0.0.1:1");
+    aws_env(&mut c, endpoint);
     c.args(["serve", "--listen", "127.0.0.1:0", "--access-log", "off"])
         .args(["--mirror", &format!("img={}", ng.url(""))])
-        .args(["--shared", &format!("s3://{BUCKET}/ci")]);
+        .args(["--shared", &format!("s3://{BUCKET}/ci")])
+        .args(extra);
     let (mut server, addr) = serve_started(c);
     let stderr = collect(server.0.stderr.take().expect("stderr"));
     let (status, head, body) = http_get(&addr, "/m/img/disk.img", None);
@@ -372,4 +399,7 @@ fn a_server_whose_bucket_is_down_answers_from_the_origin() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(node.metric("blockcache_shared_publishes_total"), 0);
+    if let Some(says) = says {
+        assert!(node.stderr().contains(says), "{}", node.stderr());
+    }
 }

@@ -133,3 +133,16 @@ fn toward_client(mut from: TcpStream, mut to: TcpStream, how: &Relay) {
     }
     let _ = to.shutdown(Shutdown::Both);
 }
+
+/// A port where connections are accepted and never answered (a hung
+/// server, or a middlebox that swallows requests): each is held open as
+/// long as the test process runs. No real server can be made to do this.
+pub fn black_hole() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("black hole address").port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().collect();
+        drop(held);
+    });
+    port
+}
