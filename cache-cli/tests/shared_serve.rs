@@ -361,6 +361,47 @@ fn a_server_whose_bucket_never_answers_answers_from_the_origin() {
     );
 }
 
+#[test]
+fn a_server_asks_a_silent_bucket_again_after_its_cool_down() {
+    let (ng, first, _want) = origin(None, MIB + 1, 87);
+    let second = pattern(88, MIB + 2);
+    ng.put("disk2.img", &second);
+    let (_t, store) = store_dir();
+    let mut c = bc(&store);
+    aws_env(&mut c, &format!("http://127.0.0.1:{}", black_hole()));
+    c.args(["serve", "--listen", "127.0.0.1:0", "--access-log", "off"])
+        .args(["--mirror", &format!("img={}", ng.url(""))])
+        .args(["--shared", &format!("s3://{BUCKET}/ci")])
+        .args(["--shared-timeout", "1s"]);
+    let (mut server, addr) = serve_started(c);
+    let stderr = collect(server.0.stderr.take().expect("stderr"));
+    let log = || String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+    let unanswered = || log().matches("no answer within 1s").count();
+    // The first image's pointer lookup waits its second, then the origin
+    // serves; its publish right after is skipped (3 s of cool-down).
+    let (status, head, body) = http_get(&addr, "/m/img/disk.img", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(body == first);
+    assert!(unanswered() >= 1, "{}", log());
+    // Past the cool-down, the bucket is asked again (it may have come
+    // back): the second image's lookup waits its second too.
+    std::thread::sleep(Duration::from_millis(3500));
+    let before = unanswered();
+    let (status, head, body) = http_get(&addr, "/m/img/disk2.img", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(body == second);
+    let deadline = Instant::now() + STEP;
+    while unanswered() <= before {
+        assert!(Instant::now() < deadline, "{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        log().contains("skipped: the bucket left a request unanswered"),
+        "{}",
+        log()
+    );
+}
+
 /// A `serve --shared` node whose bucket at `endpoint` fails: a client
 /// still gets the image (from the origin), the errors are counted, and
 /// the background publish fails; `says`: what the log must name.
