@@ -399,13 +399,14 @@ fn merge(
             return Ok(flag);
         };
         let start = value.span().start;
-        match value.into_inner() {
-            Seconds::Secs(0) => Err(at(start, key, "0: must be above zero".into())),
-            Seconds::Secs(n) => Ok(Some(Duration::from_secs(n))),
-            Seconds::Text(t) => crate::upstream::parse_duration(&t)
-                .map(Some)
-                .map_err(|e| at(start, key, e)),
-        }
+        // One parser (and one "above zero" check) for both forms.
+        let text = match value.into_inner() {
+            Seconds::Secs(n) => n.to_string(),
+            Seconds::Text(t) => t,
+        };
+        crate::upstream::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| at(start, key, e))
     };
     let shared_lease = duration(a.shared.shared_lease, "shared_lease", file.shared_lease)?;
     let shared_timeout = duration(

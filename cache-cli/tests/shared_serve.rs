@@ -300,29 +300,17 @@ fn check_config_shows_the_shared_tier() {
     assert!(out.contains("shared = \"s3://other\"\n"), "{out}");
     assert!(out.contains("shared_timeout = \"7s\"\n"), "{out}");
 
-    // A bad duration names the file, line and key.
-    std::fs::write(
-        &file,
-        "shared = \"s3://images/fleet\"\nshared_timeout = \"soon\"\n",
-    )
-    .unwrap();
-    let (code, err) = code_and_err(&check(&["--config", file_arg], None));
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains(&format!("{file_arg}:2: shared_timeout:")),
-        "{err}"
-    );
-    std::fs::write(
-        &file,
-        "shared = \"s3://images/fleet\"\nshared_timeout = 0\n",
-    )
-    .unwrap();
-    let (code, err) = code_and_err(&check(&["--config", file_arg], None));
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains(&format!("{file_arg}:2: shared_timeout:")) && err.contains("above zero"),
-        "{err}"
-    );
+    // A bad duration names the file, line and key, and why.
+    for (value, why) in [("\"soon\"", "expected a duration"), ("0", "above zero")] {
+        let text = format!("shared = \"s3://images/fleet\"\nshared_timeout = {value}\n");
+        std::fs::write(&file, text).unwrap();
+        let (code, err) = code_and_err(&check(&["--config", file_arg], None));
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains(&format!("{file_arg}:2: shared_timeout:")) && err.contains(why),
+            "{err}"
+        );
+    }
 
     // A bad value is one line naming the file, line and key.
     std::fs::write(&file, "revalidate = 5\nshared = \"http://images/fleet\"\n").unwrap();

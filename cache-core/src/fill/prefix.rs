@@ -260,10 +260,9 @@ impl FillCtx {
                 end += 1;
             }
             let run = header.chunk_range(first).start..header.chunk_range(end - 1).end;
-            let map = match run.is_empty() {
-                true => None,
-                false => obj.data().map_range(run).ok(),
-            };
+            // None for an empty run (a 0-byte object), as for any map
+            // that cannot be had: the chunks are read with `pread` then.
+            let map = obj.data().map_range(run).ok();
             for c in first..end {
                 let Some(cv) = self.cv(c) else { break 'runs };
                 let range = header.chunk_range(c);
